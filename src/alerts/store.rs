@@ -1,0 +1,331 @@
+//! The `alerts`, `stream_events` and `alert_stats` tables.
+//!
+//! Every change a ticker must hear about (publish, correct, retract) appends a stream event in
+//! the same transaction as the change itself, so the log and the alerts never disagree.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::domain::{Correction, NewAlert, Reason};
+use crate::stream::protocol::{self, EventKind};
+
+/// Key of the transaction-scoped advisory lock that orders stream events (any constant unique
+/// to this use; "sdk" + 1).
+const STREAM_LOCK: i64 = 0x73646b_01;
+/// Namespace of the advisory locks that serialise flags of one article.
+const ARTICLE_LOCK_NS: i32 = 0x73646b02;
+
+/// NOTIFY channel that tells every process a new stream event exists; the payload is its seq.
+pub const STREAM_CHANNEL: &str = "sondakika_stream";
+/// NOTIFY channel that wakes schedulers when a scheduled alert is added.
+pub const SCHEDULE_CHANNEL: &str = "sondakika_schedule";
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Alert {
+    pub id: Uuid,
+    pub seq: Option<i64>,
+    pub status: String,
+    pub label: String,
+    pub headline: String,
+    pub summary: Option<String>,
+    pub url: String,
+    pub image: Option<String>,
+    pub article_id: Option<String>,
+    pub topics: Vec<String>,
+    pub urgency: String,
+    pub ttl_seconds: i32,
+    pub send_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub retracted_at: Option<DateTime<Utc>>,
+    pub retract_reason: Option<String>,
+    pub created_by: Option<String>,
+    pub tickers_reached: i64,
+}
+
+impl Alert {
+    /// When the alert stops being worth delivering.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.published_at.or(self.send_at).unwrap_or(self.created_at)
+            + chrono::Duration::seconds(self.ttl_seconds as i64)
+    }
+}
+
+const SELECT_ALERT: &str = "
+    select a.id, a.seq, a.status, a.label, a.headline, a.summary, a.url, a.image, a.article_id,
+           a.topics, a.urgency, a.ttl_seconds, a.send_at, a.created_at, a.published_at,
+           a.updated_at, a.retracted_at, a.retract_reason,
+           t.name as created_by, coalesce(s.tickers_reached, 0) as tickers_reached
+    from alerts a
+    left join editor_tokens t on t.id = a.created_by
+    left join alert_stats s on s.alert_id = a.id";
+
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Alert>> {
+    sqlx::query_as(&format!("{SELECT_ALERT} where a.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Newest first; `before` is the id of the last alert of the previous page.
+pub async fn list(
+    pool: &PgPool,
+    before: Option<Uuid>,
+    status: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<Alert>> {
+    sqlx::query_as(&format!(
+        "{SELECT_ALERT}
+         where ($1::uuid is null or a.id < $1) and ($2::text is null or a.status = $2)
+         order by a.id desc
+         limit $3"
+    ))
+    .bind(before)
+    .bind(status)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Outcome of flagging an article.
+pub enum Flagged {
+    Created(Alert),
+    /// The article already has a live (or scheduled) alert; flagging again returns it.
+    AlreadyLive(Alert),
+}
+
+/// Creates an alert, or returns the live one for the same article. Publishes at once unless
+/// `send_at` is in the future. Runs inside the caller's transaction.
+pub async fn flag(
+    tx: &mut PgConnection,
+    new: &NewAlert,
+    editor_id: i64,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Flagged> {
+    let dedupe_key = new.dedupe_key();
+    // Two editors pressing the button at the same moment: the second waits here until the first
+    // commits, then finds its alert below.
+    sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(ARTICLE_LOCK_NS)
+        .bind(&dedupe_key)
+        .execute(&mut *tx)
+        .await?;
+    let live: Option<Uuid> = sqlx::query_scalar(
+        "select id from alerts
+         where dedupe_key = $1 and status <> 'retracted'
+           and coalesce(published_at, send_at, created_at) + make_interval(secs => ttl_seconds) > now()
+         order by id desc limit 1",
+    )
+    .bind(&dedupe_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = live {
+        let alert = get(tx, id).await?.expect("row seen in this transaction");
+        return Ok(Flagged::AlreadyLive(alert));
+    }
+
+    let id = Uuid::now_v7();
+    let scheduled = new.send_at.is_some_and(|at| at > now);
+    sqlx::query(
+        "insert into alerts (id, status, label, headline, summary, url, image, article_id,
+                             dedupe_key, topics, urgency, ttl_seconds, send_at, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(id)
+    .bind(if scheduled { "scheduled" } else { "live" })
+    .bind(new.label.as_str())
+    .bind(new.headline.as_str())
+    .bind(new.summary.as_ref().map(|s| s.as_str()))
+    .bind(new.url.as_str())
+    .bind(new.image.as_ref().map(|s| s.as_str()))
+    .bind(new.article_id.as_ref().map(|s| s.as_str()))
+    .bind(&dedupe_key)
+    .bind(new.topics.to_strings())
+    .bind(new.urgency.as_str())
+    .bind(new.ttl_seconds as i32)
+    .bind(new.send_at)
+    .bind(editor_id)
+    .execute(&mut *tx)
+    .await?;
+    if scheduled {
+        sqlx::query("select pg_notify($1, '')")
+            .bind(SCHEDULE_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        publish(tx, id).await?;
+    }
+    let alert = get(tx, id).await?.expect("row inserted in this transaction");
+    Ok(Flagged::Created(alert))
+}
+
+/// Marks an alert published and appends its `alert` event.
+async fn publish(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    // The seq is assigned inside append_event; the alert takes the same number.
+    let seq = next_seq(tx).await?;
+    sqlx::query("update alerts set status = 'live', seq = $2, published_at = now() where id = $1")
+        .bind(id)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    let alert = get(tx, id).await?.expect("row exists in this transaction");
+    append_event(tx, seq, EventKind::Alert, &alert).await
+}
+
+/// Takes the stream lock and the next seq. The lock is held until the transaction ends, so
+/// events commit in seq order; take it as late as possible in the transaction.
+async fn next_seq(tx: &mut PgConnection) -> sqlx::Result<i64> {
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(STREAM_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query_scalar("select nextval('stream_seq')").fetch_one(&mut *tx).await
+}
+
+async fn append_event(
+    tx: &mut PgConnection,
+    seq: i64,
+    kind: EventKind,
+    alert: &Alert,
+) -> sqlx::Result<()> {
+    let frame = protocol::event_frame(kind, seq, alert);
+    sqlx::query(
+        "insert into stream_events (seq, alert_id, kind, topics, frame) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(seq)
+    .bind(alert.id)
+    .bind(kind.as_str())
+    .bind(&alert.topics)
+    .bind(frame)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(STREAM_CHANNEL)
+        .bind(seq.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+pub enum Changed {
+    Done(Alert),
+    NotFound,
+    Retracted(Alert),
+}
+
+/// Applies an editor's correction; tickers get an `update` if the alert is already out.
+pub async fn correct(tx: &mut PgConnection, id: Uuid, c: &Correction) -> sqlx::Result<Changed> {
+    let Some(current) = lock_alert(tx, id).await? else { return Ok(Changed::NotFound) };
+    if current.status == "retracted" {
+        return Ok(Changed::Retracted(current));
+    }
+    sqlx::query(
+        "update alerts set
+            headline = coalesce($2, headline),
+            summary = case when $3 then $4 else summary end,
+            url = coalesce($5, url),
+            image = case when $6 then $7 else image end,
+            updated_at = now()
+         where id = $1",
+    )
+    .bind(id)
+    .bind(c.headline.as_ref().map(|h| h.as_str()))
+    .bind(c.summary.is_some())
+    .bind(c.summary.as_ref().and_then(|s| s.as_ref().map(|s| s.as_str())))
+    .bind(c.url.as_ref().map(|u| u.as_str()))
+    .bind(c.image.is_some())
+    .bind(c.image.as_ref().and_then(|s| s.as_ref().map(|s| s.as_str())))
+    .execute(&mut *tx)
+    .await?;
+    if current.status == "live" {
+        let seq = next_seq(tx).await?;
+        let alert = get(tx, id).await?.expect("locked row");
+        append_event(tx, seq, EventKind::Update, &alert).await?;
+    }
+    Ok(Changed::Done(get(tx, id).await?.expect("locked row")))
+}
+
+/// Retracts an alert; tickers get a `retract` if it was out. Retracting twice is harmless.
+pub async fn retract(
+    tx: &mut PgConnection,
+    id: Uuid,
+    reason: Option<&Reason>,
+) -> sqlx::Result<Changed> {
+    let Some(current) = lock_alert(tx, id).await? else { return Ok(Changed::NotFound) };
+    if current.status == "retracted" {
+        return Ok(Changed::Done(current));
+    }
+    sqlx::query(
+        "update alerts set status = 'retracted', retracted_at = now(), retract_reason = $2,
+                updated_at = now()
+         where id = $1",
+    )
+    .bind(id)
+    .bind(reason.map(|r| r.as_str()))
+    .execute(&mut *tx)
+    .await?;
+    if current.status == "live" {
+        let seq = next_seq(tx).await?;
+        let alert = get(tx, id).await?.expect("locked row");
+        append_event(tx, seq, EventKind::Retract, &alert).await?;
+    }
+    Ok(Changed::Done(get(tx, id).await?.expect("locked row")))
+}
+
+async fn lock_alert(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Alert>> {
+    let found: Option<Uuid> = sqlx::query_scalar("select id from alerts where id = $1 for update")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match found {
+        Some(id) => get(tx, id).await,
+        None => Ok(None),
+    }
+}
+
+/// Publishes scheduled alerts that are due. Several processes may run this at once:
+/// `skip locked` hands each due alert to exactly one of them. Returns how many fired.
+pub async fn fire_due(pool: &PgPool, batch: i64) -> sqlx::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let due: Vec<Uuid> = sqlx::query_scalar(
+        "select id from alerts where status = 'scheduled' and send_at <= now()
+         order by send_at limit $1 for update skip locked",
+    )
+    .bind(batch)
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in &due {
+        publish(&mut tx, *id).await?;
+    }
+    tx.commit().await?;
+    Ok(due.len())
+}
+
+/// When the next scheduled alert is due, if any.
+pub async fn next_due(pool: &PgPool) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar("select min(send_at) from alerts where status = 'scheduled'")
+        .fetch_one(pool)
+        .await
+}
+
+/// Adds per-alert ticker deliveries counted by this process, in one statement.
+pub async fn add_tickers_reached(pool: &PgPool, deltas: &[(Uuid, i64)]) -> sqlx::Result<()> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let (ids, counts): (Vec<Uuid>, Vec<i64>) = deltas.iter().copied().unzip();
+    sqlx::query(
+        "insert into alert_stats (alert_id, tickers_reached)
+         select * from unnest($1::uuid[], $2::bigint[])
+         on conflict (alert_id) do update
+           set tickers_reached = alert_stats.tickers_reached + excluded.tickers_reached",
+    )
+    .bind(ids)
+    .bind(counts)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

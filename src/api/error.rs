@@ -1,0 +1,201 @@
+//! The one error type of the HTTP API, answered as `application/problem+json` (RFC 9457).
+//!
+//! Each variant knows its status and writes a message a person can act on. Database and
+//! internal causes are logged with their chain and answered opaquely: nothing internal leaks.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::alerts::domain::FieldError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request")]
+    Validation(Vec<FieldError>),
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("request body too large")]
+    PayloadTooLarge { limit: usize },
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64, detail: String },
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+impl ApiError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The database being down or overloaded is not a bug: answer 503 so clients retry.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+        || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (kind, title, detail, field, errors): (&str, &str, String, Option<&str>, Option<&[FieldError]>) =
+            match &self {
+                Self::Validation(errors) => (
+                    "/problems/validation",
+                    "The request has invalid fields",
+                    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                    errors.first().map(|e| e.field.as_str()),
+                    Some(errors.as_slice()),
+                ),
+                Self::MalformedJson(detail) => (
+                    "/problems/malformed-json",
+                    "The request body is not valid JSON",
+                    detail.clone(),
+                    None,
+                    None,
+                ),
+                Self::UnsupportedMediaType => (
+                    "/problems/unsupported-media-type",
+                    "Send JSON",
+                    "the request body must be JSON with `Content-Type: application/json`".into(),
+                    None,
+                    None,
+                ),
+                Self::PayloadTooLarge { limit } => (
+                    "/problems/payload-too-large",
+                    "The request body is too large",
+                    format!("request bodies are limited to {limit} bytes"),
+                    None,
+                    None,
+                ),
+                Self::Unauthorized(why) => (
+                    "/problems/unauthorized",
+                    "Authentication required",
+                    (*why).to_string(),
+                    None,
+                    None,
+                ),
+                Self::Forbidden(why) => ("/problems/forbidden", "Not allowed", why.clone(), None, None),
+                Self::NotFound(what) => ("/problems/not-found", "Not found", what.clone(), None, None),
+                Self::MethodNotAllowed => (
+                    "/problems/method-not-allowed",
+                    "Method not allowed",
+                    "this address does not accept that HTTP method".into(),
+                    None,
+                    None,
+                ),
+                Self::Conflict(why) => ("/problems/conflict", "Conflict", why.clone(), None, None),
+                Self::TooManyRequests { detail, .. } => (
+                    "/problems/too-many-requests",
+                    "Too many requests",
+                    detail.clone(),
+                    None,
+                    None,
+                ),
+                Self::Unavailable(why) => (
+                    "/problems/unavailable",
+                    "Service temporarily unavailable",
+                    why.clone(),
+                    None,
+                    None,
+                ),
+                Self::Database(e) if is_unavailable(e) => {
+                    tracing::warn!(error = %e, "database unavailable");
+                    (
+                        "/problems/unavailable",
+                        "Service temporarily unavailable",
+                        "the database cannot be reached right now; try again in a few seconds".into(),
+                        None,
+                        None,
+                    )
+                }
+                Self::Database(e) => {
+                    tracing::error!(error = ?e, "database error");
+                    internal()
+                }
+                Self::Internal(e) => {
+                    tracing::error!(error = ?e, "internal error");
+                    internal()
+                }
+            };
+        let body = serde_json::to_vec(&Problem { kind, title, status: status.as_u16(), detail, field, errors })
+            .expect("problem serialises");
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        match &self {
+            Self::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sondakika\""));
+            }
+            Self::TooManyRequests { retry_after_secs, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::Unavailable(_) | Self::Database(_) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+fn internal() -> (&'static str, &'static str, String, Option<&'static str>, Option<&'static [FieldError]>) {
+    (
+        "/problems/internal",
+        "Internal error",
+        "something went wrong on our side; it has been logged".into(),
+        None,
+        None,
+    )
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

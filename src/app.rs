@@ -1,0 +1,219 @@
+//! Building and running one `sondakika serve` process.
+//!
+//! [`Application::build`] connects (starting the private PostgreSQL if no URL is set), migrates,
+//! binds, and assembles the one [`AppState`]. [`Application::run`] serves until the shutdown
+//! token is cancelled, then: stops accepting, closes every ticker with 1001, lets requests and
+//! workers finish (bounded by `shutdown_grace_secs`), flushes figures, and returns.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context;
+use axum::{
+    Extension, Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, header},
+};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use crate::{
+    api::{self, error::ApiError, extract::BodyLimit},
+    config::Settings,
+    db::{self, Database},
+    stream::{self, Admission, hub::Hub, protocol::Limits},
+    workers,
+};
+
+/// Everything a request handler or a connection task may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub settings: Arc<Settings>,
+    pub hub: Arc<Hub>,
+    pub admission: Arc<Admission>,
+    pub limits: Arc<Limits>,
+    pub origins: Arc<Vec<String>>,
+    /// Cancelled once, on SIGTERM/SIGINT (or by a test): every task watches it.
+    pub shutdown: CancellationToken,
+    /// Connection tasks and workers, so that shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+impl AppState {
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.origins.iter().any(|o| o == "*" || o == origin)
+    }
+
+    /// The client's address: the peer, or behind a trusted proxy the address it appended last
+    /// to `X-Forwarded-For` (earlier entries are whatever the client claimed).
+    pub fn client_ip(&self, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+        let peer_ip = peer.ip();
+        if !self.settings.trust_forwarded_for {
+            return peer_ip;
+        }
+        headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse().ok())
+            .unwrap_or(peer_ip)
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    state: AppState,
+    /// Keeps the private PostgreSQL running for as long as the application lives.
+    database: Database,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let database = Database::locate(&settings).await?;
+        let pool = db::connect(database.options.clone(), settings.db_pool_size).await?;
+        db::migrate(&pool).await?;
+
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .with_context(|| format!("invalid setting `bind`: cannot listen on {}", settings.bind))?;
+        let metrics_listener = match settings.metrics_bind {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("invalid setting `metrics_bind`: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        crate::telemetry::prometheus();
+
+        let hub = Arc::new(Hub::new(
+            settings.client_queue,
+            settings.replay_max_count,
+            Duration::from_secs(settings.replay_max_age_secs),
+        ));
+        stream::hub::load_window(&hub, &pool).await.context("loading recent stream events")?;
+        let limits = Limits {
+            max_replay: settings.replay_max_count,
+            max_replay_age_seconds: settings.replay_max_age_secs,
+            queue: settings.client_queue,
+            ping_interval_seconds: settings.ping_interval_secs,
+            max_message_bytes: stream::ws::MAX_CLIENT_MESSAGE,
+        };
+        let state = AppState {
+            db: pool,
+            admission: Arc::new(Admission::new(settings.max_connections, settings.max_connections_per_ip)),
+            origins: Arc::new(settings.origins()),
+            settings: Arc::new(settings),
+            hub,
+            limits: Arc::new(limits),
+            shutdown,
+            tracker: TaskTracker::new(),
+        };
+        Ok(Self { listener, metrics_listener, state, database })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Self { listener, metrics_listener, state, database } = self;
+        let shutdown = state.shutdown.clone();
+        workers::spawn_all(&state);
+
+        let app = router(state.clone());
+        if let Some(metrics_listener) = metrics_listener {
+            let metrics_app = Router::new().route("/metrics", axum::routing::get(api::health::metrics)).with_state(state.clone());
+            let stop = shutdown.clone();
+            state.tracker.spawn(async move {
+                let _ = axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(stop.cancelled_owned()).await;
+            });
+        }
+        tracing::info!(addr = %listener.local_addr()?, "sondakika is listening");
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("HTTP server failed")?;
+
+        // Accepting has stopped and plain requests are done; tickers are being closed with 1001
+        // and workers are finishing their current step.
+        state.tracker.close();
+        let grace = state.settings.shutdown_grace();
+        if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
+            tracing::warn!(?grace, "some connections or workers did not finish in time");
+        }
+        workers::flush_stats(&state).await;
+        state.db.close().await;
+        drop(database);
+        tracing::info!("sondakika stopped");
+        Ok(())
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    let origins: Vec<HeaderValue> = state
+        .origins
+        .iter()
+        .filter(|o| *o != "*")
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let allow_origin = if state.origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins)
+    };
+    let cors = CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::LOCATION, HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(3600));
+    let timeout = Duration::from_secs(state.settings.request_timeout_secs);
+
+    let x_request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .nest("/api/v1", api::alerts::router())
+        .merge(stream::router())
+        .merge(api::health::router())
+        .fallback(|| async { ApiError::NotFound("there is nothing at this address".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(Extension(BodyLimit(limit)))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(cors)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                // Route templates, not raw paths: low cardinality, and no ids or tokens in names.
+                let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
+                let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), route, request_id, editor_id = tracing::field::Empty)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        .with_state(state)
+}

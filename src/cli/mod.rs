@@ -1,0 +1,94 @@
+//! The `sondakika` command line.
+//!
+//! `serve`, `migrate` and `token` work on the database directly (an operator's tools); `alert`
+//! talks to a running server over HTTP with an editor token (an editor's tool); `bench` is the
+//! load generator behind BENCHMARKS.md.
+
+pub mod bench;
+pub mod client;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::Role;
+
+#[derive(Debug, Parser)]
+#[command(name = "sondakika", version, about = "Breaking-news alerts for newsrooms: live tickers and Web Push")]
+pub struct Cli {
+    /// TOML settings file (see the README's settings table).
+    #[arg(long, global = true, env = "SONDAKIKA_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: API, ticker streams and background workers.
+    Serve {
+        /// Address to listen on (overrides the `bind` setting).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage editor tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Flag, list, show and retract alerts on a running server.
+    Alert {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
+    /// Load generators for the benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token. Prints the token alone on stdout; it is shown only once.
+    Create {
+        /// Who the token is for, e.g. "Ayşe Yılmaz".
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value = "editor")]
+        role: Role,
+    },
+    /// List tokens (never their values).
+    List,
+    /// Revoke a token by id; it stops working at once.
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Base URL of the sondakika server.
+    #[arg(long, env = "SONDAKIKA_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    pub server: String,
+    /// Editor token (from `sondakika token create`).
+    #[arg(long, env = "SONDAKIKA_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// Flag an article as breaking news, then follow its delivery live.
+    Send(client::SendArgs),
+    /// List recent alerts, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show one alert with its delivery figures.
+    Show { id: String },
+    /// Retract an alert: tickers drop it.
+    Retract {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}

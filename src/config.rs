@@ -1,0 +1,281 @@
+//! Settings: defaults, then an optional TOML file, then the environment.
+//!
+//! Every setting is a field of [`Settings`], documented here and in the README's table. Nothing
+//! else in the crate reads the environment: the settings are loaded once in `main` and passed down.
+//! A bad value stops start-up with a message that names the setting.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use url::Url;
+
+/// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// All settings of a `sondakika` process.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// PostgreSQL connection URL (`DATABASE_URL`). Unset: a private PostgreSQL under `data_dir`.
+    pub database_url: Option<Secret>,
+    /// Where the private PostgreSQL keeps its files when `database_url` is unset.
+    pub data_dir: PathBuf,
+    /// Directory of the PostgreSQL server binaries (`initdb`, `postgres`). Unset: the newest
+    /// `/usr/lib/postgresql/*/bin`.
+    pub pg_bin_dir: Option<PathBuf>,
+    /// Size of the database connection pool of this process.
+    pub db_pool_size: u32,
+
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// The URL readers and editors reach this service at (used in links and the default origin).
+    pub public_url: Option<Url>,
+    /// Browser origins allowed to open streams and call the public API. Empty: the origin of
+    /// `public_url` only.
+    #[serde(deserialize_with = "list_from_str_or_seq")]
+    pub allowed_origins: Vec<String>,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy).
+    pub trust_forwarded_for: bool,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Time limit for one API request.
+    pub request_timeout_secs: u64,
+
+    /// Most ticker connections (WebSocket and SSE together) this process holds; more get 503.
+    pub max_connections: usize,
+    /// Most ticker connections from one client address.
+    pub max_connections_per_ip: usize,
+    /// Events a ticker connection may fall behind before it is closed as too slow (code 4001).
+    pub client_queue: usize,
+    /// Seconds one frame may take to be written to a ticker before it is closed as too slow.
+    pub write_timeout_secs: u64,
+    /// Seconds between server pings; a peer silent for two intervals is dropped.
+    pub ping_interval_secs: u64,
+    /// Most events replayed to a reconnecting ticker (`since`).
+    pub replay_max_count: usize,
+    /// Oldest event replayed to a reconnecting ticker, in seconds.
+    pub replay_max_age_secs: u64,
+
+    /// How long an alert stays worth delivering when the editor does not say (`ttl_seconds`).
+    pub default_ttl_secs: u32,
+    /// Seconds given to open requests, streams and workers to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+
+    /// `text` or `json` logs on standard error.
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `sondakika=debug`, ...). `RUST_LOG` wins when set.
+    pub log_level: String,
+    /// Serve Prometheus metrics on this separate address instead of `/metrics` on `bind`.
+    pub metrics_bind: Option<SocketAddr>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            data_dir: PathBuf::from("./data"),
+            pg_bin_dir: None,
+            db_pool_size: 16,
+            bind: "127.0.0.1:8080".parse().expect("valid default address"),
+            public_url: None,
+            allowed_origins: Vec::new(),
+            trust_forwarded_for: false,
+            max_body_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+            max_connections: 15_000,
+            max_connections_per_ip: 64,
+            client_queue: 128,
+            write_timeout_secs: 10,
+            ping_interval_secs: 20,
+            replay_max_count: 500,
+            replay_max_age_secs: 24 * 3600,
+            default_ttl_secs: 3600,
+            shutdown_grace_secs: 10,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            metrics_bind: None,
+        }
+    }
+}
+
+/// A setting that could not be used; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Loads defaults, then `file` (TOML) if given, then `SONDAKIKA_*` and `DATABASE_URL`.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("SONDAKIKA_").ignore(&["CONFIG", "SERVER", "TOKEN"]))
+            .merge(Env::raw().only(&["DATABASE_URL"]));
+        let settings: Settings = figment.extract().map_err(|e| {
+            // figment names the key in its message; make the env spelling visible too.
+            let e = e.into_iter().next().expect("figment error has at least one entry");
+            let key = e.path.join(".");
+            if key.is_empty() {
+                SettingsError(format!("invalid settings: {e}"))
+            } else {
+                SettingsError(format!(
+                    "invalid setting `{key}` (env SONDAKIKA_{}): {}",
+                    key.to_uppercase(),
+                    e.kind
+                ))
+            }
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |name: &str, why: String| Err(SettingsError(format!("invalid setting `{name}`: {why}")));
+        if let Some(url) = &self.database_url
+            && !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://"))
+        {
+            return bad("database_url", "must start with postgres:// or postgresql://".into());
+        }
+        if let Some(url) = &self.public_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return bad("public_url", format!("must be an http or https URL, got `{url}`"));
+        }
+        for origin in &self.allowed_origins {
+            if origin == "*" {
+                continue;
+            }
+            match Url::parse(origin) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" => {}
+                _ => {
+                    return bad(
+                        "allowed_origins",
+                        format!("`{origin}` is not an origin like https://www.example.com.tr"),
+                    );
+                }
+            }
+        }
+        let positive = [
+            ("db_pool_size", self.db_pool_size as u64),
+            ("max_body_bytes", self.max_body_bytes as u64),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("client_queue", self.client_queue as u64),
+            ("write_timeout_secs", self.write_timeout_secs),
+            ("ping_interval_secs", self.ping_interval_secs),
+            ("default_ttl_secs", self.default_ttl_secs as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return bad(name, "must be greater than zero".into());
+            }
+        }
+        if self.ping_interval_secs > 30 {
+            return bad(
+                "ping_interval_secs",
+                "must be at most 30, so that dead peers are dropped within a minute".into(),
+            );
+        }
+        if !(60..=crate::alerts::MAX_TTL_SECS).contains(&self.default_ttl_secs) {
+            return bad(
+                "default_ttl_secs",
+                format!("must be between 60 and {}", crate::alerts::MAX_TTL_SECS),
+            );
+        }
+        if self.client_queue > 65_536 {
+            return bad("client_queue", "must be at most 65536".into());
+        }
+        if self.max_body_bytes > 16 * 1024 * 1024 {
+            return bad("max_body_bytes", "must be at most 16 MiB".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return bad("log_level", e.to_string());
+        }
+        Ok(())
+    }
+
+    /// The base URL links are made from.
+    pub fn public_url(&self) -> Url {
+        self.public_url.clone().unwrap_or_else(|| {
+            Url::parse(&format!("http://{}/", self.bind)).expect("a socket address makes a URL")
+        })
+    }
+
+    /// Origins allowed for browsers, in `scheme://host[:port]` form.
+    pub fn origins(&self) -> Vec<String> {
+        if self.allowed_origins.is_empty() {
+            vec![self.public_url().origin().ascii_serialization()]
+        } else {
+            self.allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect()
+        }
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// Lists may be given as TOML arrays or as comma-separated strings (handy in the environment).
+fn list_from_str_or_seq<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        Either::Many(v) => v,
+    })
+}

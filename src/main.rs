@@ -1,0 +1,114 @@
+//! The `sondakika` binary: parse the command line, set up logs, call into the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sondakika::{
+    app::Application,
+    auth,
+    cli::{self, Cli, Command, TokenCommand},
+    config::Settings,
+    db::{self, Database},
+    telemetry,
+};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Alert { server, command } => cli::client::run(server, command).await,
+        Command::Bench(cmd) => cli::bench::run(cmd).await,
+        Command::Serve { bind } => {
+            let mut settings = Settings::load(cli.config.as_deref())?;
+            if let Some(bind) = bind {
+                settings.bind = bind;
+            }
+            telemetry::init_logs(&settings);
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let app = Application::build(settings, shutdown).await?;
+            app.run().await
+        }
+        Command::Migrate => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            telemetry::init_logs(&settings);
+            let database = Database::locate(&settings).await?;
+            let pool = db::connect(database.options.clone(), 2).await?;
+            db::migrate(&pool).await?;
+            pool.close().await;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Token(cmd) => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            telemetry::init_logs(&Settings { log_level: "warn".into(), ..settings.clone() });
+            let database = Database::locate(&settings).await?;
+            let pool = db::connect(database.options.clone(), 2).await?;
+            db::migrate(&pool).await?;
+            let result = token(&pool, cmd).await;
+            pool.close().await;
+            result
+        }
+    }
+}
+
+async fn token(pool: &sqlx::PgPool, cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create { name, role } => {
+            let (id, token) = auth::create(pool, &name, role).await?;
+            eprintln!("created token {id} for {name} ({}); it is shown only this once:", role.as_str());
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            println!("{:>4}  {:<7}  {:<12}  {:<20}  {:<20}  name", "id", "role", "token", "created", "revoked");
+            for t in auth::list(pool).await? {
+                println!(
+                    "{:>4}  {:<7}  {:<12}  {:<20}  {:<20}  {}",
+                    t.id,
+                    t.role,
+                    t.hint,
+                    t.created_at.format("%Y-%m-%d %H:%M"),
+                    t.revoked_at.map(|r| r.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "-".into()),
+                    t.name
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !auth::revoke(pool, id).await? {
+                anyhow::bail!("there is no token with id {id} (see `sondakika token list`)");
+            }
+            eprintln!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// Cancels the token on SIGTERM or SIGINT; a second signal exits at once.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down: closing tickers and finishing requests");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
+}

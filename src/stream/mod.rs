@@ -1,0 +1,165 @@
+//! Live tickers: the WebSocket and SSE endpoints and the hub that feeds them.
+//!
+//! - [`hub`]: follows the event log in PostgreSQL and fans each event out to this process's
+//!   connections, sharing one serialised frame;
+//! - [`ws`] and [`sse`]: one task per connection, each with its own bounded lag;
+//! - [`protocol`]: the frames, and the close codes clients rely on.
+//!
+//! Admission (connection caps, origin check, query parsing) is shared by both transports here.
+
+pub mod hub;
+pub mod protocol;
+pub mod sse;
+pub mod ws;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use axum::{
+    Router,
+    http::{HeaderMap, header},
+    routing::get,
+};
+use serde::Deserialize;
+
+use crate::{
+    alerts::domain::Topics,
+    api::error::ApiError,
+    app::AppState,
+    telemetry::metrics,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws", get(ws::upgrade)).route("/sse", get(sse::stream))
+}
+
+/// Counts open ticker connections, in total and per client address.
+pub struct Admission {
+    max_total: usize,
+    max_per_ip: usize,
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A held connection slot; dropping it frees the slot.
+pub struct Slot {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+    transport: &'static str,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.admission.total.fetch_sub(1, Ordering::AcqRel);
+        let mut per_ip = self.admission.per_ip.lock().expect("admission lock");
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        metrics::connection_closed(self.transport);
+    }
+}
+
+impl Admission {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self { max_total, max_per_ip, total: AtomicUsize::new(0), per_ip: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr, transport: &'static str) -> Result<Slot, ApiError> {
+        let mut per_ip = self.per_ip.lock().expect("admission lock");
+        if self.total.load(Ordering::Acquire) >= self.max_total {
+            metrics::connection_rejected("server_full");
+            return Err(ApiError::Unavailable(format!(
+                "this server holds its maximum of {} live connections; retry shortly",
+                self.max_total
+            )));
+        }
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            metrics::connection_rejected("per_ip");
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: 10,
+                detail: format!("at most {} live connections per client address", self.max_per_ip),
+            });
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::AcqRel);
+        metrics::connection_opened(transport);
+        Ok(Slot { admission: self.clone(), ip, transport })
+    }
+}
+
+/// Query of `/ws` and `/sse`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    pub topics: Option<String>,
+    pub since: Option<String>,
+}
+
+/// What a connection asked for, parsed.
+pub struct StreamRequest {
+    pub topics: Topics,
+    pub since: Option<i64>,
+}
+
+impl StreamQuery {
+    fn parse(self, last_event_id: Option<&str>) -> Result<StreamRequest, ApiError> {
+        let topics = match &self.topics {
+            Some(csv) => Topics::parse_csv("topics", csv).map_err(|e| ApiError::Validation(vec![e]))?,
+            None => Topics::default(),
+        };
+        // SSE's Last-Event-ID (sent by the browser on reconnect) wins over the query.
+        let since = last_event_id.or(self.since.as_deref());
+        let since = since
+            .map(|s| {
+                s.trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| ApiError::field("since", "must be the seq of the last event you received (a whole number)"))
+            })
+            .transpose()?;
+        Ok(StreamRequest { topics, since })
+    }
+}
+
+/// Checks origin and caps, parses the query. Runs before any upgrade: a refused client gets a
+/// plain HTTP answer (403, 422, 429, 503) it can act on.
+fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    query: StreamQuery,
+    transport: &'static str,
+) -> Result<(StreamRequest, Slot), ApiError> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        if !state.origin_allowed(origin) {
+            metrics::connection_rejected("origin");
+            return Err(ApiError::Forbidden(format!(
+                "origin `{origin}` is not allowed; add it to the `allowed_origins` setting"
+            )));
+        }
+    }
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let request = query.parse(last_event_id)?;
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::Unavailable("the server is shutting down; reconnect".into()));
+    }
+    let ip = state.client_ip(headers, peer);
+    let slot = state.admission.admit(ip, transport)?;
+    Ok((request, slot))
+}

@@ -1,0 +1,117 @@
+//! Logs and metrics.
+//!
+//! Logs are `tracing` events on standard error, as text or JSON. Spans carry ids (`alert_id`,
+//! `request_id`), never tokens or push endpoints.
+//!
+//! Every metric name lives in [`metrics`] below, so the full list is in one place and matches the
+//! README.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::config::{LogFormat, Settings};
+
+/// Installs the log subscriber. Safe to call more than once (later calls do nothing).
+pub fn init_logs(settings: &Settings) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match settings.log_format {
+        LogFormat::Json => registry
+            .with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder (the `metrics` facade allows one per process).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
+            .expect("static buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed, e.g. by an embedding program: then our
+        // figures go to theirs and /metrics shows an empty page rather than crashing.
+        let _ = ::metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("sondakika_stream_connections", "Open ticker connections (WebSocket and SSE)");
+    describe_counter!("sondakika_stream_connections_rejected_total", "Ticker connections refused, by reason");
+    describe_counter!("sondakika_alerts_published_total", "Alerts published through the API or the scheduler");
+    describe_counter!("sondakika_stream_events_total", "Stream events broadcast by this process");
+    describe_counter!("sondakika_frames_sent_total", "Event frames written to tickers");
+    describe_counter!("sondakika_frames_dropped_total", "Event frames a too-slow ticker missed");
+    describe_counter!("sondakika_slow_client_disconnects_total", "Tickers closed for falling behind");
+    describe_counter!("sondakika_dead_peer_disconnects_total", "Tickers dropped for not answering pings");
+    describe_histogram!(
+        "sondakika_fanout_latency_seconds",
+        Unit::Seconds,
+        "From an event's commit to this process broadcasting it"
+    );
+    describe_histogram!("sondakika_event_fetch_seconds", Unit::Seconds, "Reading new events from the log");
+    describe_gauge!("sondakika_stream_listener_connected", "1 while the LISTEN connection is up");
+    describe_gauge!("sondakika_db_pool_connections", "Database pool connections, by state");
+}
+
+/// Named metric updates. Call sites stay one line and names cannot drift.
+pub mod metrics {
+    use std::time::Duration;
+
+    use ::metrics::{counter, gauge, histogram};
+
+    pub fn connection_opened(kind: &'static str) {
+        gauge!("sondakika_stream_connections", "transport" => kind).increment(1.0);
+    }
+    pub fn connection_closed(kind: &'static str) {
+        gauge!("sondakika_stream_connections", "transport" => kind).decrement(1.0);
+    }
+    pub fn connection_rejected(reason: &'static str) {
+        counter!("sondakika_stream_connections_rejected_total", "reason" => reason).increment(1);
+    }
+    pub fn alert_published() {
+        counter!("sondakika_alerts_published_total").increment(1);
+    }
+    pub fn alerts_published(n: u64) {
+        counter!("sondakika_alerts_published_total").increment(n);
+    }
+    pub fn events_broadcast() {
+        counter!("sondakika_stream_events_total").increment(1);
+    }
+    pub fn frames_sent(n: u64) {
+        counter!("sondakika_frames_sent_total").increment(n);
+    }
+    pub fn frames_dropped(n: u64) {
+        counter!("sondakika_frames_dropped_total").increment(n);
+    }
+    pub fn slow_client_disconnect() {
+        counter!("sondakika_slow_client_disconnects_total").increment(1);
+    }
+    pub fn dead_peer_disconnect() {
+        counter!("sondakika_dead_peer_disconnects_total").increment(1);
+    }
+    pub fn event_lag(d: Duration) {
+        histogram!("sondakika_fanout_latency_seconds").record(d.as_secs_f64());
+    }
+    pub fn fetch_time(d: Duration) {
+        histogram!("sondakika_event_fetch_seconds").record(d.as_secs_f64());
+    }
+    pub fn listener_connected(up: bool) {
+        gauge!("sondakika_stream_listener_connected").set(if up { 1.0 } else { 0.0 });
+    }
+    pub fn db_pool(size: u32, idle: usize) {
+        gauge!("sondakika_db_pool_connections", "state" => "open").set(size as f64);
+        gauge!("sondakika_db_pool_connections", "state" => "idle").set(idle as f64);
+    }
+}
