@@ -32,6 +32,7 @@ pub struct LocalPostgres {
     dir: PathBuf,
     port: u16,
     tcp: bool,
+    die_with_parent: bool,
     child: Option<Child>,
 }
 
@@ -40,6 +41,18 @@ impl LocalPostgres {
     /// there. `tcp_port`: also listen on 127.0.0.1 at that port (tests use it so that a second
     /// process can be handed a plain URL).
     pub fn start(dir: &Path, bin_dir: Option<&Path>, tcp_port: Option<u16>) -> anyhow::Result<Self> {
+        Self::start_with(dir, bin_dir, tcp_port, false)
+    }
+
+    /// Like [`start`](Self::start); with `die_with_parent` the server is killed when the thread
+    /// that started it exits (Linux `PR_SET_PDEATHSIG`). Test suites use it from a thread that
+    /// lives as long as the process, so that no server outlives the tests.
+    pub fn start_with(
+        dir: &Path,
+        bin_dir: Option<&Path>,
+        tcp_port: Option<u16>,
+        die_with_parent: bool,
+    ) -> anyhow::Result<Self> {
         let bin = match bin_dir {
             Some(b) => b.to_path_buf(),
             None => find_bin_dir()?,
@@ -50,7 +63,8 @@ impl LocalPostgres {
             .with_context(|| format!("resolving {}", dir.display()))?;
         let run_as = RunAs::detect()?;
         let port = tcp_port.unwrap_or(5432);
-        let mut this = Self { dir: dir.clone(), port, tcp: tcp_port.is_some(), child: None };
+        let mut this =
+            Self { dir: dir.clone(), port, tcp: tcp_port.is_some(), die_with_parent, child: None };
 
         if let Some(user) = &run_as {
             user.check_reachable(&dir)?;
@@ -201,6 +215,15 @@ impl LocalPostgres {
         // Own process group: a Ctrl-C in the terminal reaches sondakika, which then stops the
         // server in order, instead of PostgreSQL dying under live connections.
         cmd.process_group(0);
+        if self.die_with_parent {
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
         let child = cmd.spawn().with_context(|| format!("starting {}", bin.join("postgres").display()))?;
         self.child = Some(child);
         Ok(())
