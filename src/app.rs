@@ -12,6 +12,7 @@ use std::{
 };
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use axum::{
     Extension, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
@@ -147,6 +148,14 @@ impl Application {
             });
         }
         tracing::info!(addr = %listener.local_addr()?, "sondakika is listening");
+        let send_buffer = state.settings.tcp_send_buffer_bytes;
+        let listener = listener.tap_io(move |tcp| {
+            // Alerts are small and must not wait for Nagle's algorithm.
+            let _ = tcp.set_nodelay(true);
+            if send_buffer > 0 {
+                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
+            }
+        });
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await

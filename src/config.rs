@@ -69,6 +69,10 @@ pub struct Settings {
     /// Time limit for one API request.
     pub request_timeout_secs: u64,
 
+    /// Kernel send buffer per accepted connection, in bytes (0: the kernel's autotuning, which
+    /// lets a stalled reader pin up to 4 MiB). Bounds memory held for slow readers and lets them
+    /// be detected after a few frames rather than megabytes.
+    pub tcp_send_buffer_bytes: usize,
     /// Most ticker connections (WebSocket and SSE together) this process holds; more get 503.
     pub max_connections: usize,
     /// Most ticker connections from one client address.
@@ -110,6 +114,7 @@ impl Default for Settings {
             trust_forwarded_for: false,
             max_body_bytes: 64 * 1024,
             request_timeout_secs: 30,
+            tcp_send_buffer_bytes: 128 * 1024,
             max_connections: 15_000,
             max_connections_per_ip: 64,
             client_queue: 128,

@@ -73,31 +73,24 @@ fn body_error(e: BytesRejection, limit: usize) -> ApiError {
     }
 }
 
-/// Parses JSON, turning serde's message into one that names the field.
+/// Parses a JSON object body, turning serde's message into one that names the field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::MalformedJson(format!("{} (line {}, column {})", describe(&e), e.line(), e.column()))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::field("body", "must be a JSON object, e.g. {\"headline\": \"...\"}"));
+    }
+    serde_path_to_error::deserialize(&value).map_err(|err| {
         let path = err.path().to_string();
-        let inner = err.into_inner();
-        use serde_json::error::Category;
-        match inner.classify() {
-            Category::Syntax | Category::Eof | Category::Io => ApiError::MalformedJson(format!(
-                "{} (line {}, column {})",
-                describe(&inner),
-                inner.line(),
-                inner.column()
-            )),
-            Category::Data => {
-                let message = describe(&inner);
-                // serde_path_to_error's path already ends at the offending (or unknown) field.
-                let field = if path == "." {
-                    unknown_field(&message).unwrap_or("body").to_string()
-                } else {
-                    path
-                };
-                ApiError::field(&field, message)
-            }
-        }
+        let message = describe(err.inner());
+        // serde_path_to_error's path already ends at the offending (or unknown) field.
+        let field = if path == "." {
+            unknown_field(&message).unwrap_or("body").to_string()
+        } else {
+            path
+        };
+        ApiError::field(&field, message)
     })
 }
 

@@ -162,7 +162,12 @@ async fn follow(client: &Client, id: &str, limit: Duration) -> anyhow::Result<()
         }
         let settled = status == "live" && stable_since.elapsed() > Duration::from_secs(3);
         if settled || status == "retracted" || started.elapsed() > limit {
-            bar.finish_with_message(format!("{status}: {reached} live tickers reached"));
+            let summary = format!("{status}: {reached} live tickers reached");
+            // Without a terminal the spinner draws nothing; still say how it ended.
+            if bar.is_hidden() {
+                eprintln!("{summary}");
+            }
+            bar.finish_with_message(summary);
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

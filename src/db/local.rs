@@ -33,6 +33,7 @@ pub struct LocalPostgres {
     port: u16,
     tcp: bool,
     die_with_parent: bool,
+    bin: PathBuf,
     child: Option<Child>,
 }
 
@@ -63,8 +64,14 @@ impl LocalPostgres {
             .with_context(|| format!("resolving {}", dir.display()))?;
         let run_as = RunAs::detect()?;
         let port = tcp_port.unwrap_or(5432);
-        let mut this =
-            Self { dir: dir.clone(), port, tcp: tcp_port.is_some(), die_with_parent, child: None };
+        let mut this = Self {
+            dir: dir.clone(),
+            port,
+            tcp: tcp_port.is_some(),
+            die_with_parent,
+            bin: bin.clone(),
+            child: None,
+        };
 
         if let Some(user) = &run_as {
             user.check_reachable(&dir)?;
@@ -254,9 +261,18 @@ impl LocalPostgres {
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
-            // The socket appears once the server accepts connections; startup recovery after a
-            // crash can take longer, and then connecting fails with "starting up" until ready.
-            if socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            // The socket appears before the server accepts sessions ("the database system is
+            // starting up", longer after a crash); pg_isready asks the server itself.
+            if socket.exists()
+                && Command::new(self.bin.join("pg_isready"))
+                    .arg("-q")
+                    .arg("-h")
+                    .arg(&self.dir)
+                    .arg("-p")
+                    .arg(self.port.to_string())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {

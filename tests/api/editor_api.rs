@@ -127,7 +127,7 @@ async fn every_kind_of_bad_input_gets_a_problem_naming_the_field() {
         (json!({ "headline": "a", "url": "https://x.example", "send_at": "tomorrow" }), "send_at", "RFC 3339"),
         (json!({ "headline": "a", "url": "https://x.example", "send_at": "2001-01-01T00:00:00Z" }), "send_at", "past"),
         (json!({ "headline": "a", "url": "https://x.example", "colour": "red" }), "colour", "unknown field"),
-        (json!(["not", "an", "object"]), "body", "invalid type"),
+        (json!(["not", "an", "object"]), "body", "JSON object"),
     ];
     for (body, field, words) in cases {
         let r = app.post_alert(body.clone()).await;

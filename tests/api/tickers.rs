@@ -90,7 +90,9 @@ async fn a_ticker_that_reconnects_gets_exactly_what_it_missed() {
 
     let mut t = app.ticker(&format!("?topics=gundem&since={last_seen}")).await;
     let hello = t.expect("hello").await;
-    assert_eq!(hello["replay"]["count"], 3);
+    // Events this process has not heard of yet arrive live right after the replay, so the
+    // replay count may be lower; the frames that follow are what must be exact.
+    assert!(hello["replay"]["count"].as_u64().unwrap() <= 3, "{hello}");
     assert_eq!(hello["replay"]["truncated"], false);
     assert_eq!(t.expect("alert").await["id"], two["id"]);
     assert_eq!(t.expect("alert").await["id"], three["id"]);
@@ -214,6 +216,7 @@ async fn a_slow_ticker_is_closed_without_delaying_a_fast_one() {
     let app = TestApp::spawn_with(|s| {
         s.client_queue = 8;
         s.write_timeout_secs = 2;
+        s.tcp_send_buffer_bytes = 4096;
     })
     .await;
     // The slow client's socket takes almost nothing into its receive buffer and is never read.
@@ -233,15 +236,18 @@ async fn a_slow_ticker_is_closed_without_delaying_a_fast_one() {
             .unwrap_or(0.0)
     };
     let before = metric().await;
-    let summary = "Uzun özet ".repeat(45);
+    // Frames as large as alerts get (~1.6 KB of two-byte Turkish letters), enough of them to
+    // fill the kernel's socket buffers for the slow reader.
+    let summary = "ş".repeat(500);
+    let headline_tail = "ğ".repeat(180);
     let started = std::time::Instant::now();
-    for i in 0..80 {
+    for i in 0..100 {
         let r = app
-            .post_alert(json!({ "headline": format!("Yoğun akış {i}"), "url": format!("https://x.example/{i}"), "summary": summary }))
+            .post_alert(json!({ "headline": format!("Yoğun akış {i} {headline_tail}"), "url": format!("https://x.example/{i}"), "summary": summary }))
             .await;
         assert_eq!(r.status(), 201);
         let f = fast.expect("alert").await;
-        assert_eq!(f["headline"], format!("Yoğun akış {i}"));
+        assert_eq!(f["headline"], format!("Yoğun akış {i} {headline_tail}"));
     }
     let fast_time = started.elapsed();
     // The fast ticker kept up: every alert arrived before the next was flagged, and the whole
