@@ -340,20 +340,44 @@ impl RunAs {
             .with_context(|| format!("giving {} to the {} user", path.display(), self.name))
     }
 
-    /// Every parent directory must be searchable by the server's user.
+    /// Every parent directory must be searchable by the server's user. A checkout under a
+    /// private home (e.g. /root, mode 0700) is not: then the `postgres` user is granted the
+    /// right to pass through (ACL `--x`: no listing, no reading), which is the narrowest change
+    /// that lets the cluster live under `./data` as documented.
     fn check_reachable(&self, dir: &Path) -> anyhow::Result<()> {
         for parent in dir.ancestors().skip(1) {
-            let mode = fs::metadata(parent)?.permissions().mode();
-            if mode & 0o001 == 0 {
-                bail!(
-                    "PostgreSQL runs as the `{}` user, which cannot reach {} because {} is not \
-                     searchable by others; choose a `data_dir` elsewhere (e.g. /var/lib/sondakika) \
-                     or set DATABASE_URL",
-                    self.name,
-                    dir.display(),
-                    parent.display()
-                );
+            let meta = fs::metadata(parent)?;
+            let mode = meta.permissions().mode();
+            use std::os::unix::fs::MetadataExt;
+            let passable = mode & 0o001 != 0
+                || (meta.uid() == self.uid.as_raw() && mode & 0o100 != 0)
+                || (meta.gid() == self.gid.as_raw() && mode & 0o010 != 0);
+            if passable {
+                continue;
             }
+            let granted = Command::new("setfacl")
+                .arg("-m")
+                .arg(format!("u:{}:--x", self.name))
+                .arg(parent)
+                .status()
+                .is_ok_and(|s| s.success());
+            if granted {
+                tracing::warn!(
+                    dir = %parent.display(),
+                    "let the `{}` user pass through this directory (ACL u:{}:--x) so that PostgreSQL can reach its data",
+                    self.name, self.name
+                );
+                continue;
+            }
+            bail!(
+                "PostgreSQL runs as the `{user}` user, which cannot reach {dir} because {parent} is \
+                 closed to it; allow passing through with `setfacl -m u:{user}:x {parent}` (package \
+                 `acl`) or `chmod o+x {parent}`, choose a `data_dir` elsewhere (e.g. \
+                 /var/lib/sondakika), or set DATABASE_URL",
+                user = self.name,
+                dir = dir.display(),
+                parent = parent.display()
+            );
         }
         Ok(())
     }

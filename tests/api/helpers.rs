@@ -2,7 +2,7 @@
 //!
 //! The PostgreSQL server is `DATABASE_URL` when given (it must allow `create database`), else a
 //! throwaway cluster this process starts once, from the installed server binaries, in
-//! `target/test-postgres/<pid>`. Every test gets its own database in it.
+//! `$TMPDIR/sondakika-test-postgres/<pid>`. Every test gets its own database in it.
 
 use std::{
     net::SocketAddr,
@@ -41,7 +41,9 @@ fn server_url() -> &'static str {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             return url;
         }
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-postgres");
+        // Under /tmp, not target/: as root the server runs as `postgres`, which must be able to
+        // reach the directory, and a checkout under /root would not let it.
+        let root = std::env::temp_dir().join("sondakika-test-postgres");
         clean_stale_clusters(&root);
         let dir = root.join(std::process::id().to_string());
         let port = free_port();
