@@ -141,10 +141,14 @@ impl Application {
 
         let app = router(state.clone());
         if let Some(metrics_listener) = metrics_listener {
-            let metrics_app = Router::new().route("/metrics", axum::routing::get(api::health::metrics)).with_state(state.clone());
+            let metrics_app = Router::new()
+                .route("/metrics", axum::routing::get(api::health::metrics))
+                .with_state(state.clone());
             let stop = shutdown.clone();
             state.tracker.spawn(async move {
-                let _ = axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(stop.cancelled_owned()).await;
+                let _ = axum::serve(metrics_listener, metrics_app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
             });
         }
         tracing::info!(addr = %listener.local_addr()?, "sondakika is listening");
@@ -178,17 +182,10 @@ impl Application {
 
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
-    let origins: Vec<HeaderValue> = state
-        .origins
-        .iter()
-        .filter(|o| *o != "*")
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
-    let allow_origin = if state.origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins)
-    };
+    let origins: Vec<HeaderValue> =
+        state.origins.iter().filter(|o| *o != "*").filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let allow_origin =
+        if state.origins.iter().any(|o| o == "*") { AllowOrigin::any() } else { AllowOrigin::list(origins) };
     let cors = CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])

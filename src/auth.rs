@@ -91,13 +91,11 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<TokenInfo>> {
 
 /// Revokes a token; returns false if there is no such token.
 pub async fn revoke(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
-    let n = sqlx::query(
-        "update editor_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1",
-    )
-    .bind(id)
-    .execute(pool)
-    .await?
-    .rows_affected();
+    let n = sqlx::query("update editor_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected();
     Ok(n == 1)
 }
 
@@ -131,17 +129,13 @@ impl FromRequestParts<AppState> for Editor {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized(
-                "send your editor token as `Authorization: Bearer <token>`",
-            ))?;
+            .ok_or(ApiError::Unauthorized("send your editor token as `Authorization: Bearer <token>`"))?;
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or(ApiError::Unauthorized(
-                "the Authorization header must be `Bearer <token>`",
-            ))?;
+            .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <token>`"))?;
         let editor = authenticate(&state.db, token)
             .await?
             .ok_or(ApiError::Unauthorized("this token is unknown or has been revoked"))?;

@@ -142,10 +142,7 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(SettingsError(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(SettingsError(format!("config file {} does not exist", path.display())));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -248,10 +245,7 @@ impl Settings {
         if self.allowed_origins.is_empty() {
             vec![self.public_url().origin().ascii_serialization()]
         } else {
-            self.allowed_origins
-                .iter()
-                .map(|o| o.trim_end_matches('/').to_string())
-                .collect()
+            self.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect()
         }
     }
 
@@ -275,12 +269,7 @@ fn list_from_str_or_seq<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, 
         Many(Vec<String>),
     }
     Ok(match Either::deserialize(d)? {
-        Either::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
+        Either::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
         Either::Many(v) => v,
     })
 }

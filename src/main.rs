@@ -71,7 +71,10 @@ async fn token(pool: &sqlx::PgPool, cmd: TokenCommand) -> anyhow::Result<()> {
             println!("{token}");
         }
         TokenCommand::List => {
-            println!("{:>4}  {:<7}  {:<12}  {:<20}  {:<20}  name", "id", "role", "token", "created", "revoked");
+            println!(
+                "{:>4}  {:<7}  {:<12}  {:<20}  {:<20}  name",
+                "id", "role", "token", "created", "revoked"
+            );
             for t in auth::list(pool).await? {
                 println!(
                     "{:>4}  {:<7}  {:<12}  {:<20}  {:<20}  {}",
@@ -79,7 +82,9 @@ async fn token(pool: &sqlx::PgPool, cmd: TokenCommand) -> anyhow::Result<()> {
                     t.role,
                     t.hint,
                     t.created_at.format("%Y-%m-%d %H:%M"),
-                    t.revoked_at.map(|r| r.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "-".into()),
+                    t.revoked_at
+                        .map(|r| r.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "-".into()),
                     t.name
                 );
             }

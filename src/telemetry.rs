@@ -15,13 +15,12 @@ use crate::config::{LogFormat, Settings};
 
 /// Installs the log subscriber. Safe to call more than once (later calls do nothing).
 pub fn init_logs(settings: &Settings) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match settings.log_format {
-        LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
-            .try_init(),
+        LogFormat::Json => {
+            registry.with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr)).try_init()
+        }
         LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
     };
 }
@@ -31,9 +30,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ])
+            .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
             .expect("static buckets are valid")
             .build_recorder();
         let handle = recorder.handle();
@@ -49,7 +46,10 @@ fn describe() {
     use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("sondakika_stream_connections", "Open ticker connections (WebSocket and SSE)");
     describe_counter!("sondakika_stream_connections_rejected_total", "Ticker connections refused, by reason");
-    describe_counter!("sondakika_alerts_published_total", "Alerts published through the API or the scheduler");
+    describe_counter!(
+        "sondakika_alerts_published_total",
+        "Alerts published through the API or the scheduler"
+    );
     describe_counter!("sondakika_stream_events_total", "Stream events broadcast by this process");
     describe_counter!("sondakika_frames_sent_total", "Event frames written to tickers");
     describe_counter!("sondakika_frames_dropped_total", "Event frames a too-slow ticker missed");

@@ -44,26 +44,17 @@ impl fmt::Display for FieldError {
 }
 
 fn has_control(s: &str, allow_newlines: bool) -> bool {
-    s.chars()
-        .any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\r' || c == '\t')))
+    s.chars().any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\r' || c == '\t')))
 }
 
 /// Text of bounded length, without control characters.
-fn text(
-    field: &str,
-    value: &str,
-    max: usize,
-    allow_newlines: bool,
-) -> Result<String, FieldError> {
+fn text(field: &str, value: &str, max: usize, allow_newlines: bool) -> Result<String, FieldError> {
     let chars = value.chars().count();
     if value.trim().is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
     }
     if chars > max {
-        return Err(FieldError::new(
-            field,
-            format!("must be at most {max} characters (got {chars})"),
-        ));
+        return Err(FieldError::new(field, format!("must be at most {max} characters (got {chars})")));
     }
     if has_control(value, allow_newlines) {
         return Err(FieldError::new(field, "must not contain control characters"));
@@ -184,11 +175,8 @@ impl WebUrl {
         }
         let url = Url::parse(value)
             .map_err(|e| FieldError::new(field, format!("`{value}` is not a valid URL ({e})")))?;
-        let scheme_ok = if https_only {
-            url.scheme() == "https"
-        } else {
-            matches!(url.scheme(), "http" | "https")
-        };
+        let scheme_ok =
+            if https_only { url.scheme() == "https" } else { matches!(url.scheme(), "http" | "https") };
         if !scheme_ok {
             let want = if https_only { "an https" } else { "an http or https" };
             return Err(FieldError::new(field, format!("must be {want} URL, got `{}:`", url.scheme())));
@@ -402,16 +390,10 @@ impl CorrectionRequest {
         }
         let mut p = Problems::default();
         let headline = p.take(self.headline.as_deref().map(Headline::parse).transpose());
-        let summary = p.take(
-            self.summary
-                .map(|s| s.as_deref().map(Summary::parse).transpose())
-                .transpose(),
-        );
+        let summary = p.take(self.summary.map(|s| s.as_deref().map(Summary::parse).transpose()).transpose());
         let url = p.take(self.url.as_deref().map(|u| WebUrl::parse("url", u, false)).transpose());
         let image = p.take(
-            self.image
-                .map(|s| s.as_deref().map(|u| WebUrl::parse("image", u, true)).transpose())
-                .transpose(),
+            self.image.map(|s| s.as_deref().map(|u| WebUrl::parse("image", u, true)).transpose()).transpose(),
         );
         p.finish(|| Correction {
             headline: headline.unwrap(),

@@ -13,7 +13,7 @@ use crate::stream::protocol::{self, EventKind};
 
 /// Key of the transaction-scoped advisory lock that orders stream events (any constant unique
 /// to this use; "sdk" + 1).
-const STREAM_LOCK: i64 = 0x73646b_01;
+const STREAM_LOCK: i64 = 0x7364_6b01;
 /// Namespace of the advisory locks that serialise flags of one article.
 const ARTICLE_LOCK_NS: i32 = 0x73646b02;
 
@@ -64,10 +64,7 @@ const SELECT_ALERT: &str = "
     left join alert_stats s on s.alert_id = a.id";
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Alert>> {
-    sqlx::query_as(&format!("{SELECT_ALERT} where a.id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(&format!("{SELECT_ALERT} where a.id = $1")).bind(id).fetch_optional(conn).await
 }
 
 /// Newest first; `before` is the id of the last alert of the previous page.
@@ -151,10 +148,7 @@ pub async fn flag(
     .execute(&mut *tx)
     .await?;
     if scheduled {
-        sqlx::query("select pg_notify($1, '')")
-            .bind(SCHEDULE_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("select pg_notify($1, '')").bind(SCHEDULE_CHANNEL).execute(&mut *tx).await?;
     } else {
         publish(tx, id).await?;
     }
@@ -178,30 +172,20 @@ async fn publish(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
 /// Takes the stream lock and the next seq. The lock is held until the transaction ends, so
 /// events commit in seq order; take it as late as possible in the transaction.
 async fn next_seq(tx: &mut PgConnection) -> sqlx::Result<i64> {
-    sqlx::query("select pg_advisory_xact_lock($1)")
-        .bind(STREAM_LOCK)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("select pg_advisory_xact_lock($1)").bind(STREAM_LOCK).execute(&mut *tx).await?;
     sqlx::query_scalar("select nextval('stream_seq')").fetch_one(&mut *tx).await
 }
 
-async fn append_event(
-    tx: &mut PgConnection,
-    seq: i64,
-    kind: EventKind,
-    alert: &Alert,
-) -> sqlx::Result<()> {
+async fn append_event(tx: &mut PgConnection, seq: i64, kind: EventKind, alert: &Alert) -> sqlx::Result<()> {
     let frame = protocol::event_frame(kind, seq, alert);
-    sqlx::query(
-        "insert into stream_events (seq, alert_id, kind, topics, frame) values ($1, $2, $3, $4, $5)",
-    )
-    .bind(seq)
-    .bind(alert.id)
-    .bind(kind.as_str())
-    .bind(&alert.topics)
-    .bind(frame)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("insert into stream_events (seq, alert_id, kind, topics, frame) values ($1, $2, $3, $4, $5)")
+        .bind(seq)
+        .bind(alert.id)
+        .bind(kind.as_str())
+        .bind(&alert.topics)
+        .bind(frame)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("select pg_notify($1, $2)")
         .bind(STREAM_CHANNEL)
         .bind(seq.to_string())
@@ -249,11 +233,7 @@ pub async fn correct(tx: &mut PgConnection, id: Uuid, c: &Correction) -> sqlx::R
 }
 
 /// Retracts an alert; tickers get a `retract` if it was out. Retracting twice is harmless.
-pub async fn retract(
-    tx: &mut PgConnection,
-    id: Uuid,
-    reason: Option<&Reason>,
-) -> sqlx::Result<Changed> {
+pub async fn retract(tx: &mut PgConnection, id: Uuid, reason: Option<&Reason>) -> sqlx::Result<Changed> {
     let Some(current) = lock_alert(tx, id).await? else { return Ok(Changed::NotFound) };
     if current.status == "retracted" {
         return Ok(Changed::Done(current));
@@ -306,9 +286,7 @@ pub async fn fire_due(pool: &PgPool, batch: i64) -> sqlx::Result<usize> {
 
 /// When the next scheduled alert is due, if any.
 pub async fn next_due(pool: &PgPool) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar("select min(send_at) from alerts where status = 'scheduled'")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar("select min(send_at) from alerts where status = 'scheduled'").fetch_one(pool).await
 }
 
 /// Adds per-alert ticker deliveries counted by this process, in one statement.

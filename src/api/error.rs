@@ -117,13 +117,9 @@ impl IntoResponse for ApiError {
                     None,
                     None,
                 ),
-                Self::Unauthorized(why) => (
-                    "/problems/unauthorized",
-                    "Authentication required",
-                    (*why).to_string(),
-                    None,
-                    None,
-                ),
+                Self::Unauthorized(why) => {
+                    ("/problems/unauthorized", "Authentication required", (*why).to_string(), None, None)
+                }
                 Self::Forbidden(why) => ("/problems/forbidden", "Not allowed", why.clone(), None, None),
                 Self::NotFound(what) => ("/problems/not-found", "Not found", what.clone(), None, None),
                 Self::MethodNotAllowed => (
@@ -134,20 +130,12 @@ impl IntoResponse for ApiError {
                     None,
                 ),
                 Self::Conflict(why) => ("/problems/conflict", "Conflict", why.clone(), None, None),
-                Self::TooManyRequests { detail, .. } => (
-                    "/problems/too-many-requests",
-                    "Too many requests",
-                    detail.clone(),
-                    None,
-                    None,
-                ),
-                Self::Unavailable(why) => (
-                    "/problems/unavailable",
-                    "Service temporarily unavailable",
-                    why.clone(),
-                    None,
-                    None,
-                ),
+                Self::TooManyRequests { detail, .. } => {
+                    ("/problems/too-many-requests", "Too many requests", detail.clone(), None, None)
+                }
+                Self::Unavailable(why) => {
+                    ("/problems/unavailable", "Service temporarily unavailable", why.clone(), None, None)
+                }
                 Self::Database(e) if is_unavailable(e) => {
                     tracing::warn!(error = %e, "database unavailable");
                     (
@@ -167,14 +155,16 @@ impl IntoResponse for ApiError {
                     internal()
                 }
             };
-        let body = serde_json::to_vec(&Problem { kind, title, status: status.as_u16(), detail, field, errors })
-            .expect("problem serialises");
+        let body =
+            serde_json::to_vec(&Problem { kind, title, status: status.as_u16(), detail, field, errors })
+                .expect("problem serialises");
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match &self {
             Self::Unauthorized(_) => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sondakika\""));
+                headers
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sondakika\""));
             }
             Self::TooManyRequests { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

@@ -17,10 +17,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(64 * 1024, |l| l.0);
+        let limit = req.extensions().get::<BodyLimit>().map_or(64 * 1024, |l| l.0);
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -85,11 +82,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = err.path().to_string();
         let message = describe(err.inner());
         // serde_path_to_error's path already ends at the offending (or unknown) field.
-        let field = if path == "." {
-            unknown_field(&message).unwrap_or("body").to_string()
-        } else {
-            path
-        };
+        let field = if path == "." { unknown_field(&message).unwrap_or("body").to_string() } else { path };
         ApiError::field(&field, message)
     })
 }

@@ -53,9 +53,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     telemetry::metrics::db_pool(state.db.size(), state.db.num_idle());
     let body = telemetry::prometheus().render();
     let mut r = body.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     r
 }

@@ -50,10 +50,8 @@ struct Client {
 
 impl Client {
     fn new(args: &ServerArgs) -> anyhow::Result<Self> {
-        let token = args
-            .token
-            .clone()
-            .context("an editor token is needed: pass --token or set SONDAKIKA_TOKEN")?;
+        let token =
+            args.token.clone().context("an editor token is needed: pass --token or set SONDAKIKA_TOKEN")?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("sondakika-cli/", env!("CARGO_PKG_VERSION")))
@@ -61,7 +59,12 @@ impl Client {
         Ok(Self { http, base: args.server.trim_end_matches('/').to_string(), token })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -83,7 +86,8 @@ pub async fn run(server: ServerArgs, command: AlertCommand) -> anyhow::Result<()
     match command {
         AlertCommand::Send(args) => send(&client, args).await,
         AlertCommand::List { limit } => {
-            let (_, page) = client.call(reqwest::Method::GET, &format!("/api/v1/alerts?limit={limit}"), None).await?;
+            let (_, page) =
+                client.call(reqwest::Method::GET, &format!("/api/v1/alerts?limit={limit}"), None).await?;
             for a in page["items"].as_array().into_iter().flatten() {
                 println!(
                     "{}  {:<9}  {:>6}  {}",
@@ -102,8 +106,13 @@ pub async fn run(server: ServerArgs, command: AlertCommand) -> anyhow::Result<()
         }
         AlertCommand::Retract { id, reason } => {
             let body = reason.map(|r| json!({ "reason": r }));
-            let (_, alert) = client.call(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), body).await?;
-            println!("retracted {} — {}", alert["id"].as_str().unwrap_or(""), alert["headline"].as_str().unwrap_or(""));
+            let (_, alert) =
+                client.call(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), body).await?;
+            println!(
+                "retracted {} — {}",
+                alert["id"].as_str().unwrap_or(""),
+                alert["headline"].as_str().unwrap_or("")
+            );
             Ok(())
         }
     }

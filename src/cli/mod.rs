@@ -14,7 +14,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::auth::Role;
 
 #[derive(Debug, Parser)]
-#[command(name = "sondakika", version, about = "Breaking-news alerts for newsrooms: live tickers and Web Push")]
+#[command(
+    name = "sondakika",
+    version,
+    about = "Breaking-news alerts for newsrooms: live tickers and Web Push"
+)]
 pub struct Cli {
     /// TOML settings file (see the README's settings table).
     #[arg(long, global = true, env = "SONDAKIKA_CONFIG")]

@@ -59,9 +59,7 @@ impl LocalPostgres {
             None => find_bin_dir()?,
         };
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let dir = dir
-            .canonicalize()
-            .with_context(|| format!("resolving {}", dir.display()))?;
+        let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
         let run_as = RunAs::detect()?;
         let port = tcp_port.unwrap_or(5432);
         let mut this = Self {
@@ -95,17 +93,12 @@ impl LocalPostgres {
 
     /// Connection options for the `sondakika` database.
     pub fn connect_options(&self) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(&self.dir)
-            .port(self.port)
-            .username(DB_USER)
-            .database(DB_NAME)
+        PgConnectOptions::new().socket(&self.dir).port(self.port).username(DB_USER).database(DB_NAME)
     }
 
     /// A URL another process can use (TCP clusters only).
     pub fn url(&self) -> Option<String> {
-        self.tcp
-            .then(|| format!("postgres://{DB_USER}@127.0.0.1:{}/{DB_NAME}", self.port))
+        self.tcp.then(|| format!("postgres://{DB_USER}@127.0.0.1:{}/{DB_NAME}", self.port))
     }
 
     pub fn port(&self) -> u16 {

@@ -71,16 +71,14 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// Errors if the database has migrations this binary does not know (a newer version ran on it).
 pub async fn check_not_newer(pool: &PgPool) -> anyhow::Result<()> {
     let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> = sqlx::query_scalar(
-        "select max(version) from _sqlx_migrations where success",
-    )
-    .fetch_one(pool)
-    .await
-    .or_else(|e| match &e {
-        // No migrations table yet: a fresh database.
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
-        _ => Err(e),
-    })?;
+    let applied: Option<i64> = sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+        .fetch_one(pool)
+        .await
+        .or_else(|e| match &e {
+            // No migrations table yet: a fresh database.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+            _ => Err(e),
+        })?;
     if let Some(applied) = applied
         && applied > known
     {
@@ -96,8 +94,6 @@ pub async fn check_not_newer(pool: &PgPool) -> anyhow::Result<()> {
 pub async fn is_migrated(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     let applied: Option<i64> =
-        sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
-            .fetch_one(pool)
-            .await?;
+        sqlx::query_scalar("select max(version) from _sqlx_migrations where success").fetch_one(pool).await?;
     Ok(applied == Some(known))
 }

@@ -244,9 +244,7 @@ pub async fn load_window(hub: &Hub, pool: &PgPool) -> sqlx::Result<()> {
                 .fetch_one(pool)
                 .await?
         }
-        None => sqlx::query_scalar("select coalesce(max(seq), 0) from stream_events")
-            .fetch_one(pool)
-            .await?,
+        None => sqlx::query_scalar("select coalesce(max(seq), 0) from stream_events").fetch_one(pool).await?,
     };
     hub.seed(events, floor);
     Ok(())

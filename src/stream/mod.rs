@@ -28,12 +28,7 @@ use axum::{
 };
 use serde::Deserialize;
 
-use crate::{
-    alerts::domain::Topics,
-    api::error::ApiError,
-    app::AppState,
-    telemetry::metrics,
-};
+use crate::{alerts::domain::Topics, api::error::ApiError, app::AppState, telemetry::metrics};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(ws::upgrade)).route("/sse", get(sse::stream))
@@ -125,11 +120,12 @@ impl StreamQuery {
         let since = last_event_id.or(self.since.as_deref());
         let since = since
             .map(|s| {
-                s.trim()
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| ApiError::field("since", "must be the seq of the last event you received (a whole number)"))
+                s.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    ApiError::field(
+                        "since",
+                        "must be the seq of the last event you received (a whole number)",
+                    )
+                })
             })
             .transpose()?;
         Ok(StreamRequest { topics, since })

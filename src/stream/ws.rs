@@ -9,7 +9,9 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 use axum::{
     extract::{
         ConnectInfo, State,
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+        ws::{
+            CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+        },
     },
     http::HeaderMap,
     response::{IntoResponse, Response},
@@ -22,7 +24,12 @@ use super::{
     hub::StreamEvent,
     protocol::{self, ClientMessage},
 };
-use crate::{alerts::domain::Topics, api::{error::ApiError, extract::Query}, app::AppState, telemetry::metrics};
+use crate::{
+    alerts::domain::Topics,
+    api::{error::ApiError, extract::Query},
+    app::AppState,
+    telemetry::metrics,
+};
 
 /// Largest frame a client may send (topic changes are small).
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
@@ -37,21 +44,22 @@ pub async fn upgrade(
     let ws = match ws {
         Ok(ws) => ws,
         Err(e) => {
-            return ApiError::field("Upgrade", format!("this endpoint speaks WebSocket only ({e}); use /sse for Server-Sent Events"))
-                .into_response();
+            return ApiError::field(
+                "Upgrade",
+                format!("this endpoint speaks WebSocket only ({e}); use /sse for Server-Sent Events"),
+            )
+            .into_response();
         }
     };
     let (request, slot) = match admit(&state, &headers, peer, query, "ws") {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    ws.max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| {
-            let tracker = state.tracker.clone();
-            // Tracked so that shutdown waits for the close frame to go out.
-            tracker.track_future(run(socket, state, request, slot))
-        })
+    ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| {
+        let tracker = state.tracker.clone();
+        // Tracked so that shutdown waits for the close frame to go out.
+        tracker.track_future(run(socket, state, request, slot))
+    })
 }
 
 enum End {
@@ -79,10 +87,7 @@ async fn run(socket: WebSocket, state: AppState, request: StreamRequest, _slot: 
         since.map(|s| protocol::Replay { since: s, count: replay.len(), truncated: sub.truncated }),
         &state.limits,
     );
-    let mut end = match send(&mut sink, Message::Text(hello.into()), write_timeout).await {
-        Ok(()) => None,
-        Err(e) => Some(e),
-    };
+    let mut end = send(&mut sink, Message::Text(hello.into()), write_timeout).await.err();
     if end.is_none() {
         for event in &replay {
             if let Err(e) = send(&mut sink, Message::Text(event.frame.clone()), write_timeout).await {
@@ -151,7 +156,9 @@ async fn run(socket: WebSocket, state: AppState, request: StreamRequest, _slot: 
         },
     };
 
-    let close = |code: u16, reason: &'static str| Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+    };
     let farewell = match end {
         End::Closed => None,
         End::TooSlow => {
@@ -162,7 +169,9 @@ async fn run(socket: WebSocket, state: AppState, request: StreamRequest, _slot: 
             metrics::dead_peer_disconnect();
             Some(close(protocol::CLOSE_DEAD_PEER, "no answer to pings"))
         }
-        End::Shutdown => Some(close(protocol::CLOSE_GOING_AWAY, "server shutting down: reconnect with since=<last seq>")),
+        End::Shutdown => {
+            Some(close(protocol::CLOSE_GOING_AWAY, "server shutting down: reconnect with since=<last seq>"))
+        }
         End::Protocol(reason) => Some(close(protocol::CLOSE_PROTOCOL, reason)),
     };
     if let Some(frame) = farewell {

@@ -21,7 +21,9 @@ pub async fn run(pool: PgPool, shutdown: CancellationToken) {
             .execute(&pool)
             .await;
         match (keys, events) {
-            (Ok(k), Ok(e)) => tracing::debug!(keys = k.rows_affected(), events = e.rows_affected(), "housekeeping done"),
+            (Ok(k), Ok(e)) => {
+                tracing::debug!(keys = k.rows_affected(), events = e.rows_affected(), "housekeeping done")
+            }
             (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "housekeeping failed; will retry"),
         }
     }

@@ -12,10 +12,7 @@ fn valid_alert() -> Value {
 
 async fn problem(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
-    assert_eq!(
-        r.headers()["content-type"], "application/problem+json",
-        "errors are problem+json"
-    );
+    assert_eq!(r.headers()["content-type"], "application/problem+json", "errors are problem+json");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], status);
     assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
@@ -33,7 +30,8 @@ async fn requests_without_a_valid_token_are_refused_with_401() {
     assert_eq!(status, 401);
     assert!(body["detail"].as_str().unwrap().contains("Bearer"));
 
-    let r = app.http.post(&url).bearer_auth("sdk_not-a-real-token").json(&valid_alert()).send().await.unwrap();
+    let r =
+        app.http.post(&url).bearer_auth("sdk_not-a-real-token").json(&valid_alert()).send().await.unwrap();
     assert_eq!(problem(r).await.0, 401);
 
     let r = app.http.get(&url).header("authorization", "Basic Zm9vOmJhcg==").send().await.unwrap();
@@ -55,9 +53,13 @@ async fn a_revoked_token_stops_working_at_once() {
 #[tokio::test]
 async fn tokens_are_stored_only_as_hashes() {
     let app = TestApp::spawn().await;
-    let stored: Vec<u8> = sqlx::query_scalar("select token_hash from editor_tokens").fetch_one(&app.pool).await.unwrap();
+    let stored: Vec<u8> =
+        sqlx::query_scalar("select token_hash from editor_tokens").fetch_one(&app.pool).await.unwrap();
     assert_eq!(stored.len(), 32);
-    let dump: String = sqlx::query_scalar("select string_agg(t::text, ',') from editor_tokens t").fetch_one(&app.pool).await.unwrap();
+    let dump: String = sqlx::query_scalar("select string_agg(t::text, ',') from editor_tokens t")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert!(!dump.contains(&app.token[4..]), "the clear token must not be in the table");
 }
 
@@ -96,7 +98,8 @@ async fn every_kind_of_bad_input_gets_a_problem_naming_the_field() {
     };
 
     // Malformed JSON.
-    let (status, body) = problem(post_raw("{\"headline\": \"a\",".into(), "application/json").await.unwrap()).await;
+    let (status, body) =
+        problem(post_raw("{\"headline\": \"a\",".into(), "application/json").await.unwrap()).await;
     assert_eq!(status, 400);
     assert!(body["detail"].as_str().unwrap().contains("line 1"), "{body}");
 
@@ -117,15 +120,35 @@ async fn every_kind_of_bad_input_gets_a_problem_naming_the_field() {
         (json!({ "headline": "Ğ".repeat(201), "url": "https://x.example" }), "headline", "at most 200"),
         (json!({ "headline": "a", "url": "javascript:alert(1)" }), "url", "http"),
         (json!({ "headline": "a", "url": "not a url" }), "url", "not a valid URL"),
-        (json!({ "headline": "a", "url": "https://x.example", "image": "http://x.example/a.jpg" }), "image", "https"),
-        (json!({ "headline": "a", "url": "https://x.example", "summary": "ü".repeat(501) }), "summary", "at most 500"),
+        (
+            json!({ "headline": "a", "url": "https://x.example", "image": "http://x.example/a.jpg" }),
+            "image",
+            "https",
+        ),
+        (
+            json!({ "headline": "a", "url": "https://x.example", "summary": "ü".repeat(501) }),
+            "summary",
+            "at most 500",
+        ),
         (json!({ "headline": "a", "url": "https://x.example", "topics": ["Gündem"] }), "topics[0]", "slug"),
-        (json!({ "headline": "a", "url": "https://x.example", "topics": (0..21).map(|i| format!("t{i}")).collect::<Vec<_>>() }), "topics", "at most 20"),
+        (
+            json!({ "headline": "a", "url": "https://x.example", "topics": (0..21).map(|i| format!("t{i}")).collect::<Vec<_>>() }),
+            "topics",
+            "at most 20",
+        ),
         (json!({ "headline": "a", "url": "https://x.example", "topics": "spor" }), "topics", "invalid type"),
         (json!({ "headline": "a", "url": "https://x.example", "ttl_seconds": 5 }), "ttl_seconds", "between"),
         (json!({ "headline": "a", "url": "https://x.example", "urgency": "urgent" }), "urgency", "very-low"),
-        (json!({ "headline": "a", "url": "https://x.example", "send_at": "tomorrow" }), "send_at", "RFC 3339"),
-        (json!({ "headline": "a", "url": "https://x.example", "send_at": "2001-01-01T00:00:00Z" }), "send_at", "past"),
+        (
+            json!({ "headline": "a", "url": "https://x.example", "send_at": "tomorrow" }),
+            "send_at",
+            "RFC 3339",
+        ),
+        (
+            json!({ "headline": "a", "url": "https://x.example", "send_at": "2001-01-01T00:00:00Z" }),
+            "send_at",
+            "past",
+        ),
         (json!({ "headline": "a", "url": "https://x.example", "colour": "red" }), "colour", "unknown field"),
         (json!(["not", "an", "object"]), "body", "JSON object"),
     ];
@@ -142,19 +165,31 @@ async fn every_kind_of_bad_input_gets_a_problem_naming_the_field() {
 
     // Unknown and malformed ids.
     let (status, _) = problem(
-        app.http.get(app.url("/api/v1/alerts/01a21e93-0238-74e3-bb0a-bf9f99ed6f40")).bearer_auth(&app.token).send().await.unwrap(),
+        app.http
+            .get(app.url("/api/v1/alerts/01a21e93-0238-74e3-bb0a-bf9f99ed6f40"))
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(status, 404);
-    let (status, _) = problem(app.http.get(app.url("/api/v1/alerts/nope")).bearer_auth(&app.token).send().await.unwrap()).await;
+    let (status, _) =
+        problem(app.http.get(app.url("/api/v1/alerts/nope")).bearer_auth(&app.token).send().await.unwrap())
+            .await;
     assert_eq!(status, 404);
     // Bad query parameters.
-    let (status, body) = problem(app.http.get(app.url("/api/v1/alerts?limit=1000")).bearer_auth(&app.token).send().await.unwrap()).await;
+    let (status, body) = problem(
+        app.http.get(app.url("/api/v1/alerts?limit=1000")).bearer_auth(&app.token).send().await.unwrap(),
+    )
+    .await;
     assert_eq!((status, body["field"].as_str()), (422, Some("limit")));
     // Unknown routes and methods are problems too.
     let (status, _) = problem(app.http.get(app.url("/nothing-here")).send().await.unwrap()).await;
     assert_eq!(status, 404);
-    let (status, _) = problem(app.http.delete(app.url("/api/v1/alerts")).bearer_auth(&app.token).send().await.unwrap()).await;
+    let (status, _) =
+        problem(app.http.delete(app.url("/api/v1/alerts")).bearer_auth(&app.token).send().await.unwrap())
+            .await;
     assert_eq!(status, 405);
 
     // Nothing was stored by any of it.
@@ -188,7 +223,8 @@ async fn turkish_text_round_trips_byte_exact() {
     assert_eq!(created["url"], "https://www.burdurweb.com/haber/putin-kuzey-kore-ziyareti-görüşme");
     assert_eq!(created["article_id"], "burdur-ğüşiöç-42");
 
-    let stored: (String, String) = sqlx::query_as("select headline, summary from alerts").fetch_one(&app.pool).await.unwrap();
+    let stored: (String, String) =
+        sqlx::query_as("select headline, summary from alerts").fetch_one(&app.pool).await.unwrap();
     assert_eq!(stored.0.as_bytes(), headline.as_bytes());
     assert_eq!(stored.1.as_bytes(), summary.as_bytes());
 
@@ -202,7 +238,12 @@ async fn turkish_text_round_trips_byte_exact() {
 async fn an_idempotency_key_replays_the_first_answer() {
     let app = TestApp::spawn().await;
     let send = |body: Value, key: &'static str| {
-        app.http.post(app.url("/api/v1/alerts")).bearer_auth(&app.token).header("idempotency-key", key).json(&body).send()
+        app.http
+            .post(app.url("/api/v1/alerts"))
+            .bearer_auth(&app.token)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
     };
     let first = send(valid_alert(), "key-1").await.unwrap();
     assert_eq!(first.status(), 201);
@@ -220,7 +261,8 @@ async fn an_idempotency_key_replays_the_first_answer() {
 
     let n: i64 = sqlx::query_scalar("select count(*) from alerts").fetch_one(&app.pool).await.unwrap();
     assert_eq!(n, 1);
-    let events: i64 = sqlx::query_scalar("select count(*) from stream_events").fetch_one(&app.pool).await.unwrap();
+    let events: i64 =
+        sqlx::query_scalar("select count(*) from stream_events").fetch_one(&app.pool).await.unwrap();
     assert_eq!(events, 1, "tickers were alerted once");
 }
 
@@ -243,7 +285,13 @@ async fn flagging_a_live_article_again_returns_its_alert() {
 
     // After a retraction the article may be flagged anew.
     let id = first["id"].as_str().unwrap();
-    let r = app.http.post(app.url(&format!("/api/v1/alerts/{id}/retract"))).bearer_auth(&app.token).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/alerts/{id}/retract")))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(app.post_alert(body).await.status(), 201);
 }
@@ -251,7 +299,8 @@ async fn flagging_a_live_article_again_returns_its_alert() {
 #[tokio::test]
 async fn two_editors_pressing_at_the_same_moment_make_one_alert() {
     let app = TestApp::spawn().await;
-    let (_, second_token) = sondakika::auth::create(&app.pool, "Mehmet Öztürk", sondakika::auth::Role::Editor).await.unwrap();
+    let (_, second_token) =
+        sondakika::auth::create(&app.pool, "Mehmet Öztürk", sondakika::auth::Role::Editor).await.unwrap();
     let tokens = [app.token.clone(), second_token];
     let presses = (0..12).map(|i| {
         let http = app.http.clone();
@@ -306,7 +355,14 @@ async fn corrections_and_retractions_reach_tickers_in_order() {
     assert!(u["seq"].as_i64() > a["seq"].as_i64());
 
     // null removes the summary.
-    let r = app.http.patch(app.url(&format!("/api/v1/alerts/{id}"))).bearer_auth(&app.token).json(&json!({ "summary": null })).send().await.unwrap();
+    let r = app
+        .http
+        .patch(app.url(&format!("/api/v1/alerts/{id}")))
+        .bearer_auth(&app.token)
+        .json(&json!({ "summary": null }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(ticker.expect("update").await["summary"], Value::Null);
 
@@ -325,14 +381,34 @@ async fn corrections_and_retractions_reach_tickers_in_order() {
     assert_eq!((x["id"].as_str(), x["reason"].as_str()), (Some(id), Some("Yanlış bilgi")));
 
     // A retracted alert can't be corrected; retracting again changes nothing.
-    let r = app.http.patch(app.url(&format!("/api/v1/alerts/{id}"))).bearer_auth(&app.token).json(&json!({ "headline": "x" })).send().await.unwrap();
+    let r = app
+        .http
+        .patch(app.url(&format!("/api/v1/alerts/{id}")))
+        .bearer_auth(&app.token)
+        .json(&json!({ "headline": "x" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
-    let r = app.http.post(app.url(&format!("/api/v1/alerts/{id}/retract"))).bearer_auth(&app.token).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/alerts/{id}/retract")))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(ticker.next_within(Duration::from_millis(300)).await.is_none(), "no second retract");
 
     // An empty correction is refused with a reason.
-    let r = app.http.patch(app.url(&format!("/api/v1/alerts/{id}"))).bearer_auth(&app.token).json(&json!({})).send().await.unwrap();
+    let r = app
+        .http
+        .patch(app.url(&format!("/api/v1/alerts/{id}")))
+        .bearer_auth(&app.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
 }
 

@@ -154,13 +154,7 @@ impl TestApp {
     }
 
     pub async fn post_alert(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.url("/api/v1/alerts"))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.http.post(self.url("/api/v1/alerts")).bearer_auth(&self.token).json(&body).send().await.unwrap()
     }
 
     /// Posts an alert that must be created; returns its JSON.

@@ -20,7 +20,9 @@ async fn a_scheduled_alert_fires_on_time() {
     t.expect("hello").await;
     let due = chrono::Utc::now() + chrono::Duration::milliseconds(2500);
     let r = app
-        .post_alert(json!({ "headline": "Zamanlı", "url": "https://x.example/z", "send_at": due.to_rfc3339() }))
+        .post_alert(
+            json!({ "headline": "Zamanlı", "url": "https://x.example/z", "send_at": due.to_rfc3339() }),
+        )
         .await;
     assert_eq!(r.status(), 201);
     let a: Value = r.json().await.unwrap();
@@ -31,13 +33,20 @@ async fn a_scheduled_alert_fires_on_time() {
     let fired = chrono::Utc::now();
     assert_eq!(frame["id"], a["id"]);
     let late = fired - due;
-    assert!(late < chrono::Duration::milliseconds(1500) && late > chrono::Duration::zero(), "fired {late} after due");
+    assert!(
+        late < chrono::Duration::milliseconds(1500) && late > chrono::Duration::zero(),
+        "fired {late} after due"
+    );
 }
 
 #[tokio::test]
 async fn a_scheduled_alert_fires_after_a_restart() {
     let app = TestApp::spawn().await;
-    let r = app.post_alert(json!({ "headline": "Yeniden başlatma", "url": "https://x.example/r", "send_at": in_secs(2) })).await;
+    let r = app
+        .post_alert(
+            json!({ "headline": "Yeniden başlatma", "url": "https://x.example/r", "send_at": in_secs(2) }),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].clone();
     let db_url = app.db_url.clone();
@@ -221,7 +230,11 @@ async fn a_bad_setting_stops_start_up_naming_it() {
 async fn settings_come_from_a_toml_file_then_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sondakika.toml");
-    std::fs::write(&file, "bind = \"127.0.0.1:9999\"\nmax_connections = 77\nallowed_origins = [\"https://a.example\"]\n").unwrap();
+    std::fs::write(
+        &file,
+        "bind = \"127.0.0.1:9999\"\nmax_connections = 77\nallowed_origins = [\"https://a.example\"]\n",
+    )
+    .unwrap();
     let s = sondakika::config::Settings::load(Some(&file)).unwrap();
     assert_eq!(s.max_connections, 77);
     assert_eq!(s.origins(), ["https://a.example"]);
@@ -256,7 +269,18 @@ async fn the_cli_creates_tokens_and_flags_alerts() {
     let mut t = app.ticker("").await;
     t.expect("hello").await;
     let out = tokio::process::Command::new(bin)
-        .args(["alert", "send", "--headline", "CLI'dan son dakika", "--url", "https://x.example/cli", "--topic", "gundem", "--follow-secs", "6"])
+        .args([
+            "alert",
+            "send",
+            "--headline",
+            "CLI'dan son dakika",
+            "--url",
+            "https://x.example/cli",
+            "--topic",
+            "gundem",
+            "--follow-secs",
+            "6",
+        ])
         .env("SONDAKIKA_SERVER", &app.base)
         .env("SONDAKIKA_TOKEN", token)
         .output()

@@ -17,7 +17,9 @@ async fn a_ticker_gets_hello_then_alerts_as_they_are_flagged() {
     assert!(hello["limits"]["max_replay"].as_u64().unwrap() > 0);
     let alert = app.flag("Deprem", &[]).await;
     let frame = t.expect("alert").await;
-    for field in ["id", "seq", "label", "headline", "summary", "url", "image", "topics", "published_at", "expires_at"] {
+    for field in
+        ["id", "seq", "label", "headline", "summary", "url", "image", "topics", "published_at", "expires_at"]
+    {
         assert!(frame.get(field).is_some(), "alert frames carry `{field}`: {frame}");
     }
     assert_eq!(frame["id"], alert["id"]);
@@ -61,7 +63,12 @@ async fn topic_filters_apply_and_can_change_on_the_open_socket() {
 #[tokio::test]
 async fn bad_stream_queries_are_refused_before_the_upgrade() {
     let app = TestApp::spawn().await;
-    for (query, field) in [("?topics=Gündem", "topics[0]"), ("?since=abc", "since"), ("?since=-1", "since"), ("?colour=red", "colour")] {
+    for (query, field) in [
+        ("?topics=Gündem", "topics[0]"),
+        ("?since=abc", "since"),
+        ("?since=-1", "since"),
+        ("?colour=red", "colour"),
+    ] {
         let r = app.http.get(app.url(&format!("/sse{query}"))).send().await.unwrap();
         assert_eq!(r.status(), 422, "{query}");
         let body: Value = r.json().await.unwrap();
@@ -86,7 +93,12 @@ async fn a_ticker_that_reconnects_gets_exactly_what_it_missed() {
     app.flag("Spor (filtrelenir)", &["spor"]).await;
     let three = app.flag("Üç", &["gundem"]).await;
     let id = two["id"].as_str().unwrap();
-    app.http.post(app.url(&format!("/api/v1/alerts/{id}/retract"))).bearer_auth(&app.token).send().await.unwrap();
+    app.http
+        .post(app.url(&format!("/api/v1/alerts/{id}/retract")))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
 
     let mut t = app.ticker(&format!("?topics=gundem&since={last_seen}")).await;
     let hello = t.expect("hello").await;
@@ -140,7 +152,10 @@ async fn replay_during_concurrent_publishing_has_no_gap_and_no_duplicate() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     publisher.await.unwrap();
-    let all: Vec<i64> = sqlx::query_scalar("select seq from stream_events where seq > 5 order by seq").fetch_all(&app.pool).await.unwrap();
+    let all: Vec<i64> = sqlx::query_scalar("select seq from stream_events where seq > 5 order by seq")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(all.len(), 65);
     for t in &mut joiners {
         let mut got = Vec::new();
@@ -168,7 +183,8 @@ async fn a_replay_older_than_the_window_says_it_is_truncated() {
     let hello = t.expect("hello").await;
     assert_eq!(hello["replay"]["truncated"], true, "{hello}");
     assert_eq!(hello["replay"]["count"], 3);
-    let seqs: Vec<_> = [t.next().await, t.next().await, t.next().await].iter().map(|f| f["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<_> =
+        [t.next().await, t.next().await, t.next().await].iter().map(|f| f["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, [4, 5, 6]);
 }
 
@@ -196,17 +212,27 @@ async fn sse_serves_the_same_events_and_resumes_from_last_event_id() {
         let token = app.token.clone();
         async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            http.post(url).bearer_auth(token).json(&json!({ "headline": "SSE üç", "url": "https://x.example/3" })).send().await.unwrap()
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({ "headline": "SSE üç", "url": "https://x.example/3" }))
+                .send()
+                .await
+                .unwrap()
         }
     });
     while !text.contains("SSE üç") {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk()).await.expect("SSE data").unwrap().unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+            .await
+            .expect("SSE data")
+            .unwrap()
+            .unwrap();
         text.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     third_posted.await.unwrap();
     assert!(text.starts_with("retry: 3000\nevent: hello\n"), "{text}");
     assert!(!text.contains("SSE bir"), "already seen");
-    let second_event = format!("id: {}\nevent: alert\ndata: {{\"type\":\"alert\",\"seq\":{}", second["seq"], second["seq"]);
+    let second_event =
+        format!("id: {}\nevent: alert\ndata: {{\"type\":\"alert\",\"seq\":{}", second["seq"], second["seq"]);
     assert!(text.contains(&second_event), "{text}");
     assert!(text.find("SSE iki").unwrap() < text.find("SSE üç").unwrap());
 }
@@ -224,7 +250,10 @@ async fn a_slow_ticker_is_closed_without_delaying_a_fast_one() {
     socket.set_recv_buffer_size(2048).unwrap();
     let stream = socket.connect(app.addr).await.unwrap();
     let request = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
-    let (slow, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    let (slow, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
     let mut fast = app.ticker("").await;
     fast.expect("hello").await;
 
@@ -253,7 +282,10 @@ async fn a_slow_ticker_is_closed_without_delaying_a_fast_one() {
     // The fast ticker kept up: every alert arrived before the next was flagged, and the whole
     // run was not held up by the slow one's 2-second write deadline.
     assert!(fast_time < Duration::from_secs(60), "{fast_time:?}");
-    eventually(Duration::from_secs(15), "the slow ticker is disconnected", || async { metric().await > before }).await;
+    eventually(Duration::from_secs(15), "the slow ticker is disconnected", || async {
+        metric().await > before
+    })
+    .await;
 
     // The slow client, reading now, finds its stream ended (close 4001 if the frame fit).
     let mut slow = Ticker { ws: slow };
@@ -316,7 +348,10 @@ async fn the_server_pings_and_drops_a_dead_peer() {
     let mut buf = vec![0u8; 4096];
     let mut seen = Vec::new();
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await.expect("server acts within 10 s").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .expect("server acts within 10 s")
+            .unwrap();
         if n == 0 {
             break;
         }
@@ -343,7 +378,8 @@ async fn metrics_and_health_endpoints_answer() {
     let r = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert!(r.headers().contains_key("x-request-id"), "every answer carries a request id");
     let text = r.text().await.unwrap();
-    let names: BTreeSet<&str> = text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    let names: BTreeSet<&str> =
+        text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
     for name in [
         "sondakika_stream_connections",
         "sondakika_alerts_published_total",
