@@ -50,6 +50,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Connection tasks and workers, so that shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Web Push, when `vapid_subject` is set.
+    pub push: Option<Arc<crate::push::Push>>,
+    pub public_limiter: Arc<api::push::PublicLimiter>,
 }
 
 impl AppState {
@@ -113,7 +116,10 @@ impl Application {
             ping_interval_seconds: settings.ping_interval_secs,
             max_message_bytes: stream::ws::MAX_CLIENT_MESSAGE,
         };
+        let push = crate::push::Push::build(&settings, &pool).await?.map(Arc::new);
         let state = AppState {
+            push,
+            public_limiter: api::push::limiter(settings.public_rate_per_minute),
             db: pool,
             admission: Arc::new(Admission::new(settings.max_connections, settings.max_connections_per_ip)),
             origins: Arc::new(settings.origins()),
@@ -201,7 +207,7 @@ pub fn router(state: AppState) -> Router {
 
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
-        .nest("/api/v1", api::alerts::router())
+        .nest("/api/v1", api::alerts::router().merge(api::push::router(state.clone())))
         .merge(stream::router())
         .merge(api::health::router())
         .fallback(|| async { ApiError::NotFound("there is nothing at this address".into()) })

@@ -93,6 +93,46 @@ pub struct Settings {
     /// Seconds given to open requests, streams and workers to finish on shutdown.
     pub shutdown_grace_secs: u64,
 
+    /// Contact for push services (`mailto:` or `https:`), required for Web Push; unset: push off.
+    pub vapid_subject: Option<String>,
+    /// The VAPID private key (raw P-256 scalar, base64url). Unset: generated once and stored in
+    /// the database for every process.
+    pub vapid_private_key: Option<Secret>,
+    /// Accept a VAPID key that differs from the one subscriptions were made with.
+    pub vapid_rotate: bool,
+    /// Push-service hosts allowed besides the browsers' own (e.g. a self-hosted push service).
+    #[serde(deserialize_with = "list_from_str_or_seq")]
+    pub push_extra_hosts: Vec<String>,
+    /// Allow http and private addresses for `push_extra_hosts`.
+    pub push_extra_hosts_allow_http: bool,
+    pub push_connect_timeout_secs: u64,
+    /// Time limit for one push request.
+    pub push_timeout_secs: u64,
+    /// Concurrent requests to one push-service origin, per process.
+    pub push_concurrency_per_origin: usize,
+    /// Pushes in flight per process, all origins together.
+    pub push_max_in_flight: usize,
+    /// Fan-out batches worked on at once per process.
+    pub push_workers: usize,
+    /// Subscription ids per fan-out batch.
+    pub push_batch_size: usize,
+    /// Attempts per push before it is logged as failed.
+    pub push_max_attempts: u32,
+    /// Seconds a fan-out batch stays claimed without renewal (a crashed worker's batch is taken
+    /// over after this).
+    pub push_lease_secs: u64,
+    /// `Topic` header (≤ 32 base64url characters): a newer alert replaces an undelivered older
+    /// one at the push service. Unset: every alert is delivered.
+    pub push_topic: Option<String>,
+    /// Subscriptions not re-posted for this many days are dropped.
+    pub subscription_max_idle_days: u32,
+    /// Days of delivery logs kept.
+    pub delivery_retention_days: u32,
+    /// Requests per minute per client address to the public push endpoints.
+    pub public_rate_per_minute: u32,
+    /// Fraction (0–1) of `shown`/`clicked` receipts service workers report.
+    pub receipt_sample_rate: f64,
+
     /// `text` or `json` logs on standard error.
     pub log_format: LogFormat,
     /// Log filter (`info`, `sondakika=debug`, ...). `RUST_LOG` wins when set.
@@ -124,6 +164,24 @@ impl Default for Settings {
             replay_max_age_secs: 24 * 3600,
             default_ttl_secs: 3600,
             shutdown_grace_secs: 10,
+            vapid_subject: None,
+            vapid_private_key: None,
+            vapid_rotate: false,
+            push_extra_hosts: Vec::new(),
+            push_extra_hosts_allow_http: false,
+            push_connect_timeout_secs: 5,
+            push_timeout_secs: 15,
+            push_concurrency_per_origin: 100,
+            push_max_in_flight: 1000,
+            push_workers: 2,
+            push_batch_size: 1000,
+            push_max_attempts: 5,
+            push_lease_secs: 30,
+            push_topic: None,
+            subscription_max_idle_days: 60,
+            delivery_retention_days: 30,
+            public_rate_per_minute: 60,
+            receipt_sample_rate: 1.0,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             metrics_bind: None,
@@ -203,6 +261,17 @@ impl Settings {
             ("write_timeout_secs", self.write_timeout_secs),
             ("ping_interval_secs", self.ping_interval_secs),
             ("default_ttl_secs", self.default_ttl_secs as u64),
+            ("push_connect_timeout_secs", self.push_connect_timeout_secs),
+            ("push_timeout_secs", self.push_timeout_secs),
+            ("push_concurrency_per_origin", self.push_concurrency_per_origin as u64),
+            ("push_max_in_flight", self.push_max_in_flight as u64),
+            ("push_workers", self.push_workers as u64),
+            ("push_batch_size", self.push_batch_size as u64),
+            ("push_max_attempts", self.push_max_attempts as u64),
+            ("push_lease_secs", self.push_lease_secs),
+            ("subscription_max_idle_days", self.subscription_max_idle_days as u64),
+            ("delivery_retention_days", self.delivery_retention_days as u64),
+            ("public_rate_per_minute", self.public_rate_per_minute as u64),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -226,6 +295,31 @@ impl Settings {
         }
         if self.max_body_bytes > 16 * 1024 * 1024 {
             return bad("max_body_bytes", "must be at most 16 MiB".into());
+        }
+        if let Some(subject) = &self.vapid_subject
+            && let Err(why) = crate::push::vapid::check_subject(subject)
+        {
+            return bad("vapid_subject", why);
+        }
+        if let Some(key) = &self.vapid_private_key
+            && crate::push::vapid::public_key_of(key.expose().trim().trim_end_matches('=')).is_err()
+        {
+            return bad("vapid_private_key", "must be a raw P-256 private key (32 bytes, base64url)".into());
+        }
+        if let Some(topic) = &self.push_topic
+            && (topic.is_empty()
+                || topic.len() > 32
+                || !topic.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return bad("push_topic", "must be 1-32 base64url characters (A-Z a-z 0-9 - _)".into());
+        }
+        for host in &self.push_extra_hosts {
+            if host.is_empty() || host.contains('/') || host.contains(':') && host.parse::<std::net::IpAddr>().is_err() {
+                return bad("push_extra_hosts", format!("`{host}` is not a host name"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.receipt_sample_rate) {
+            return bad("receipt_sample_rate", "must be between 0 and 1".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return bad("log_level", e.to_string());

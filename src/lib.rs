@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod push;
 pub mod stream;
 pub mod telemetry;
 pub mod workers;

@@ -166,7 +166,10 @@ async fn publish(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
         .execute(&mut *tx)
         .await?;
     let alert = get(tx, id).await?.expect("row exists in this transaction");
-    append_event(tx, seq, EventKind::Alert, &alert).await
+    append_event(tx, seq, EventKind::Alert, &alert).await?;
+    // The push fan-out is queued in the same transaction: published means queued, even if the
+    // process dies right after the commit.
+    crate::push::store::queue_job(tx, id).await
 }
 
 /// Takes the stream lock and the next seq. The lock is held until the transaction ends, so
@@ -247,6 +250,12 @@ pub async fn retract(tx: &mut PgConnection, id: Uuid, reason: Option<&Reason>) -
     .bind(reason.map(|r| r.as_str()))
     .execute(&mut *tx)
     .await?;
+    // Pushes not yet planned never start; running batches stop when their process's hub sees
+    // the retract event below.
+    sqlx::query("update push_jobs set state = 'cancelled' where alert_id = $1 and state in ('planning', 'running')")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     if current.status == "live" {
         let seq = next_seq(tx).await?;
         let alert = get(tx, id).await?.expect("locked row");

@@ -221,7 +221,7 @@ async fn create(
         if view.status == "live" {
             metrics::alert_published();
         }
-        tracing::info!(alert_id = %view.id, seq = ?view.seq, status = %view.status, editor_id = editor.id, "alert flagged");
+        tracing::info!(alert_id = %view.id, seq = view.seq.unwrap_or_default(), status = %view.status, editor_id = editor.id, "alert flagged");
     }
     Ok(json_response(status, body, Some(&view.links.self_), false))
 }

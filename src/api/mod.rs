@@ -7,3 +7,4 @@ pub mod alerts;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod push;

@@ -1,30 +1,39 @@
-//! Removes what is no longer needed: idempotency keys after a day, stream events after a week
-//! (beyond any replay window; the alerts themselves are kept).
+//! Removes what is no longer needed, at start and then hourly: idempotency keys after a day,
+//! stream events after a week (beyond any replay window; the alerts themselves are kept), push
+//! subscriptions unseen for `subscription_max_idle_days`, delivery-log partitions past
+//! `delivery_retention_days` (and creates the next days' partitions).
 
 use std::time::Duration;
 
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
+use crate::{app::AppState, push};
 
 const EVERY: Duration = Duration::from_secs(3600);
 
-pub async fn run(pool: PgPool, shutdown: CancellationToken) {
+pub async fn run(state: AppState) {
     loop {
+        if let Err(e) = once(&state).await {
+            tracing::warn!(error = %e, "housekeeping failed; will retry");
+        }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = state.shutdown.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}
         }
-        let keys = sqlx::query("delete from idempotency_keys where created_at < now() - interval '24 hours'")
-            .execute(&pool)
-            .await;
-        let events = sqlx::query("delete from stream_events where created_at < now() - interval '7 days'")
-            .execute(&pool)
-            .await;
-        match (keys, events) {
-            (Ok(k), Ok(e)) => {
-                tracing::debug!(keys = k.rows_affected(), events = e.rows_affected(), "housekeeping done")
-            }
-            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "housekeeping failed; will retry"),
-        }
     }
+}
+
+async fn once(state: &AppState) -> sqlx::Result<()> {
+    let pool = &state.db;
+    let keys = sqlx::query("delete from idempotency_keys where created_at < now() - interval '24 hours'")
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let events = sqlx::query("delete from stream_events where created_at < now() - interval '7 days'")
+        .execute(pool)
+        .await?
+        .rows_affected();
+    push::store::maintain_partitions(pool, state.settings.delivery_retention_days).await?;
+    let stale = push::store::drop_stale_subscriptions(pool, state.settings.subscription_max_idle_days).await?;
+    state.public_limiter.retain_recent();
+    tracing::debug!(keys, events, stale_subscriptions = stale, "housekeeping done");
+    Ok(())
 }

@@ -23,7 +23,10 @@ pub fn spawn_all(state: &AppState) {
     let t = &state.tracker;
     t.spawn(hub::follow(state.hub.clone(), state.db.clone(), STREAM_POLL, state.shutdown.clone()));
     t.spawn(scheduler::run(state.db.clone(), state.shutdown.clone()));
-    t.spawn(housekeeping::run(state.db.clone(), state.shutdown.clone()));
+    t.spawn(housekeeping::run(state.clone()));
+    if let Some(push) = &state.push {
+        t.spawn(push.fanout.clone().run(state.hub.clone(), state.shutdown.clone()));
+    }
     let s = state.clone();
     t.spawn(async move {
         let mut every = tokio::time::interval(STATS_EVERY);

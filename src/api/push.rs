@@ -1,0 +1,171 @@
+//! The public Web Push endpoints, called by the news site's JavaScript and service worker:
+//! the VAPID public key, subscribing and unsubscribing, and shown/clicked receipts.
+//!
+//! They are open to the internet: CORS limits browsers to the allowed origins, every request is
+//! rate-limited per client address, bodies are small and validated before anything is stored.
+
+use std::{net::SocketAddr, num::NonZeroU32, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{ConnectInfo, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{error::ApiError, extract::Json};
+use crate::{
+    alerts::domain::{FieldError, Topics},
+    app::AppState,
+    push::{Push, store, subscription::SubscriptionJson},
+};
+
+pub type PublicLimiter = DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+pub fn limiter(per_minute: u32) -> Arc<PublicLimiter> {
+    let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    Arc::new(RateLimiter::keyed(Quota::per_minute(rate)))
+}
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/push/vapid-public-key", get(public_key))
+        .route("/push/subscriptions", post(subscribe).delete(unsubscribe))
+        .route("/push/receipts", post(receipt))
+        .layer(middleware::from_fn_with_state(state, rate_limit))
+}
+
+async fn rate_limit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ip = state.client_ip(req.headers(), peer);
+    match state.public_limiter.check_key(&ip) {
+        Ok(()) => next.run(req).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs().max(1),
+                detail: format!(
+                    "at most {} requests a minute from one address to the public push API",
+                    state.settings.public_rate_per_minute
+                ),
+            }
+            .into_response()
+        }
+    }
+}
+
+fn push(state: &AppState) -> Result<&Push, ApiError> {
+    state.push.as_deref().ok_or_else(|| {
+        ApiError::Unavailable("Web Push is not configured on this server (the `vapid_subject` setting)".into())
+    })
+}
+
+async fn public_key(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let push = push(&state)?;
+    let mut r = axum::Json(json!({ "publicKey": push.vapid.public_key_b64() })).into_response();
+    // Cacheable for a while: the key never changes silently.
+    r.headers_mut().insert(axum::http::header::CACHE_CONTROL, "public, max-age=3600".parse().expect("static"));
+    Ok(r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeRequest {
+    subscription: Option<SubscriptionJson>,
+    #[serde(default)]
+    topics: Vec<String>,
+    locale: Option<String>,
+    /// The endpoint this subscription replaces (from `pushsubscriptionchange`).
+    replaces: Option<String>,
+}
+
+async fn subscribe(State(state): State<AppState>, Json(req): Json<SubscribeRequest>) -> Result<Response, ApiError> {
+    let push = push(&state)?;
+    let mut errors = Vec::new();
+    let subscription = match req.subscription {
+        None => {
+            errors.push(FieldError::new("subscription", "is required: the browser's PushSubscription.toJSON()"));
+            None
+        }
+        Some(s) => s.parse(&push.allow).map_err(|e| errors.extend(e)).ok(),
+    };
+    let topics = Topics::parse("topics", &req.topics).map_err(|e| errors.push(e)).ok();
+    let locale = req.locale.unwrap_or_else(|| "tr".into());
+    if !matches!(locale.as_str(), "tr" | "en") {
+        errors.push(FieldError::new("locale", "must be `tr` or `en`"));
+    }
+    let (Some(subscription), Some(topics)) = (subscription, topics) else {
+        return Err(ApiError::Validation(errors));
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    if let Some(old) = req.replaces.as_deref()
+        && old != subscription.endpoint
+    {
+        store::delete_subscription(&state.db, old).await?;
+    }
+    let outcome =
+        store::upsert_subscription(&state.db, &subscription, &topics.to_strings(), &locale, push.vapid.public_key())
+            .await?;
+    let (status, id) = match outcome {
+        store::Upserted::Created(id) => (StatusCode::CREATED, id),
+        store::Upserted::Updated(id) => (StatusCode::OK, id),
+    };
+    tracing::info!(subscription_id = id, push_host = %subscription.host, created = status == StatusCode::CREATED, "push subscription saved");
+    Ok((status, axum::Json(json!({ "id": id, "topics": topics.to_strings(), "locale": locale }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsubscribeRequest {
+    endpoint: Option<String>,
+}
+
+async fn unsubscribe(State(state): State<AppState>, Json(req): Json<UnsubscribeRequest>) -> Result<StatusCode, ApiError> {
+    push(&state)?;
+    let endpoint = req.endpoint.ok_or_else(|| ApiError::field("endpoint", "is required"))?;
+    if endpoint.chars().count() > crate::push::subscription::MAX_ENDPOINT_CHARS {
+        return Err(ApiError::field("endpoint", "is longer than any endpoint we store"));
+    }
+    if store::delete_subscription(&state.db, &endpoint).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("no subscription has this endpoint".into()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptRequest {
+    alert_id: Option<String>,
+    event: Option<String>,
+}
+
+async fn receipt(State(state): State<AppState>, Json(req): Json<ReceiptRequest>) -> Result<StatusCode, ApiError> {
+    let alert_id = req
+        .alert_id
+        .as_deref()
+        .ok_or_else(|| ApiError::field("alert_id", "is required"))?
+        .parse::<uuid::Uuid>()
+        .map_err(|_| ApiError::field("alert_id", "is not an alert id"))?;
+    let clicked = match req.event.as_deref() {
+        Some("shown") => false,
+        Some("clicked") => true,
+        _ => return Err(ApiError::field("event", "must be `shown` or `clicked`")),
+    };
+    if store::add_receipt(&state.db, alert_id, clicked).await? {
+        Ok(StatusCode::ACCEPTED)
+    } else {
+        Err(ApiError::field("alert_id", "there is no published alert with this id"))
+    }
+}

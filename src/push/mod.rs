@@ -1,0 +1,84 @@
+//! Web Push: readers who opted in get a browser notification for every alert they care about,
+//! through their browser's push service (FCM, Mozilla autopush, Apple, Windows).
+//!
+//! - [`subscription`]: validates what browsers hand us (endpoint allowlist, key shapes);
+//! - [`vapid`]: the installation's key pair and cached signed tokens (RFC 8292);
+//! - [`ece`]: message encryption (RFC 8291, aes128gcm);
+//! - [`payload`]: the notification JSON, ≤ 2 KiB, Declarative Web Push compatible;
+//! - [`sender`]: the SSRF-safe HTTP client with per-origin limits and answer classes;
+//! - [`fanout`]: the durable, multi-process fan-out;
+//! - [`store`]: subscriptions, jobs, batches, the delivery log and figures.
+
+pub mod ece;
+pub mod fanout;
+pub mod payload;
+pub mod sender;
+pub mod store;
+pub mod subscription;
+pub mod vapid;
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::PgPool;
+
+use crate::config::Settings;
+
+/// Push settings, derived once from [`Settings`].
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    pub workers: usize,
+    pub batch_size: usize,
+    pub max_in_flight: usize,
+    pub max_attempts: u32,
+    pub lease: Duration,
+    pub topic: Option<String>,
+}
+
+/// Everything push needs at run time; absent when `vapid_subject` is not set.
+pub struct Push {
+    pub vapid: Arc<vapid::Vapid>,
+    pub sender: Arc<sender::Sender>,
+    pub fanout: Arc<fanout::Fanout>,
+    pub allow: subscription::Allowlist,
+}
+
+impl Push {
+    pub async fn build(settings: &Settings, pool: &PgPool) -> anyhow::Result<Option<Self>> {
+        let Some(subject) = settings.vapid_subject.as_deref() else {
+            tracing::warn!(
+                "Web Push is off: set `vapid_subject` (mailto: or https: contact) to send browser notifications"
+            );
+            return Ok(None);
+        };
+        let vapid = Arc::new(
+            vapid::Vapid::load(pool, settings.vapid_private_key.as_ref(), subject, settings.vapid_rotate).await?,
+        );
+        let allow = subscription::Allowlist {
+            standard: subscription::DEFAULT_PUSH_HOSTS.iter().map(|s| s.to_string()).collect(),
+            extra: settings.push_extra_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            extra_allow_http: settings.push_extra_hosts_allow_http,
+        };
+        let sender = Arc::new(sender::Sender::new(
+            sender::SenderSettings {
+                connect_timeout: Duration::from_secs(settings.push_connect_timeout_secs),
+                timeout: Duration::from_secs(settings.push_timeout_secs),
+                per_origin: settings.push_concurrency_per_origin,
+                allow: allow.clone(),
+            },
+            vapid.clone(),
+        )?);
+        let fanout = fanout::Fanout::new(
+            pool.clone(),
+            sender.clone(),
+            PushSettings {
+                workers: settings.push_workers,
+                batch_size: settings.push_batch_size,
+                max_in_flight: settings.push_max_in_flight,
+                max_attempts: settings.push_max_attempts,
+                lease: Duration::from_secs(settings.push_lease_secs),
+                topic: settings.push_topic.clone(),
+            },
+        );
+        Ok(Some(Self { vapid, sender, fanout, allow }))
+    }
+}

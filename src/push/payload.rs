@@ -1,0 +1,166 @@
+//! The notification payload: one JSON document that both a service worker and Safari's
+//! Declarative Web Push (`"web_push": 8030`, shown without any service worker) display
+//! correctly.
+//!
+//! It must fit 2 KiB of plaintext, the smallest limit among push services (Firefox on Android's
+//! bridge). Long Turkish text is shortened on a character boundary, with an ellipsis: never in
+//! the middle of a two-byte letter.
+
+use serde::Serialize;
+
+use crate::alerts::store::Alert;
+
+pub const MAX_PAYLOAD_BYTES: usize = 2048;
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    web_push: u16,
+    notification: Notification<'a>,
+}
+
+#[derive(Serialize)]
+struct Notification<'a> {
+    title: String,
+    body: String,
+    /// Where a click goes (Declarative Web Push requires it).
+    navigate: &'a str,
+    lang: &'a str,
+    /// One notification per alert: a later one with the same tag replaces it.
+    tag: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+    timestamp: i64,
+    data: Data<'a>,
+}
+
+#[derive(Serialize)]
+struct Data<'a> {
+    id: uuid::Uuid,
+    seq: Option<i64>,
+    label: &'a str,
+    topics: &'a [String],
+}
+
+/// Shortens to at most `chars` characters, marking the cut with "…".
+fn shorten(s: &str, chars: usize) -> String {
+    if s.chars().count() <= chars {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(chars.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Builds the payload for an alert; always ≤ [`MAX_PAYLOAD_BYTES`].
+pub fn build(alert: &Alert) -> Vec<u8> {
+    let title_full = format!("{}: {}", alert.label, alert.headline);
+    let body_full = alert.summary.clone().unwrap_or_default();
+    let render = |title: String, body: String, with_image: bool| {
+        serde_json::to_vec(&Payload {
+            web_push: 8030,
+            notification: Notification {
+                title,
+                body,
+                navigate: &alert.url,
+                lang: "tr",
+                tag: format!("sondakika-{}", alert.id),
+                image: if with_image { alert.image.as_deref() } else { None },
+                timestamp: alert.published_at.unwrap_or(alert.created_at).timestamp_millis(),
+                data: Data { id: alert.id, seq: alert.seq, label: &alert.label, topics: &alert.topics },
+            },
+        })
+        .expect("payload serialises")
+    };
+    let full = render(title_full.clone(), body_full.clone(), true);
+    if full.len() <= MAX_PAYLOAD_BYTES {
+        return full;
+    }
+    // Too long: drop the image, then shorten the body, then the title (each by characters).
+    let without_image = render(title_full.clone(), body_full.clone(), false);
+    if without_image.len() <= MAX_PAYLOAD_BYTES {
+        return without_image;
+    }
+    let fits = |title: &str, body_chars: usize| {
+        let p = render(title.to_string(), shorten(&body_full, body_chars), false);
+        (p.len() <= MAX_PAYLOAD_BYTES).then_some(p)
+    };
+    // Binary search for the longest body that fits.
+    let (mut lo, mut hi) = (0usize, body_full.chars().count());
+    let mut best = None;
+    while lo <= hi {
+        let mid = (lo + hi) / 2;
+        match fits(&title_full, mid) {
+            Some(p) => {
+                best = Some(p);
+                lo = mid + 1;
+            }
+            None if mid == 0 => break,
+            None => hi = mid - 1,
+        }
+    }
+    if let Some(p) = best {
+        return p;
+    }
+    // Even an empty body is too much (a very long URL): shorten the title as well.
+    for title_chars in (1..=title_full.chars().count()).rev().step_by(10) {
+        if let Some(p) = fits(&shorten(&title_full, title_chars), 0) {
+            return p;
+        }
+    }
+    render(shorten(&alert.label, 40), String::new(), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    fn alert(headline: &str, summary: Option<&str>, url: &str) -> Alert {
+        Alert {
+            id: uuid::Uuid::now_v7(),
+            seq: Some(7),
+            status: "live".into(),
+            label: "SON DAKİKA".into(),
+            headline: headline.into(),
+            summary: summary.map(String::from),
+            url: url.into(),
+            image: Some("https://img.example.com.tr/a.jpg".into()),
+            article_id: None,
+            topics: vec!["gundem".into()],
+            urgency: "high".into(),
+            ttl_seconds: 3600,
+            send_at: None,
+            created_at: Utc::now(),
+            published_at: Some(Utc::now()),
+            updated_at: Utc::now(),
+            retracted_at: None,
+            retract_reason: None,
+            created_by: None,
+            tickers_reached: 0,
+        }
+    }
+
+    #[test]
+    fn a_normal_alert_is_declarative_web_push() {
+        let p: serde_json::Value = serde_json::from_slice(&build(&alert("Deprem", Some("Özet"), "https://x.example/a"))).unwrap();
+        assert_eq!(p["web_push"], 8030);
+        assert_eq!(p["notification"]["title"], "SON DAKİKA: Deprem");
+        assert_eq!(p["notification"]["body"], "Özet");
+        assert_eq!(p["notification"]["navigate"], "https://x.example/a");
+        assert!(p["notification"]["tag"].as_str().unwrap().starts_with("sondakika-"));
+    }
+
+    #[test]
+    fn long_turkish_text_is_cut_on_a_character_boundary() {
+        let long = "ĞÜŞİÖÇığüşöç".repeat(40); // 480 two-byte letters
+        let url = format!("https://x.example/{}", "a".repeat(900));
+        let bytes = build(&alert(&"İ".repeat(200), Some(&long), &url));
+        assert!(bytes.len() <= MAX_PAYLOAD_BYTES, "{}", bytes.len());
+        let p: serde_json::Value = serde_json::from_slice(&bytes).expect("valid UTF-8 JSON");
+        let body = p["notification"]["body"].as_str().unwrap();
+        assert!(body.ends_with('…'));
+        assert!(long.starts_with(body.trim_end_matches('…')));
+        assert_eq!(p["notification"]["navigate"], url.as_str(), "the link is never cut");
+    }
+}

@@ -1,0 +1,487 @@
+//! The push tables: subscriptions, fan-out jobs and batches, the delivery log and its figures.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::subscription::PushSubscription;
+
+/// NOTIFY channel that wakes fan-out workers when there is new work.
+pub const PUSH_CHANNEL: &str = "sondakika_push";
+
+pub enum Upserted {
+    Created(i64),
+    Updated(i64),
+}
+
+/// Creates or refreshes a subscription (by endpoint). A re-post on every page load refreshes
+/// `last_seen_at`, takes the new keys and topics, and reactivates a subscription the browser
+/// still uses.
+pub async fn upsert_subscription(
+    pool: &PgPool,
+    s: &PushSubscription,
+    topics: &[String],
+    locale: &str,
+    vapid_key: &[u8],
+) -> sqlx::Result<Upserted> {
+    let (id, inserted): (i64, bool) = sqlx::query_as(
+        "insert into push_subscriptions (endpoint, origin, host, p256dh, auth, topics, locale, vapid_key)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         on conflict (endpoint) do update set
+            p256dh = excluded.p256dh, auth = excluded.auth, topics = excluded.topics,
+            locale = excluded.locale, vapid_key = excluded.vapid_key, last_seen_at = now(),
+            active = true, deactivated_at = null, deactivated_reason = null
+         returning id, (xmax = 0) as inserted",
+    )
+    .bind(&s.endpoint)
+    .bind(&s.origin)
+    .bind(&s.host)
+    .bind(s.p256dh.as_slice())
+    .bind(s.auth.as_slice())
+    .bind(topics)
+    .bind(locale)
+    .bind(vapid_key)
+    .fetch_one(pool)
+    .await?;
+    Ok(if inserted { Upserted::Created(id) } else { Upserted::Updated(id) })
+}
+
+/// Removes a subscription (the reader turned alerts off). Its delivery log rows stay.
+pub async fn delete_subscription(pool: &PgPool, endpoint: &str) -> sqlx::Result<bool> {
+    let n = sqlx::query("delete from push_subscriptions where endpoint = $1").bind(endpoint).execute(pool).await?;
+    Ok(n.rows_affected() > 0)
+}
+
+/// Drops subscriptions not seen for `days` (the browser stopped visiting).
+pub async fn drop_stale_subscriptions(pool: &PgPool, days: u32) -> sqlx::Result<u64> {
+    let n = sqlx::query(
+        "delete from push_subscriptions where last_seen_at < now() - make_interval(days => $1)",
+    )
+    .bind(days as i32)
+    .execute(pool)
+    .await?;
+    Ok(n.rows_affected())
+}
+
+/// Queues the fan-out of a just-published alert (inside the publishing transaction).
+pub async fn queue_job(tx: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into push_jobs (alert_id, state, alert_day) values ($1, 'planning', (now() at time zone 'utc')::date)
+         on conflict do nothing",
+    )
+    .bind(alert_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("select pg_notify($1, '')").bind(PUSH_CHANNEL).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Plans one queued job: counts its targets and cuts the subscription id space into batches.
+/// Returns the alert planned, if any was waiting.
+pub async fn plan_next_job(pool: &PgPool, batch_size: i64) -> sqlx::Result<Option<Uuid>> {
+    let mut tx = pool.begin().await?;
+    let job: Option<(Uuid, Vec<String>, bool)> = sqlx::query_as(
+        "select j.alert_id, a.topics,
+                a.status = 'retracted' or a.published_at + make_interval(secs => a.ttl_seconds) < now()
+         from push_jobs j join alerts a on a.id = j.alert_id
+         where j.state = 'planning' order by j.created_at limit 1 for update of j skip locked",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((alert_id, topics, stale)) = job else { return Ok(None) };
+    if stale {
+        // Retracted, or queued while push was off and no longer worth sending.
+        sqlx::query("update push_jobs set state = 'cancelled' where alert_id = $1").bind(alert_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        return Ok(Some(alert_id));
+    }
+    let (targeted, min_id, max_id): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+        "select count(*), min(id), max(id) from push_subscriptions
+         where active and (cardinality($1::text[]) = 0 or cardinality(topics) = 0 or topics && $1)",
+    )
+    .bind(&topics)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let (Some(lo), Some(hi)) = (min_id, max_id) {
+        // Ranges of ids, not of rows: planning costs one statement whatever the subscriber
+        // count; ranges thinned by deletions are simply cheaper to process.
+        sqlx::query(
+            "insert into push_batches (alert_id, first_id, last_id, state)
+             select $1, f, least(f + $4 - 1, $3), 'pending' from generate_series($2::bigint, $3::bigint, $4::bigint) f",
+        )
+        .bind(alert_id)
+        .bind(lo)
+        .bind(hi)
+        .bind(batch_size)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let state = if targeted == 0 { "done" } else { "running" };
+    sqlx::query(
+        "update push_jobs set state = $2, targeted = $3, started_at = now(),
+            reached_50_at = case when $3 = 0 then now() end,
+            reached_95_at = case when $3 = 0 then now() end,
+            reached_100_at = case when $3 = 0 then now() end
+         where alert_id = $1",
+    )
+    .bind(alert_id)
+    .bind(state)
+    .bind(targeted)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("select pg_notify($1, '')").bind(PUSH_CHANNEL).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Some(alert_id))
+}
+
+/// A claimed range of one fan-out.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub alert_id: Uuid,
+    pub alert_day: NaiveDate,
+    pub first_id: i64,
+    pub last_id: i64,
+}
+
+/// Claims a pending batch, or one whose worker vanished (lease expired), for `lease`.
+pub async fn claim_batch(pool: &PgPool, lease: std::time::Duration) -> sqlx::Result<Option<Batch>> {
+    sqlx::query_as::<_, (Uuid, NaiveDate, i64, i64)>(
+        "update push_batches b set state = 'running', lease_until = now() + make_interval(secs => $1)
+         from push_jobs j
+         where j.alert_id = b.alert_id
+           and (b.alert_id, b.first_id) = (
+             select b2.alert_id, b2.first_id from push_batches b2
+             where b2.state = 'pending' or (b2.state = 'running' and b2.lease_until < now())
+             order by b2.alert_id, b2.first_id
+             limit 1 for update skip locked)
+         returning b.alert_id, j.alert_day, b.first_id, b.last_id",
+    )
+    .bind(lease.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+    .map(|r| r.map(|(alert_id, alert_day, first_id, last_id)| Batch { alert_id, alert_day, first_id, last_id }))
+}
+
+pub async fn renew_lease(pool: &PgPool, b: &Batch, lease: std::time::Duration) -> sqlx::Result<()> {
+    sqlx::query(
+        "update push_batches set lease_until = now() + make_interval(secs => $3)
+         where alert_id = $1 and first_id = $2 and state = 'running'",
+    )
+    .bind(b.alert_id)
+    .bind(b.first_id)
+    .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A subscriber of a batch that has no outcome logged yet.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Target {
+    pub id: i64,
+    pub endpoint: String,
+    pub origin: String,
+    pub host: String,
+    pub p256dh: Vec<u8>,
+    pub auth: Vec<u8>,
+}
+
+/// The batch's matching subscribers without a logged outcome (on a resumed batch, those not
+/// yet done before the crash).
+pub async fn targets(pool: &PgPool, b: &Batch, topics: &[String]) -> sqlx::Result<Vec<Target>> {
+    sqlx::query_as(
+        "select s.id, s.endpoint, s.origin, s.host, s.p256dh, s.auth from push_subscriptions s
+         where s.id between $1 and $2 and s.active
+           and (cardinality($3::text[]) = 0 or cardinality(s.topics) = 0 or s.topics && $3)
+           and not exists (select 1 from push_deliveries d
+                           where d.alert_day = $4 and d.alert_id = $5 and d.subscription_id = s.id)
+         order by s.id",
+    )
+    .bind(b.first_id)
+    .bind(b.last_id)
+    .bind(topics)
+    .bind(b.alert_day)
+    .bind(b.alert_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The final outcome of one push.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub subscription_id: i64,
+    pub status: &'static str,
+    pub http_status: Option<i16>,
+    pub attempts: i16,
+    pub push_host: String,
+    pub latency_ms: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// Writes outcomes of one alert in one statement, deactivates gone subscriptions, and moves
+/// the job's counters and milestones, all in one transaction.
+pub async fn record(pool: &PgPool, alert_id: Uuid, alert_day: NaiveDate, outcomes: &[Outcome]) -> sqlx::Result<()> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(outcomes.len());
+    let mut statuses = Vec::with_capacity(outcomes.len());
+    let mut http = Vec::with_capacity(outcomes.len());
+    let mut attempts = Vec::with_capacity(outcomes.len());
+    let mut hosts = Vec::with_capacity(outcomes.len());
+    let mut latency = Vec::with_capacity(outcomes.len());
+    let mut errors = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        ids.push(o.subscription_id);
+        statuses.push(o.status);
+        http.push(o.http_status);
+        attempts.push(o.attempts);
+        hosts.push(o.push_host.as_str());
+        latency.push(o.latency_ms);
+        errors.push(o.error.as_deref());
+    }
+    let mut tx = pool.begin().await?;
+    // `on conflict do nothing`: a batch resumed after a crash may repeat a push whose outcome
+    // was already written; the first outcome stands and is counted once.
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "with ins as (
+            insert into push_deliveries
+                (alert_day, alert_id, subscription_id, status, http_status, attempts, push_host, latency_ms, error)
+            select $1, $2, * from unnest($3::bigint[], $4::text[], $5::smallint[], $6::smallint[], $7::text[],
+                                        $8::int[], $9::text[])
+            on conflict do nothing
+            returning status)
+         select status, count(*) from ins group by status",
+    )
+    .bind(alert_day)
+    .bind(alert_id)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&http)
+    .bind(&attempts)
+    .bind(&hosts)
+    .bind(&latency)
+    .bind(&errors)
+    .fetch_all(&mut *tx)
+    .await?;
+    let gone: Vec<i64> = outcomes.iter().filter(|o| o.status == "gone").map(|o| o.subscription_id).collect();
+    if !gone.is_empty() {
+        sqlx::query(
+            "update push_subscriptions set active = false, deactivated_at = now(), deactivated_reason = 'gone'
+             where id = any($1) and active",
+        )
+        .bind(&gone)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let n = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    sqlx::query(
+        "update push_jobs set sent = sent + $2, failed = failed + $3, gone = gone + $4,
+                expired = expired + $5, skipped = skipped + $6
+         where alert_id = $1",
+    )
+    .bind(alert_id)
+    .bind(n("sent"))
+    .bind(n("failed"))
+    .bind(n("gone"))
+    .bind(n("expired"))
+    .bind(n("skipped"))
+    .execute(&mut *tx)
+    .await?;
+    mark_milestones(&mut tx, alert_id).await?;
+    tx.commit().await
+}
+
+async fn mark_milestones(tx: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "update push_jobs set
+            reached_50_at = coalesce(reached_50_at, case when (sent+failed+gone+expired+skipped) * 100 >= targeted * 50 then now() end),
+            reached_95_at = coalesce(reached_95_at, case when (sent+failed+gone+expired+skipped) * 100 >= targeted * 95 then now() end),
+            reached_100_at = coalesce(reached_100_at, case when (sent+failed+gone+expired+skipped) >= targeted then now() end)
+         where alert_id = $1",
+    )
+    .bind(alert_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Logs every remaining target of a batch with one status (`skipped` after a retraction,
+/// `expired` past the TTL) in one server-side statement.
+pub async fn close_remaining(pool: &PgPool, b: &Batch, topics: &[String], status: &str, why: &str) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query(
+        "insert into push_deliveries (alert_day, alert_id, subscription_id, status, attempts, push_host, error)
+         select $4, $5, s.id, $6, 0, s.host, $7 from push_subscriptions s
+         where s.id between $1 and $2 and s.active
+           and (cardinality($3::text[]) = 0 or cardinality(s.topics) = 0 or s.topics && $3)
+         on conflict do nothing",
+    )
+    .bind(b.first_id)
+    .bind(b.last_id)
+    .bind(topics)
+    .bind(b.alert_day)
+    .bind(b.alert_id)
+    .bind(status)
+    .bind(why)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected() as i64;
+    let column = if status == "expired" { "expired" } else { "skipped" };
+    sqlx::query(&format!("update push_jobs set {column} = {column} + $2 where alert_id = $1"))
+        .bind(b.alert_id)
+        .bind(n)
+        .execute(&mut *tx)
+        .await?;
+    mark_milestones(&mut tx, b.alert_id).await?;
+    tx.commit().await
+}
+
+/// Marks a batch done, and its job when it was the last.
+pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("update push_batches set state = 'done', lease_until = null where alert_id = $1 and first_id = $2")
+        .bind(b.alert_id)
+        .bind(b.first_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "update push_jobs set state = case when state = 'cancelled' then state else 'done' end,
+                reached_100_at = coalesce(reached_100_at, now())
+         where alert_id = $1 and not exists (
+            select 1 from push_batches where alert_id = $1 and state <> 'done')",
+    )
+    .bind(b.alert_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Push figures of one alert.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PushFigures {
+    pub state: String,
+    pub targeted: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub gone: i64,
+    pub expired: i64,
+    pub skipped: i64,
+    pub pending: i64,
+    pub shown: i64,
+    pub clicked: i64,
+    /// Milliseconds from publication until 50/95/100 % of the targets had an outcome.
+    pub ms_to_50: Option<i64>,
+    pub ms_to_95: Option<i64>,
+    pub ms_to_100: Option<i64>,
+}
+
+pub async fn figures(conn: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<Option<PushFigures>> {
+    sqlx::query_as(
+        "select j.state, j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
+                greatest(j.targeted - (j.sent + j.failed + j.gone + j.expired + j.skipped), 0) as pending,
+                coalesce(s.push_shown, 0) as shown, coalesce(s.push_clicked, 0) as clicked,
+                (extract(epoch from j.reached_50_at - a.published_at) * 1000)::bigint as ms_to_50,
+                (extract(epoch from j.reached_95_at - a.published_at) * 1000)::bigint as ms_to_95,
+                (extract(epoch from j.reached_100_at - a.published_at) * 1000)::bigint as ms_to_100
+         from push_jobs j join alerts a on a.id = j.alert_id
+         left join alert_stats s on s.alert_id = j.alert_id
+         where j.alert_id = $1",
+    )
+    .bind(alert_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// One row of the delivery log, as the API shows it (no endpoint: only the host).
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub subscription_id: i64,
+    pub status: String,
+    pub http_status: Option<i16>,
+    pub attempts: i16,
+    pub push_host: String,
+    pub latency_ms: Option<i32>,
+    pub error: Option<String>,
+    pub finished_at: DateTime<Utc>,
+}
+
+pub async fn deliveries(
+    pool: &PgPool,
+    alert_id: Uuid,
+    status: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<DeliveryRow>> {
+    sqlx::query_as(
+        "select d.subscription_id, d.status, d.http_status, d.attempts, d.push_host, d.latency_ms, d.error, d.finished_at
+         from push_deliveries d join push_jobs j on j.alert_id = d.alert_id and j.alert_day = d.alert_day
+         where d.alert_id = $1 and ($2::text is null or d.status = $2) and d.subscription_id > $3
+         order by d.subscription_id limit $4",
+    )
+    .bind(alert_id)
+    .bind(status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Counts a receipt from a service worker. False if the alert does not exist.
+pub async fn add_receipt(pool: &PgPool, alert_id: Uuid, clicked: bool) -> sqlx::Result<bool> {
+    let n = sqlx::query(
+        "insert into alert_stats (alert_id, push_shown, push_clicked)
+         select id, $2, $3 from alerts where id = $1 and status <> 'scheduled'
+         on conflict (alert_id) do update set
+            push_shown = alert_stats.push_shown + excluded.push_shown,
+            push_clicked = alert_stats.push_clicked + excluded.push_clicked",
+    )
+    .bind(alert_id)
+    .bind(if clicked { 0i64 } else { 1 })
+    .bind(if clicked { 1i64 } else { 0 })
+    .execute(pool)
+    .await?;
+    Ok(n.rows_affected() > 0)
+}
+
+/// Creates the daily delivery-log partitions for the next days and drops those older than
+/// `retention_days`. Dropping a partition is instant and takes no long lock on the others.
+pub async fn maintain_partitions(pool: &PgPool, retention_days: u32) -> sqlx::Result<()> {
+    let today = Utc::now().date_naive();
+    for ahead in 0..3 {
+        let day = today + chrono::Duration::days(ahead);
+        let next = day + chrono::Duration::days(1);
+        let name = format!("push_deliveries_{}", day.format("%Y%m%d"));
+        let sql = format!(
+            "create table if not exists {name} partition of push_deliveries for values from ('{day}') to ('{next}')"
+        );
+        if let Err(e) = sqlx::query(&sql).execute(pool).await {
+            // Rows for that day already went to the default partition: they stay there and are
+            // removed with it; nothing is lost.
+            tracing::warn!(error = %e, partition = %name, "could not create a delivery-log partition");
+        }
+    }
+    let cutoff = today - chrono::Duration::days(retention_days as i64);
+    let old: Vec<String> = sqlx::query_scalar(
+        "select c.relname::text from pg_inherits i
+         join pg_class c on c.oid = i.inhrelid join pg_class p on p.oid = i.inhparent
+         where p.relname = 'push_deliveries' and c.relname ~ '^push_deliveries_[0-9]{8}$'",
+    )
+    .fetch_all(pool)
+    .await?;
+    for name in old {
+        let day = NaiveDate::parse_from_str(&name["push_deliveries_".len()..], "%Y%m%d").ok();
+        if day.is_some_and(|d| d < cutoff) {
+            sqlx::query(&format!("drop table if exists {name}")).execute(pool).await?;
+            tracing::info!(partition = %name, "dropped an expired delivery-log partition");
+        }
+    }
+    sqlx::query(
+        "delete from push_deliveries_default where alert_day < $1",
+    )
+    .bind(cutoff)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

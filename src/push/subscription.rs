@@ -1,0 +1,266 @@
+//! A browser's push subscription, validated at the door.
+//!
+//! An endpoint is a URL a stranger hands us and that we will later connect to: it must be https
+//! on port 443, without user-info, short, and on a known push service (or a host the operator
+//! allowed explicitly). The keys must be exactly what RFC 8291 encryption needs: `p256dh` an
+//! uncompressed P-256 point that is on the curve, `auth` 16 bytes. Nothing malformed gets past
+//! this module, so the encryption code never sees a key it could choke on.
+
+use base64::{
+    Engine,
+    engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD},
+};
+use serde::Deserialize;
+use url::Url;
+
+use crate::alerts::domain::FieldError;
+
+pub const MAX_ENDPOINT_CHARS: usize = 1000;
+
+/// Push services of the major browsers, matched as the host or a subdomain of it.
+pub const DEFAULT_PUSH_HOSTS: &[&str] = &[
+    "fcm.googleapis.com",          // Chrome, Edge, Android
+    "android.googleapis.com",      // older Chrome subscriptions
+    "updates.push.services.mozilla.com", // Firefox
+    "push.services.mozilla.com",
+    "push.apple.com",              // Safari (web.push.apple.com)
+    "notify.windows.com",          // Windows (WNS): *.notify.windows.com
+];
+
+/// Hosts allowed as push endpoints.
+#[derive(Debug, Clone)]
+pub struct Allowlist {
+    /// Real push services: https on 443 only.
+    pub standard: Vec<String>,
+    /// Operator-added hosts (e.g. a self-hosted push service): any port, and http if allowed.
+    pub extra: Vec<String>,
+    pub extra_allow_http: bool,
+}
+
+impl Allowlist {
+    fn matches(list: &[String], host: &str) -> bool {
+        list.iter().any(|h| host == h || host.ends_with(&format!(".{h}")))
+    }
+
+    /// True if the host was added by the operator (who may allow private addresses for it).
+    pub fn is_extra(&self, host: &str) -> bool {
+        Self::matches(&self.extra, host)
+    }
+}
+
+/// `PushSubscription.toJSON()` as the browser gives it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionJson {
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub expiration_time: Option<serde_json::Value>,
+    pub keys: Option<KeysJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeysJson {
+    pub p256dh: Option<String>,
+    pub auth: Option<String>,
+}
+
+/// A subscription that is safe to store and to send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSubscription {
+    pub endpoint: String,
+    /// `scheme://host[:port]` of the endpoint: the VAPID audience and the unit of rate limits.
+    pub origin: String,
+    pub host: String,
+    pub p256dh: [u8; 65],
+    pub auth: [u8; 16],
+}
+
+fn decode_b64(field: &str, value: &str) -> Result<Vec<u8>, FieldError> {
+    let trimmed = value.trim_end_matches('=');
+    URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| URL_SAFE.decode(value))
+        .map_err(|_| FieldError::new(field, "must be base64url (padded or not)"))
+}
+
+/// Validates an endpoint URL against the allowlist.
+pub fn parse_endpoint(field: &str, value: &str, allow: &Allowlist) -> Result<(String, String), FieldError> {
+    let chars = value.chars().count();
+    if chars > MAX_ENDPOINT_CHARS {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_ENDPOINT_CHARS} characters (got {chars})"),
+        ));
+    }
+    let url = Url::parse(value).map_err(|e| FieldError::new(field, format!("is not a valid URL ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(FieldError::new(field, "must not contain a user name or password"));
+    }
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(FieldError::new(field, "must have a host"));
+    }
+    if Allowlist::matches(&allow.standard, &host) {
+        if url.scheme() != "https" {
+            return Err(FieldError::new(field, "must be an https URL"));
+        }
+        if url.port().is_some_and(|p| p != 443) {
+            return Err(FieldError::new(field, "must use port 443"));
+        }
+    } else if Allowlist::matches(&allow.extra, &host) {
+        let ok_scheme = url.scheme() == "https" || (allow.extra_allow_http && url.scheme() == "http");
+        if !ok_scheme {
+            return Err(FieldError::new(field, "must be an https URL"));
+        }
+    } else {
+        if url.scheme() != "https" {
+            return Err(FieldError::new(field, "must be an https URL"));
+        }
+        return Err(FieldError::new(
+            field,
+            format!("`{host}` is not a known push service; an operator can allow it with `push_extra_hosts`"),
+        ));
+    }
+    Ok((url.origin().ascii_serialization(), host))
+}
+
+impl SubscriptionJson {
+    pub fn parse(self, allow: &Allowlist) -> Result<PushSubscription, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let endpoint = match self.endpoint.as_deref() {
+            None => {
+                errors.push(FieldError::new("subscription.endpoint", "is required"));
+                None
+            }
+            Some(e) => match parse_endpoint("subscription.endpoint", e, allow) {
+                Ok((origin, host)) => Some((e.to_string(), origin, host)),
+                Err(err) => {
+                    errors.push(err);
+                    None
+                }
+            },
+        };
+        let (p256dh, auth) = match &self.keys {
+            None => {
+                errors.push(FieldError::new("subscription.keys", "is required (p256dh and auth)"));
+                (None, None)
+            }
+            Some(keys) => (
+                match keys.p256dh.as_deref() {
+                    None => {
+                        errors.push(FieldError::new("subscription.keys.p256dh", "is required"));
+                        None
+                    }
+                    Some(v) => parse_p256dh(v).map_err(|e| errors.push(e)).ok(),
+                },
+                match keys.auth.as_deref() {
+                    None => {
+                        errors.push(FieldError::new("subscription.keys.auth", "is required"));
+                        None
+                    }
+                    Some(v) => parse_auth(v).map_err(|e| errors.push(e)).ok(),
+                },
+            ),
+        };
+        match (endpoint, p256dh, auth) {
+            (Some((endpoint, origin, host)), Some(p256dh), Some(auth)) if errors.is_empty() => {
+                Ok(PushSubscription { endpoint, origin, host, p256dh, auth })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The browser's public key: 65 bytes, uncompressed (0x04 prefix), and a point on P-256.
+pub fn parse_p256dh(value: &str) -> Result<[u8; 65], FieldError> {
+    const FIELD: &str = "subscription.keys.p256dh";
+    let bytes = decode_b64(FIELD, value)?;
+    let key: [u8; 65] = bytes.as_slice().try_into().map_err(|_| {
+        FieldError::new(
+            FIELD,
+            format!("must be an uncompressed P-256 public key of 65 bytes (got {} bytes)", bytes.len()),
+        )
+    })?;
+    if key[0] != 0x04 {
+        return Err(FieldError::new(FIELD, "must be an uncompressed point (starting with 0x04)"));
+    }
+    if !super::ece::is_valid_public_key(&key) {
+        return Err(FieldError::new(FIELD, "is not a point on the P-256 curve"));
+    }
+    Ok(key)
+}
+
+/// The browser's authentication secret: exactly 16 bytes.
+pub fn parse_auth(value: &str) -> Result<[u8; 16], FieldError> {
+    const FIELD: &str = "subscription.keys.auth";
+    let bytes = decode_b64(FIELD, value)?;
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| FieldError::new(FIELD, format!("must be 16 bytes (got {})", bytes.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allow() -> Allowlist {
+        Allowlist {
+            standard: DEFAULT_PUSH_HOSTS.iter().map(|s| s.to_string()).collect(),
+            extra: vec!["push.example.net".into()],
+            extra_allow_http: true,
+        }
+    }
+
+    #[test]
+    fn endpoints_of_real_push_services_pass() {
+        for e in [
+            "https://fcm.googleapis.com/fcm/send/abc:APA91",
+            "https://updates.push.services.mozilla.com/wpush/v2/gAAAA",
+            "https://web.push.apple.com/QGuQyavXutnMnHSZVJoq",
+            "https://wns2-par02p.notify.windows.com/w/?token=BQYAAA",
+        ] {
+            assert!(parse_endpoint("e", e, &allow()).is_ok(), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused_with_a_reason() {
+        for (e, why) in [
+            ("http://fcm.googleapis.com/fcm/send/x", "https"),
+            ("https://fcm.googleapis.com:8443/fcm/send/x", "443"),
+            ("https://user:pw@fcm.googleapis.com/fcm/send/x", "user name"),
+            ("https://127.0.0.1/x", "not a known push service"),
+            ("https://10.0.0.8/x", "not a known push service"),
+            ("https://evilfcm.googleapis.com.attacker.net/x", "not a known push service"),
+            ("https://notfcm.googleapis.com.evil/x", "not a known push service"),
+        ] {
+            let err = parse_endpoint("e", e, &allow()).unwrap_err();
+            assert!(err.message.contains(why), "{e}: {}", err.message);
+        }
+        let long = format!("https://fcm.googleapis.com/{}", "a".repeat(5000));
+        assert!(parse_endpoint("e", &long, &allow()).unwrap_err().message.contains("at most 1000"));
+        // Operator hosts may use http and other ports.
+        assert!(parse_endpoint("e", "http://push.example.net:8080/x", &allow()).is_ok());
+    }
+
+    #[test]
+    fn keys_must_be_exactly_right() {
+        // A real uncompressed key (the RFC 8291 example's user agent key).
+        let good = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+        assert!(parse_p256dh(good).is_ok());
+        assert!(parse_p256dh(&format!("{good}=")).is_ok(), "padding accepted");
+        let bytes = URL_SAFE_NO_PAD.decode(good).unwrap();
+        let mut compressed = vec![0x02 | (bytes[64] & 1)];
+        compressed.extend_from_slice(&bytes[1..33]);
+        let e = parse_p256dh(&URL_SAFE_NO_PAD.encode(&compressed)).unwrap_err();
+        assert!(e.message.contains("33 bytes"), "{}", e.message);
+        let mut off_curve = bytes.clone();
+        off_curve[64] ^= 1;
+        let e = parse_p256dh(&URL_SAFE_NO_PAD.encode(&off_curve)).unwrap_err();
+        assert!(e.message.contains("curve"), "{}", e.message);
+        assert!(parse_p256dh("!!!").is_err());
+        assert!(parse_auth("BTBZMqHH6r4Tts7J_aSIgg").is_ok());
+        assert!(parse_auth(&URL_SAFE_NO_PAD.encode([0u8; 15])).unwrap_err().message.contains("16 bytes"));
+    }
+}
