@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/alerts", post(create).get(list))
         .route("/alerts/{id}", get(show).patch(correct))
         .route("/alerts/{id}/retract", post(retract))
+        .route("/alerts/{id}/deliveries", get(deliveries))
         .route("/me", get(me))
 }
 
@@ -59,6 +60,9 @@ pub struct AlertView {
     pub retract_reason: Option<String>,
     pub created_by: Option<String>,
     pub delivery: Delivery,
+    /// Web Push figures (on `GET /alerts/{id}`, once the alert is published and push is on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<crate::push::store::PushFigures>,
     pub links: Links,
 }
 
@@ -74,6 +78,7 @@ pub struct Links {
     #[serde(rename = "self")]
     pub self_: String,
     pub retract: String,
+    pub deliveries: String,
     pub article: String,
 }
 
@@ -82,8 +87,14 @@ impl From<Alert> for AlertView {
         let self_ = format!("/api/v1/alerts/{}", a.id);
         Self {
             expires_at: a.expires_at(),
-            links: Links { retract: format!("{self_}/retract"), article: a.url.clone(), self_ },
+            links: Links {
+                retract: format!("{self_}/retract"),
+                deliveries: format!("{self_}/deliveries"),
+                article: a.url.clone(),
+                self_,
+            },
             delivery: Delivery { tickers_reached: a.tickers_reached },
+            push: None,
             id: a.id,
             seq: a.seq,
             status: a.status,
@@ -288,7 +299,56 @@ async fn show(
     let alert = store::get(&mut conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("there is no alert with id `{id}`")))?;
-    Ok(axum::Json(alert.into()))
+    let mut view = AlertView::from(alert);
+    view.push = crate::push::store::figures(&mut conn, id).await?;
+    Ok(axum::Json(view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveriesQuery {
+    status: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// The delivery log of one alert, paged by subscription id.
+async fn deliveries(
+    State(state): State<AppState>,
+    _editor: Editor,
+    Path(id): Path<String>,
+    Query(q): Query<DeliveriesQuery>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    if let Some(s) = q.status.as_deref()
+        && !matches!(s, "sent" | "failed" | "gone" | "expired" | "skipped")
+    {
+        return Err(ApiError::field("status", "must be one of sent, failed, gone, expired, skipped"));
+    }
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::field("limit", "must be a whole number from 1 to 1000"))?,
+    };
+    let after = match q.after.as_deref() {
+        None => 0,
+        Some(s) => s.parse::<i64>().map_err(|_| ApiError::field("after", "must be a subscription id"))?,
+    };
+    let mut conn = state.db.acquire().await?;
+    if store::get(&mut conn, id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("there is no alert with id `{id}`")));
+    }
+    drop(conn);
+    let rows = crate::push::store::deliveries(&state.db, id, q.status.as_deref(), after, limit).await?;
+    let next = (rows.len() as i64 == limit).then(|| {
+        let last = rows.last().expect("non-empty page").subscription_id;
+        let status = q.status.as_deref().map(|s| format!("&status={s}")).unwrap_or_default();
+        format!("/api/v1/alerts/{id}/deliveries?limit={limit}&after={last}{status}")
+    });
+    Ok(axum::Json(serde_json::json!({ "items": rows, "next": next })))
 }
 
 async fn correct(

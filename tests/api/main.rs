@@ -3,5 +3,7 @@
 
 mod editor_api;
 mod helpers;
+mod push;
+mod push_double;
 mod service;
 mod tickers;

@@ -1,0 +1,486 @@
+//! Web Push against the push-service double: fan-out, topics, answer classes, crashes,
+//! several processes, retraction, and every kind of bad subscription.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use serde_json::{Value, json};
+use sondakika::config::Settings;
+
+use crate::{
+    helpers::{ServerProcess, TestApp, eventually, new_database},
+    push_double::{Behaviour, PushDouble},
+};
+
+const SUBJECT: &str = "mailto:teknik@burdurweb.com";
+
+fn push_settings(s: &mut Settings) {
+    s.vapid_subject = Some(SUBJECT.into());
+    s.push_extra_hosts = vec!["localhost".into()];
+    s.push_extra_hosts_allow_http = true;
+    s.public_rate_per_minute = 100_000;
+    s.push_lease_secs = 3;
+    s.push_batch_size = 250;
+}
+
+async fn push_app(configure: impl FnOnce(&mut Settings)) -> (TestApp, PushDouble) {
+    let app = TestApp::spawn_with(|s| {
+        push_settings(s);
+        configure(s);
+    })
+    .await;
+    let double = PushDouble::start(SUBJECT).await;
+    let (_, key) = app.get_json("/api/v1/push/vapid-public-key").await;
+    double.set_vapid_key(key["publicKey"].as_str().unwrap());
+    (app, double)
+}
+
+/// Subscribes through the public API, as the site's JavaScript does.
+async fn subscribe(app: &TestApp, subscription: Value, topics: &[&str]) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/v1/push/subscriptions"))
+        .json(&json!({ "subscription": subscription, "topics": topics, "locale": "tr" }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn stored_vapid_key(app: &TestApp) -> String {
+    let key: Vec<u8> = sqlx::query_scalar("select public_key from vapid_keys").fetch_one(&app.pool).await.unwrap();
+    B64.encode(key)
+}
+
+/// Many subscribers at once, straight into the table (the API path is tested separately).
+async fn bulk_subscribe(app: &TestApp, double: &PushDouble, ids: std::ops::Range<u64>, topics: &[&str], behaviour: Behaviour) {
+    let vapid = B64.decode(stored_vapid_key(app).await).unwrap();
+    let origin = format!("http://localhost:{}", double.addr.port());
+    let mut endpoints = Vec::new();
+    let mut p256dh = Vec::new();
+    let mut auth = Vec::new();
+    for id in ids {
+        let s = double.subscriber(id, behaviour.clone());
+        endpoints.push(s["endpoint"].as_str().unwrap().to_string());
+        p256dh.push(B64.decode(s["keys"]["p256dh"].as_str().unwrap()).unwrap());
+        auth.push(B64.decode(s["keys"]["auth"].as_str().unwrap()).unwrap());
+    }
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    sqlx::query(
+        "insert into push_subscriptions (endpoint, origin, host, p256dh, auth, topics, vapid_key)
+         select e, $4, 'localhost', p, a, $5, $6 from unnest($1::text[], $2::bytea[], $3::bytea[]) as t(e, p, a)",
+    )
+    .bind(&endpoints)
+    .bind(&p256dh)
+    .bind(&auth)
+    .bind(&origin)
+    .bind(&topics)
+    .bind(&vapid)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+async fn figures(app: &TestApp, id: &str) -> Value {
+    app.get_json(&format!("/api/v1/alerts/{id}")).await.1["push"].clone()
+}
+
+async fn wait_done(app: &TestApp, id: &str, limit: Duration) -> Value {
+    let mut last = Value::Null;
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        last = figures(app, id).await;
+        if last["pending"] == 0 && last["targeted"].as_i64().is_some() && last["state"] != "planning" {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the fan-out did not finish: {last}");
+}
+
+async fn delivery_counts(app: &TestApp, alert_id: &str) -> HashMap<String, i64> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select status, count(*) from push_deliveries where alert_id = $1::uuid group by status",
+    )
+    .bind(alert_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+#[tokio::test]
+async fn an_alert_reaches_thousands_of_subscribers_once_each_with_an_exact_log() {
+    let (app, double) = push_app(|_| {}).await;
+    bulk_subscribe(&app, &double, 0..3000, &[], Behaviour::Accept).await;
+    let (headline, summary) = crate::helpers::sample_article();
+    let r = app
+        .post_alert(json!({ "headline": headline, "summary": summary, "url": "https://www.burdurweb.com/haber/putin", "ttl_seconds": 1800 }))
+        .await;
+    assert_eq!(r.status(), 201);
+    let alert: Value = r.json().await.unwrap();
+    let id = alert["id"].as_str().unwrap();
+    let f = wait_done(&app, id, Duration::from_secs(120)).await;
+    assert_eq!(double.violations(), Vec::<String>::new());
+    assert_eq!((f["targeted"].as_i64(), f["sent"].as_i64(), f["failed"].as_i64()), (Some(3000), Some(3000), Some(0)));
+    assert!(f["ms_to_50"].as_i64().unwrap() <= f["ms_to_95"].as_i64().unwrap());
+    assert!(f["ms_to_95"].as_i64().unwrap() <= f["ms_to_100"].as_i64().unwrap());
+    let counts = double.accepted_counts();
+    assert_eq!(counts.len(), 3000);
+    assert!(counts.values().all(|n| *n == 1), "each subscriber exactly once");
+    assert_eq!(delivery_counts(&app, id).await, HashMap::from([("sent".to_string(), 3000)]));
+
+    // The payload is what the service worker and Declarative Web Push need, byte-exact Turkish.
+    let r = &double.received()[0];
+    let n = &r.payload["notification"];
+    assert_eq!(r.payload["web_push"], 8030);
+    assert_eq!(n["title"], format!("SON DAKİKA: {headline}"));
+    assert_eq!(n["navigate"], "https://www.burdurweb.com/haber/putin");
+    assert_eq!(n["data"]["id"], alert["id"]);
+    assert!(summary.starts_with(n["body"].as_str().unwrap().trim_end_matches('…')));
+    assert!(r.ttl > 1700 && r.ttl <= 1800, "TTL from the alert, not a default: {}", r.ttl);
+    assert_eq!(r.urgency, "high");
+    assert_eq!(r.topic, None);
+}
+
+#[tokio::test]
+async fn only_subscribers_of_matching_topics_get_the_push() {
+    let (app, double) = push_app(|s| s.push_topic = Some("sondakika-spor".into())).await;
+    bulk_subscribe(&app, &double, 0..10, &["spor"], Behaviour::Accept).await;
+    bulk_subscribe(&app, &double, 10..20, &["burdur"], Behaviour::Accept).await;
+    bulk_subscribe(&app, &double, 20..30, &[], Behaviour::Accept).await;
+    let alert = app.flag("Maç sonucu", &["spor"]).await;
+    let f = wait_done(&app, alert["id"].as_str().unwrap(), Duration::from_secs(30)).await;
+    assert_eq!(f["targeted"], 20);
+    let counts = double.accepted_counts();
+    let mut got: Vec<u64> = counts.keys().copied().collect();
+    got.sort();
+    assert_eq!(got, (0..10).chain(20..30).collect::<Vec<_>>());
+    assert!(double.received().iter().all(|r| r.topic.as_deref() == Some("sondakika-spor")));
+}
+
+#[tokio::test]
+async fn gone_subscriptions_are_deactivated_and_never_sent_to_again() {
+    let (app, double) = push_app(|_| {}).await;
+    bulk_subscribe(&app, &double, 0..5, &[], Behaviour::Accept).await;
+    bulk_subscribe(&app, &double, 5..7, &[], Behaviour::Status(410)).await;
+    bulk_subscribe(&app, &double, 7..8, &[], Behaviour::Status(404)).await;
+    bulk_subscribe(&app, &double, 8..9, &[], Behaviour::Status(413)).await;
+    let a = app.flag("Bir", &[]).await;
+    let f = wait_done(&app, a["id"].as_str().unwrap(), Duration::from_secs(30)).await;
+    assert_eq!((f["sent"].as_i64(), f["gone"].as_i64(), f["failed"].as_i64()), (Some(5), Some(3), Some(1)));
+    let inactive: i64 = sqlx::query_scalar("select count(*) from push_subscriptions where not active and deactivated_reason = 'gone'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(inactive, 3, "kept for the log, but inactive");
+    let failed: (Option<i16>, Option<String>) = sqlx::query_as("select http_status, error from push_deliveries where status = 'failed'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(failed.0, Some(413));
+
+    let before = double.received().len();
+    let b = app.flag("İki", &[]).await;
+    let f = wait_done(&app, b["id"].as_str().unwrap(), Duration::from_secs(30)).await;
+    assert_eq!(f["targeted"], 6);
+    let to_gone = double.received()[before..].iter().filter(|r| (5..8).contains(&r.subscriber)).count();
+    assert_eq!(to_gone, 0);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_backoff_and_retry_after_is_honoured() {
+    let (app, double) = push_app(|_| {}).await;
+    bulk_subscribe(&app, &double, 0..1, &[], Behaviour::FailFirst { times: 2, status: 500, retry_after: None }).await;
+    bulk_subscribe(&app, &double, 1..2, &[], Behaviour::FailFirst { times: 1, status: 429, retry_after: Some(2) }).await;
+    bulk_subscribe(&app, &double, 2..3, &[], Behaviour::Status(503)).await;
+    let a = app.post_alert(json!({ "headline": "Tekrar", "url": "https://x.example/t", "ttl_seconds": 60 })).await;
+    let a: Value = a.json().await.unwrap();
+    let id = a["id"].as_str().unwrap();
+    eventually(Duration::from_secs(40), "the retried pushes went through", || async {
+        let c = double.accepted_counts();
+        c.get(&0) == Some(&1) && c.get(&1) == Some(&1)
+    })
+    .await;
+    let times = |sub: u64| -> Vec<Instant> { double.received().iter().filter(|r| r.subscriber == sub).map(|r| r.at).collect() };
+    let t0 = times(0);
+    assert_eq!(t0.len(), 3);
+    assert!(t0[1] - t0[0] >= Duration::from_millis(500), "backed off: {:?}", t0[1] - t0[0]);
+    let t1 = times(1);
+    assert_eq!(t1.len(), 2);
+    assert!(t1[1] - t1[0] >= Duration::from_secs(2), "Retry-After honoured: {:?}", t1[1] - t1[0]);
+    let attempts: Vec<(i64, i16, String)> = sqlx::query_as(
+        "select subscription_id, attempts, status from push_deliveries where alert_id = $1::uuid and status = 'sent' order by 1",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts.iter().map(|a| a.1).collect::<Vec<_>>(), [3, 2]);
+    // The always-503 subscriber is retried a bounded number of times, then logged failed or expired.
+    let f = wait_done(&app, id, Duration::from_secs(120)).await;
+    assert_eq!(f["sent"], 2);
+    assert_eq!(f["failed"].as_i64().unwrap() + f["expired"].as_i64().unwrap(), 1);
+    let n503 = double.received().iter().filter(|r| r.subscriber == 2).count();
+    assert!((2..=5).contains(&n503), "{n503} attempts");
+}
+
+#[tokio::test]
+async fn a_vapid_rejection_stops_the_origin_and_deletes_no_subscription() {
+    let (app, double) = push_app(|_| {}).await;
+    bulk_subscribe(&app, &double, 0..50, &[], Behaviour::Accept).await;
+    double.inner.lock().unwrap().reject_vapid = true;
+    let a = app.flag("Yanlış anahtar", &[]).await;
+    let f = wait_done(&app, a["id"].as_str().unwrap(), Duration::from_secs(30)).await;
+    assert_eq!((f["sent"].as_i64(), f["failed"].as_i64(), f["gone"].as_i64()), (Some(0), Some(50), Some(0)));
+    let active: i64 = sqlx::query_scalar("select count(*) from push_subscriptions where active").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(active, 50, "one misconfiguration must never wipe the subscriber base");
+    // Stopped after the first rejections rather than hammering the push service.
+    let requests = double.inner.lock().unwrap().attempts.values().sum::<u32>();
+    assert!(requests < 50, "{requests} requests reached the rejecting origin");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sondakika_push_vapid_rejected_total"));
+}
+
+#[tokio::test]
+async fn a_retraction_stops_the_fan_out_within_a_second() {
+    let (app, double) = push_app(|s| s.push_concurrency_per_origin = 4).await;
+    bulk_subscribe(&app, &double, 0..400, &[], Behaviour::Slow(Duration::from_millis(50))).await;
+    let a = app.flag("Geri çekilecek", &[]).await;
+    let id = a["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(20), "some pushes went out", || async { double.received().len() >= 20 }).await;
+    let r = app.http.post(app.url(&format!("/api/v1/alerts/{id}/retract"))).bearer_auth(&app.token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_a_second = double.received().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(double.received().len(), after_a_second, "nothing sent a second after the retraction");
+    let f = wait_done(&app, &id, Duration::from_secs(30)).await;
+    assert!(f["skipped"].as_i64().unwrap() > 300, "{f}");
+    assert_eq!(f["sent"].as_i64().unwrap() + f["skipped"].as_i64().unwrap(), 400, "{f}");
+}
+
+#[tokio::test]
+async fn every_bad_subscription_is_refused_with_422_and_nothing_stored() {
+    let (app, double) = push_app(|_| {}).await;
+    let good = double.subscriber(1, Behaviour::Accept);
+    let key = B64.decode(good["keys"]["p256dh"].as_str().unwrap()).unwrap();
+    let mut compressed = vec![0x02 | (key[64] & 1)];
+    compressed.extend_from_slice(&key[1..33]);
+    let mut off_curve = key.clone();
+    off_curve[40] ^= 0x55;
+    let with = |path: &[&str], value: Value| {
+        let mut s = good.clone();
+        let mut cur = &mut s;
+        for p in &path[..path.len() - 1] {
+            cur = &mut cur[*p];
+        }
+        cur[path[path.len() - 1]] = value;
+        s
+    };
+    let cases = [
+        (with(&["keys", "p256dh"], json!(B64.encode(&compressed))), "subscription.keys.p256dh", "33 bytes"),
+        (with(&["keys", "p256dh"], json!(B64.encode(&off_curve))), "subscription.keys.p256dh", "curve"),
+        (with(&["keys", "auth"], json!(B64.encode([7u8; 15]))), "subscription.keys.auth", "16 bytes"),
+        (with(&["endpoint"], json!("http://fcm.googleapis.com/fcm/send/abc")), "subscription.endpoint", "https"),
+        (with(&["endpoint"], json!("https://192.168.1.20/push/1")), "subscription.endpoint", "not a known push service"),
+        (with(&["endpoint"], json!("https://push.attacker.example/x")), "subscription.endpoint", "not a known push service"),
+        (with(&["endpoint"], json!(format!("https://fcm.googleapis.com/fcm/send/{}", "a".repeat(5000)))), "subscription.endpoint", "at most 1000"),
+        (with(&["endpoint"], json!("https://ali:veli@fcm.googleapis.com/fcm/send/x")), "subscription.endpoint", "user name"),
+        (with(&["keys", "auth"], json!("not base64 !!")), "subscription.keys.auth", "base64url"),
+        (json!({ "endpoint": "https://fcm.googleapis.com/fcm/send/x" }), "subscription.keys", "required"),
+    ];
+    for (subscription, field, words) in cases {
+        let r = subscribe(&app, subscription.clone(), &[]).await;
+        assert_eq!(r.status(), 422, "{subscription}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["field"], field, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains(words), "{words}: {body}");
+    }
+    let r = subscribe(&app, good.clone(), &["Spor!"]).await;
+    assert_eq!(r.status(), 422);
+    let n: i64 = sqlx::query_scalar("select count(*) from push_subscriptions").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(n, 0, "nothing stored");
+
+    // The server is alive and the good subscription works, created then refreshed.
+    assert_eq!(subscribe(&app, good.clone(), &["spor"]).await.status(), 201);
+    let r = subscribe(&app, good.clone(), &["spor", "burdur"]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["topics"], json!(["burdur", "spor"]));
+    // Padded base64url keys are accepted too.
+    let padded = with(&["keys", "auth"], json!(format!("{}==", good["keys"]["auth"].as_str().unwrap())));
+    assert_eq!(subscribe(&app, padded, &[]).await.status(), 200);
+    // Unsubscribing removes it.
+    let r = app.http.delete(app.url("/api/v1/push/subscriptions")).json(&json!({ "endpoint": good["endpoint"] })).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+}
+
+#[tokio::test]
+async fn the_public_key_receipts_and_rate_limits_work_as_documented() {
+    let (app, double) = push_app(|s| s.public_rate_per_minute = 30).await;
+    let (status, key) = app.get_json("/api/v1/push/vapid-public-key").await;
+    assert_eq!(status, 200);
+    let raw = B64.decode(key["publicKey"].as_str().unwrap()).unwrap();
+    assert_eq!((raw.len(), raw[0]), (65, 4));
+
+    bulk_subscribe(&app, &double, 0..2, &[], Behaviour::Accept).await;
+    let a = app.flag("Okundu mu?", &[]).await;
+    let id = a["id"].as_str().unwrap();
+    wait_done(&app, id, Duration::from_secs(30)).await;
+    let receipt = |event: &str, alert: &str| {
+        app.http.post(app.url("/api/v1/push/receipts")).json(&json!({ "alert_id": alert, "event": event })).send()
+    };
+    assert_eq!(receipt("shown", id).await.unwrap().status(), 202);
+    assert_eq!(receipt("shown", id).await.unwrap().status(), 202);
+    assert_eq!(receipt("clicked", id).await.unwrap().status(), 202);
+    assert_eq!(receipt("clicked", "01a21e93-0238-74e3-bb0a-bf9f99ed6f40").await.unwrap().status(), 422);
+    assert_eq!(receipt("liked", id).await.unwrap().status(), 422);
+    let f = figures(&app, id).await;
+    assert_eq!((f["shown"].as_i64(), f["clicked"].as_i64()), (Some(2), Some(1)));
+
+    // The delivery log pages by status.
+    let (status, page) = app.get_json(&format!("/api/v1/alerts/{id}/deliveries?status=sent&limit=1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["items"][0]["push_host"], "localhost");
+    assert!(page["items"][0].get("endpoint").is_none(), "endpoints are never shown");
+    let (_, page2) = app.get_json(page["next"].as_str().unwrap()).await;
+    assert_eq!(page2["items"].as_array().unwrap().len(), 1);
+
+    // Past the per-address rate: 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..40 {
+        let r = receipt("shown", id).await.unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("rate limited within 40 requests");
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn the_vapid_key_is_shared_and_never_changes_silently() {
+    let db = new_database().await;
+    let first = TestApp::spawn_on(&db, push_settings).await;
+    let (_, k1) = first.get_json("/api/v1/push/vapid-public-key").await;
+    let second = TestApp::spawn_on(&db, push_settings).await;
+    let (_, k2) = second.get_json("/api/v1/push/vapid-public-key").await;
+    assert_eq!(k1, k2, "every process uses the stored key");
+    let double = PushDouble::start(SUBJECT).await;
+    assert_eq!(subscribe(&first, double.subscriber(1, Behaviour::Accept), &[]).await.status(), 201);
+    first.stop().await;
+    second.stop().await;
+
+    let other = sondakika::push::vapid::generate_private_key().unwrap();
+    let mut settings = crate::helpers::test_settings(&db);
+    push_settings(&mut settings);
+    settings.vapid_private_key = Some(sondakika::config::Secret::new(other.clone()));
+    let err = sondakika::app::Application::build(settings.clone(), Default::default()).await.err().expect("refused");
+    assert!(format!("{err:#}").contains("orphan"), "{err:#}");
+    settings.vapid_rotate = true;
+    let rotated = sondakika::app::Application::build(settings, Default::default()).await.expect("rotation allowed when asked");
+    drop(rotated);
+}
+
+#[tokio::test]
+async fn a_killed_server_resumes_its_fan_out_without_skipping_or_repeating() {
+    let db = new_database().await;
+    let double = PushDouble::start(SUBJECT).await;
+    let env = [
+        ("SONDAKIKA_VAPID_SUBJECT", SUBJECT),
+        ("SONDAKIKA_PUSH_EXTRA_HOSTS", "localhost"),
+        ("SONDAKIKA_PUSH_EXTRA_HOSTS_ALLOW_HTTP", "true"),
+        ("SONDAKIKA_PUSH_LEASE_SECS", "2"),
+        ("SONDAKIKA_PUSH_BATCH_SIZE", "200"),
+        ("SONDAKIKA_PUSH_CONCURRENCY_PER_ORIGIN", "8"),
+    ];
+    let mut server = ServerProcess::start(&db, &env).await;
+    // A helper server without push (it must not take part in the fan-out): token, pool, SQL.
+    let app = TestApp::spawn_on(&db, |_| {}).await;
+    double.set_vapid_key(&stored_vapid_key(&app).await);
+    bulk_subscribe(&app, &double, 0..1500, &[], Behaviour::Slow(Duration::from_millis(10))).await;
+    let r = app
+        .http
+        .post(format!("http://{}/api/v1/alerts", server.addr))
+        .bearer_auth(&app.token)
+        .json(&json!({ "headline": "Kesinti testi", "url": "https://x.example/kill" }))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(30), "a third went out", || async { double.received().len() >= 500 }).await;
+    server.child.start_kill().unwrap(); // SIGKILL: no goodbye, no flush
+    server.child.wait().await.unwrap();
+    let at_kill = double.received().len();
+
+    let restarted = ServerProcess::start(&db, &env).await;
+    eventually(Duration::from_secs(60), "the fan-out finished after the restart", || async {
+        let done: Option<String> = sqlx::query_scalar("select state from push_jobs where alert_id = $1::uuid")
+            .bind(&id)
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap();
+        done.as_deref() == Some("done")
+    })
+    .await;
+    assert!(double.received().len() > at_kill);
+    assert_eq!(double.violations(), Vec::<String>::new());
+    let counts = double.accepted_counts();
+    assert_eq!(counts.len(), 1500, "no subscriber skipped");
+    let repeated = counts.values().filter(|n| **n > 1).count();
+    // Only pushes in flight (8) or finished but not yet logged (≤ 100 ms of sending) at the
+    // moment of the kill may repeat; none more than once.
+    assert!(repeated <= 8 + 100, "{repeated} subscribers got the alert twice");
+    assert!(counts.values().all(|n| *n <= 2));
+    let logged: i64 = sqlx::query_scalar("select count(*) from push_deliveries where alert_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(logged, 1500, "exactly one log row per subscriber");
+    drop(restarted);
+}
+
+#[tokio::test]
+async fn two_processes_share_one_fan_out_without_double_sends() {
+    let db = new_database().await;
+    let double = PushDouble::start(SUBJECT).await;
+    let env = [
+        ("SONDAKIKA_VAPID_SUBJECT", SUBJECT),
+        ("SONDAKIKA_PUSH_EXTRA_HOSTS", "localhost"),
+        ("SONDAKIKA_PUSH_EXTRA_HOSTS_ALLOW_HTTP", "true"),
+        ("SONDAKIKA_PUSH_BATCH_SIZE", "50"),
+        ("SONDAKIKA_PUSH_CONCURRENCY_PER_ORIGIN", "4"),
+    ];
+    let mut a = ServerProcess::start(&db, &env).await;
+    let mut b = ServerProcess::start(&db, &env).await;
+    let app = TestApp::spawn_on(&db, |_| {}).await;
+    double.set_vapid_key(&stored_vapid_key(&app).await);
+    bulk_subscribe(&app, &double, 0..1000, &[], Behaviour::Slow(Duration::from_millis(5))).await;
+    let r = app
+        .http
+        .post(format!("http://{}/api/v1/alerts", a.addr))
+        .bearer_auth(&app.token)
+        .json(&json!({ "headline": "Ortak iş", "url": "https://x.example/shared" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    eventually(Duration::from_secs(60), "everyone got it", || async { double.accepted_counts().len() == 1000 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(double.accepted_counts().values().all(|n| *n == 1), "no double sends");
+    for server in [a.addr, b.addr] {
+        let m = reqwest::get(format!("http://{server}/metrics")).await.unwrap().text().await.unwrap();
+        let sent: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("sondakika_push_attempts_total") && l.contains("result=\"sent\""))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum();
+        assert!(sent > 0.0, "process {server} took part");
+    }
+    a.terminate().await;
+    b.terminate().await;
+}
