@@ -108,7 +108,24 @@ impl Fanout {
                         a.cancelled.cancel();
                     }
                 }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(_) => {}
+                // Missed events: ask the database which of the alerts being sent were retracted.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let ids: Vec<Uuid> = self.alerts.lock().expect("alerts lock").keys().copied().collect();
+                    let retracted: Vec<Uuid> = sqlx::query_scalar(
+                        "select id from alerts where id = any($1) and status = 'retracted'",
+                    )
+                    .bind(&ids)
+                    .fetch_all(&self.pool)
+                    .await
+                    .unwrap_or_default();
+                    let cache = self.alerts.lock().expect("alerts lock");
+                    for id in retracted {
+                        if let Some(a) = cache.get(&id) {
+                            a.cancelled.cancel();
+                        }
+                    }
+                }
                 Err(_) => return,
             }
         }
@@ -288,7 +305,14 @@ async fn deliver(sender: &Sender, alert: &AlertPush, t: &Target, body: bytes::By
         }
         attempts += 1;
         let m = Message { endpoint: &t.endpoint, origin: &t.origin, host: &t.host, body: body.clone(), ttl, urgency: alert.urgency, topic };
-        let result = sender.send(&m).await;
+        // A retraction also stops requests waiting for a slot or in flight: what was not
+        // confirmed is logged as skipped.
+        let result = tokio::select! {
+            r = sender.send(&m) => r,
+            _ = alert.cancelled.cancelled() => {
+                return outcome(t, "skipped", None, attempts, None, Some("the alert was retracted".into()));
+            }
+        };
         let latency = Some(started.elapsed());
         metrics::push_attempt(&t.host, attempt_label(&result));
         match result {
