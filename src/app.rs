@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use std::future::IntoFuture;
 use axum::{
     Extension, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
@@ -166,16 +167,37 @@ impl Application {
                 let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
             }
         });
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        let grace = state.settings.shutdown_grace();
+        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("HTTP server failed")?;
+            .into_future();
+        // Shutdown is bounded as a whole: once the signal comes, requests, streams and workers
+        // share one deadline of `shutdown_grace_secs`.
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::Instant::now() + grace
+        };
+        tokio::pin!(server, deadline);
+        let mut ends_at = None;
+        loop {
+            tokio::select! {
+                result = &mut server => {
+                    result.context("HTTP server failed")?;
+                    break;
+                }
+                at = &mut deadline, if ends_at.is_none() => ends_at = Some(at),
+                _ = tokio::time::sleep_until(ends_at.unwrap_or_else(tokio::time::Instant::now)), if ends_at.is_some() => {
+                    tracing::warn!(?grace, "requests still open at the end of the grace period; closing them");
+                    break;
+                }
+            }
+        }
+        let ends_at = ends_at.unwrap_or_else(|| tokio::time::Instant::now() + grace);
 
         // Accepting has stopped and plain requests are done; tickers are being closed with 1001
         // and workers are finishing their current step.
         state.tracker.close();
-        let grace = state.settings.shutdown_grace();
-        if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(ends_at, state.tracker.wait()).await.is_err() {
             tracing::warn!(?grace, "some connections or workers did not finish in time");
         }
         workers::flush_stats(&state).await;
