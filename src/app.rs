@@ -232,6 +232,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api::alerts::router().merge(api::push::router(state.clone())))
         .merge(stream::router())
         .merge(api::health::router())
+        .merge(crate::web::router())
         .fallback(|| async { ApiError::NotFound("there is nothing at this address".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(Extension(BodyLimit(limit)))

@@ -133,6 +133,10 @@ pub struct Settings {
     /// Fraction (0–1) of `shown`/`clicked` receipts service workers report.
     pub receipt_sample_rate: f64,
 
+    /// Serve the browser assets from this directory (the repo's `assets/`) instead of the copies
+    /// embedded in the binary: for front-end work without rebuilding.
+    pub dev_assets_dir: Option<PathBuf>,
+
     /// `text` or `json` logs on standard error.
     pub log_format: LogFormat,
     /// Log filter (`info`, `sondakika=debug`, ...). `RUST_LOG` wins when set.
@@ -182,6 +186,7 @@ impl Default for Settings {
             delivery_retention_days: 30,
             public_rate_per_minute: 60,
             receipt_sample_rate: 1.0,
+            dev_assets_dir: None,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             metrics_bind: None,

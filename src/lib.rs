@@ -15,4 +15,5 @@ pub mod db;
 pub mod push;
 pub mod stream;
 pub mod telemetry;
+pub mod web;
 pub mod workers;

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/push/vapid-public-key", get(public_key))
         .route("/push/subscriptions", post(subscribe).delete(unsubscribe))
         .route("/push/receipts", post(receipt))
+        .route("/live", get(live))
         .layer(middleware::from_fn_with_state(state, rate_limit))
 }
 
@@ -142,6 +143,56 @@ async fn unsubscribe(State(state): State<AppState>, Json(req): Json<UnsubscribeR
     } else {
         Err(ApiError::NotFound("no subscription has this endpoint".into()))
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiveQuery {
+    topics: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/live`: the alerts live right now (newest first, as their latest `alert` or
+/// `update` frame) and the stream position to continue from. A ticker loads this first, then
+/// connects with `since=<seq>`; whatever happens in between arrives as replay, and applying a
+/// frame twice is harmless (frames are keyed by alert id).
+async fn live(
+    State(state): State<AppState>,
+    super::extract::Query(q): super::extract::Query<LiveQuery>,
+) -> Result<Response, ApiError> {
+    let topics = match q.topics.as_deref() {
+        Some(csv) => Topics::parse_csv("topics", csv).map_err(|e| ApiError::Validation(vec![e]))?,
+        None => Topics::default(),
+    };
+    let limit = match q.limit.as_deref() {
+        None => 5,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=20).contains(n))
+            .ok_or_else(|| ApiError::field("limit", "must be a whole number from 1 to 20"))?,
+    };
+    // The position first: anything committed after it is replayed to the ticker.
+    let seq = state.hub.head();
+    let frames: Vec<String> = sqlx::query_scalar(
+        "select frame from (
+            select distinct on (e.alert_id) e.frame, e.seq from stream_events e
+            join alerts a on a.id = e.alert_id
+            where a.status = 'live' and a.published_at + make_interval(secs => a.ttl_seconds) > now()
+              and e.kind in ('alert', 'update') and e.seq <= $3
+              and (cardinality($1::text[]) = 0 or cardinality(a.topics) = 0 or a.topics && $1)
+            order by e.alert_id, e.seq desc) latest
+         order by seq desc limit $2",
+    )
+    .bind(topics.to_strings())
+    .bind(limit)
+    .bind(seq)
+    .fetch_all(&state.db)
+    .await?;
+    let alerts: Vec<serde_json::Value> = frames.iter().filter_map(|f| serde_json::from_str(f).ok()).collect();
+    let mut r = axum::Json(json!({ "seq": seq, "alerts": alerts })).into_response();
+    r.headers_mut().insert(axum::http::header::CACHE_CONTROL, "public, max-age=2".parse().expect("static"));
+    Ok(r)
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@
 //! load generator behind BENCHMARKS.md.
 
 pub mod bench;
+pub mod bench_push;
 pub mod client;
 
 use std::{net::SocketAddr, path::PathBuf};

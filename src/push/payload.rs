@@ -35,6 +35,8 @@ struct Notification<'a> {
 
 #[derive(Serialize)]
 struct Data<'a> {
+    /// `alert`; a service worker shows `update` payloads with `renotify`.
+    kind: &'static str,
     id: uuid::Uuid,
     seq: Option<i64>,
     label: &'a str,
@@ -66,7 +68,7 @@ pub fn build(alert: &Alert) -> Vec<u8> {
                 tag: format!("sondakika-{}", alert.id),
                 image: if with_image { alert.image.as_deref() } else { None },
                 timestamp: alert.published_at.unwrap_or(alert.created_at).timestamp_millis(),
-                data: Data { id: alert.id, seq: alert.seq, label: &alert.label, topics: &alert.topics },
+                data: Data { kind: "alert", id: alert.id, seq: alert.seq, label: &alert.label, topics: &alert.topics },
             },
         })
         .expect("payload serialises")

@@ -1,0 +1,787 @@
+//! Web Push benchmarks for BENCHMARKS.md (`sondakika bench push ...`).
+//!
+//! - `sink`: an accept-everything push-service double (answers 201 to any POST, counts);
+//! - `crypto`: the per-message cost of encryption and VAPID, in process, against the floor
+//!   (one P-256 key generation + one ECDH + HKDF + AES-128-GCM with aws-lc-rs directly);
+//! - `seed`: bulk-inserts M subscriptions pointing at a sink;
+//! - `fanout`: publishes one alert to a running server and measures the fan-out to 100 %: wall
+//!   time, pushes/s and the CPU time the server (and PostgreSQL, and the sink) spent per push.
+//!
+//! `scripts/bench-push` runs them in order, then the Node `web-push` reference
+//! (bench/node-webpush) against the same sink.
+
+use std::{
+    collections::HashSet,
+    hash::{Hash, Hasher},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use aws_lc_rs::{
+    aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey},
+    agreement::{self, ECDH_P256, EphemeralPrivateKey, UnparsedPublicKey},
+    hkdf::{self, HKDF_SHA256, KeyType, Salt},
+    rand::{SecureRandom, SystemRandom},
+};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode},
+    response::IntoResponse,
+    routing::get,
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::{
+    alerts::store::Alert,
+    config::{Secret, Settings},
+    db::{self, Database},
+    push::{ece, payload, vapid},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum PushBench {
+    /// An accept-everything push-service double: 201 to any POST, `GET /stats` for the counts.
+    Sink(SinkArgs),
+    /// Per-message cost of encryption and VAPID signing, in process, against the floor.
+    Crypto(CryptoArgs),
+    /// Bulk-inserts subscriptions whose endpoints point at a sink (uses the server's settings
+    /// to find the database, like `sondakika token`).
+    Seed(SeedArgs),
+    /// Publishes one alert to a running server and measures its Web Push fan-out to 100 %.
+    Fanout(FanoutArgs),
+}
+
+pub async fn run(cmd: PushBench) -> anyhow::Result<()> {
+    match cmd {
+        PushBench::Sink(a) => sink(a).await,
+        PushBench::Crypto(a) => crypto(a).await,
+        PushBench::Seed(a) => seed(a).await,
+        PushBench::Fanout(a) => fanout(a).await,
+    }
+}
+
+/// Linux reports process CPU times in USER_HZ ticks, which the kernel ABI fixes at 100.
+const USER_HZ: f64 = 100.0;
+
+// ---------------------------------------------------------------------------------------------
+// The alert every run sends: a realistic breaking-news alert, ~1 KB of payload.
+
+const HEADLINE: &str = "Burdur'da 5,1 büyüklüğünde deprem: AFAD ilk belirlemeleri açıkladı, okullar yarın tatil edildi";
+const SUMMARY: &str = "Burdur merkezli 5,1 büyüklüğündeki deprem saat 14.32'de kaydedildi ve çevre illerde de \
+hissedildi. AFAD, şu ana kadar can kaybı ya da ağır hasar bildirilmediğini, ekiplerin köylerde tespit \
+çalışmalarını sürdürdüğünü açıkladı. Valilik, tedbir amacıyla il genelindeki okulların yarın tatil \
+edildiğini duyurdu. Vatandaşların hasar gören binalara girmemesi ve resmi açıklamaları takip etmesi istendi.";
+const URL_BASE: &str = "https://www.burdurweb.com/haber/burdurda-5-1-buyuklugunde-deprem-afad-ilk-belirlemeleri-acikladi";
+const IMAGE: &str = "https://img.burdurweb.com/2025/11/burdur-deprem-afad-ekipleri-sahada-1200x675.jpg";
+const TTL_SECS: i32 = 3600;
+
+/// The `POST /api/v1/alerts` body (a unique URL per run: the same URL would be deduplicated).
+fn alert_request(run: &str) -> Value {
+    json!({
+        "headline": HEADLINE,
+        "summary": SUMMARY,
+        "url": format!("{URL_BASE}-{run}"),
+        "image": IMAGE,
+        "topics": ["gundem", "deprem"],
+        "label": "SON DAKİKA",
+        "ttl_seconds": TTL_SECS,
+        "urgency": "high",
+    })
+}
+
+/// The same alert as the server stores it, for payloads built in process.
+fn sample_alert() -> Alert {
+    let now = chrono::Utc::now();
+    Alert {
+        id: uuid::Uuid::now_v7(),
+        seq: Some(1234),
+        status: "live".into(),
+        label: "SON DAKİKA".into(),
+        headline: HEADLINE.into(),
+        summary: Some(SUMMARY.into()),
+        url: format!("{URL_BASE}-{}", now.timestamp_millis()),
+        image: Some(IMAGE.into()),
+        article_id: None,
+        topics: vec!["deprem".into(), "gundem".into()],
+        urgency: "high".into(),
+        ttl_seconds: TTL_SECS,
+        send_at: None,
+        created_at: now,
+        published_at: Some(now),
+        updated_at: now,
+        retracted_at: None,
+        retract_reason: None,
+        created_by: Some("bench".into()),
+        tickers_reached: 0,
+    }
+}
+
+/// An alert as `GET /api/v1/alerts/{id}` shows it, back into the stored shape.
+fn alert_from_view(v: &Value) -> anyhow::Result<Alert> {
+    let s = |k: &str| v[k].as_str().map(String::from);
+    let t = |k: &str| -> Option<chrono::DateTime<chrono::Utc>> { v[k].as_str().and_then(|x| x.parse().ok()) };
+    Ok(Alert {
+        id: s("id").context("alert without id")?.parse()?,
+        seq: v["seq"].as_i64(),
+        status: s("status").unwrap_or_default(),
+        label: s("label").unwrap_or_default(),
+        headline: s("headline").unwrap_or_default(),
+        summary: s("summary"),
+        url: s("url").unwrap_or_default(),
+        image: s("image"),
+        article_id: s("article_id"),
+        topics: v["topics"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default(),
+        urgency: s("urgency").unwrap_or_default(),
+        ttl_seconds: v["ttl_seconds"].as_i64().unwrap_or(0) as i32,
+        send_at: t("send_at"),
+        created_at: t("created_at").context("alert without created_at")?,
+        published_at: t("published_at"),
+        updated_at: t("updated_at").context("alert without updated_at")?,
+        retracted_at: t("retracted_at"),
+        retract_reason: s("retract_reason"),
+        created_by: s("created_by"),
+        tickers_reached: 0,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// sink
+
+#[derive(Debug, Args)]
+pub struct SinkArgs {
+    #[arg(long, default_value = "127.0.0.1:18290")]
+    bind: SocketAddr,
+}
+
+#[derive(Default)]
+struct SinkStats {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+    /// Requests with a `vapid t=..., k=...` Authorization, `Content-Encoding: aes128gcm`, a TTL
+    /// and `Urgency: high`.
+    vapid: AtomicU64,
+    aes128gcm: AtomicU64,
+    ttl: AtomicU64,
+    urgency_high: AtomicU64,
+    /// Microseconds since the sink started, of the first and last request (+1, 0 = none).
+    first_us: AtomicU64,
+    last_us: AtomicU64,
+    /// Hashes of distinct Authorization values: how many VAPID tokens were signed.
+    tokens: Mutex<HashSet<u64>>,
+    started: Option<Instant>,
+}
+
+impl SinkStats {
+    fn json(&self) -> Value {
+        let first = self.first_us.load(Ordering::Relaxed);
+        let last = self.last_us.load(Ordering::Relaxed);
+        let span = if first > 0 && last >= first { (last - first) as f64 / 1e6 } else { 0.0 };
+        let requests = self.requests.load(Ordering::Relaxed);
+        json!({
+            "requests": requests,
+            "bytes": self.bytes.load(Ordering::Relaxed),
+            "vapid": self.vapid.load(Ordering::Relaxed),
+            "aes128gcm": self.aes128gcm.load(Ordering::Relaxed),
+            "ttl": self.ttl.load(Ordering::Relaxed),
+            "urgency_high": self.urgency_high.load(Ordering::Relaxed),
+            "distinct_authorization": self.tokens.lock().expect("tokens").len(),
+            "first_to_last_secs": span,
+            "pid": std::process::id(),
+        })
+    }
+
+    fn reset(&self) {
+        for c in [&self.requests, &self.bytes, &self.vapid, &self.aes128gcm, &self.ttl, &self.urgency_high, &self.first_us, &self.last_us] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.tokens.lock().expect("tokens").clear();
+    }
+}
+
+async fn sink(args: SinkArgs) -> anyhow::Result<()> {
+    let stats = Arc::new(SinkStats { started: Some(Instant::now()), ..Default::default() });
+    let app = Router::new()
+        .route("/stats", get(|State(s): State<Arc<SinkStats>>| async move { Json(s.json()) }).delete(
+            |State(s): State<Arc<SinkStats>>| async move {
+                s.reset();
+                StatusCode::NO_CONTENT
+            },
+        ))
+        .fallback(accept)
+        .with_state(stats);
+    let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
+    eprintln!("push sink listening on http://{}", args.bind);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn accept(State(s): State<Arc<SinkStats>>, method: Method, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    if method != Method::POST {
+        return StatusCode::METHOD_NOT_ALLOWED;
+    }
+    let now = s.started.map_or(0, |t| t.elapsed().as_micros() as u64) + 1;
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    s.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    let _ = s.first_us.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    s.last_us.fetch_max(now, Ordering::Relaxed);
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(auth) = h("authorization")
+        && auth.starts_with("vapid t=")
+        && auth.contains(", k=")
+    {
+        s.vapid.fetch_add(1, Ordering::Relaxed);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        auth.hash(&mut hasher);
+        s.tokens.lock().expect("tokens").insert(hasher.finish());
+    }
+    if h("content-encoding") == Some("aes128gcm") {
+        s.aes128gcm.fetch_add(1, Ordering::Relaxed);
+    }
+    if h("ttl").is_some_and(|t| t.parse::<u32>().is_ok()) {
+        s.ttl.fetch_add(1, Ordering::Relaxed);
+    }
+    if h("urgency") == Some("high") {
+        s.urgency_high.fetch_add(1, Ordering::Relaxed);
+    }
+    StatusCode::CREATED
+}
+
+// ---------------------------------------------------------------------------------------------
+// crypto
+
+#[derive(Debug, Args)]
+pub struct CryptoArgs {
+    /// Messages per measurement (after a warm-up of a tenth as many).
+    #[arg(long, default_value_t = 5000)]
+    iterations: u32,
+    /// Skip the measurement of the cached `Vapid::authorization`, which needs the database of
+    /// the settings to load the VAPID key (and creates the key there if there is none).
+    #[arg(long)]
+    no_db: bool,
+    /// Print one JSON object on stdout (the table then goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+struct Len(usize);
+impl KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+fn expand<const N: usize>(prk: &hkdf::Prk, info: &[&[u8]]) -> [u8; N] {
+    let mut out = [0u8; N];
+    prk.expand(info, Len(N)).and_then(|okm| okm.fill(&mut out)).expect("hkdf expand");
+    out
+}
+
+/// The floor: what RFC 8291 requires per message, done directly with aws-lc-rs and nothing
+/// else (an ephemeral key, one ECDH with peer-point validation, four HKDF steps, one seal).
+fn floor_encrypt(rng: &SystemRandom, ua_public: &[u8; 65], auth: &[u8; 16], plaintext: &[u8]) -> Vec<u8> {
+    let mut salt = [0u8; 16];
+    rng.fill(&mut salt).expect("rng");
+    let private = EphemeralPrivateKey::generate(&ECDH_P256, rng).expect("keygen");
+    let as_public = private.compute_public_key().expect("public key");
+    let as_public = as_public.as_ref();
+    let peer = UnparsedPublicKey::new(&ECDH_P256, ua_public);
+    let ikm: [u8; 32] = agreement::agree_ephemeral(private, peer, (), |z| {
+        let prk = Salt::new(HKDF_SHA256, auth).extract(z);
+        Ok(expand::<32>(&prk, &[b"WebPush: info\0", ua_public, as_public]))
+    })
+    .expect("ecdh");
+    let prk = Salt::new(HKDF_SHA256, &salt).extract(&ikm);
+    let cek: [u8; 16] = expand(&prk, &[b"Content-Encoding: aes128gcm\0"]);
+    let nonce: [u8; 12] = expand(&prk, &[b"Content-Encoding: nonce\0"]);
+    let mut body = Vec::with_capacity(86 + plaintext.len() + 17);
+    body.extend_from_slice(&salt);
+    body.extend_from_slice(&4096u32.to_be_bytes());
+    body.push(65);
+    body.extend_from_slice(as_public);
+    body.extend_from_slice(plaintext);
+    body.push(2);
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &cek).expect("key"));
+    let mut record = body.split_off(86);
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut record).expect("seal");
+    body.extend_from_slice(&record);
+    body
+}
+
+/// Mean microseconds per call of `f`, after a warm-up.
+fn time_per_op(iterations: u32, mut f: impl FnMut(u32)) -> f64 {
+    for i in 0..(iterations / 10).max(1) {
+        f(i);
+    }
+    let start = Instant::now();
+    for i in 0..iterations {
+        f(i);
+    }
+    start.elapsed().as_secs_f64() * 1e6 / iterations as f64
+}
+
+/// A subscriber key pair as a browser makes one: (public point, auth secret, private scalar).
+fn subscriber_keys(rng: &SystemRandom) -> ([u8; 65], [u8; 16]) {
+    let private = agreement::PrivateKey::generate(&ECDH_P256).expect("keygen");
+    let public: [u8; 65] = private.compute_public_key().expect("public").as_ref().try_into().expect("65 bytes");
+    let mut auth = [0u8; 16];
+    rng.fill(&mut auth).expect("rng");
+    (public, auth)
+}
+
+async fn crypto(args: CryptoArgs) -> anyhow::Result<()> {
+    let n = args.iterations.max(10);
+    let rng = SystemRandom::new();
+    let plaintext = payload::build(&sample_alert());
+    let (ua_public, auth) = subscriber_keys(&rng);
+    let mut rows: Vec<(&str, &str, f64)> = Vec::new();
+
+    // The parts of the floor, to see where the time goes.
+    let keygen = time_per_op(n, |_| {
+        let k = EphemeralPrivateKey::generate(&ECDH_P256, &rng).expect("keygen");
+        std::hint::black_box(k.compute_public_key().expect("public"));
+    });
+    let ecdh = {
+        // Key generation is inside; subtracting `keygen` leaves the ECDH with point validation.
+        let t = time_per_op(n, |_| {
+            let k = EphemeralPrivateKey::generate(&ECDH_P256, &rng).expect("keygen");
+            let peer = UnparsedPublicKey::new(&ECDH_P256, &ua_public);
+            std::hint::black_box(agreement::agree_ephemeral(k, peer, (), |z| Ok(z[0])).expect("ecdh"));
+        });
+        t - keygen
+    };
+    let floor = time_per_op(n, |_| {
+        std::hint::black_box(floor_encrypt(&rng, &ua_public, &auth, &plaintext));
+    });
+    rows.push(("floor", "aws-lc-rs direct: P-256 keygen + ECDH + 4×HKDF + AES-128-GCM", floor));
+    rows.push(("floor.keygen", "  of which P-256 key generation + public point", keygen));
+    rows.push(("floor.ecdh", "  of which ECDH with peer-point validation", ecdh));
+    rows.push(("floor.rest", "  of which HKDF + AES-GCM + buffers", floor - keygen - ecdh));
+
+    let ours = time_per_op(n, |_| {
+        std::hint::black_box(ece::encrypt(&ua_public, &auth, &plaintext).expect("encrypt"));
+    });
+    rows.push(("sondakika_ece", "sondakika::push::ece::encrypt", ours));
+
+    // The web-push crate's path: `WebPushMessageBuilder::build` → `HttpEce::encrypt` →
+    // `ece::encrypt` (OpenSSL). `ece` is not a normal dependency of this crate (only a
+    // dev-dependency), so it is reached through web-push's public API: the extra work is two
+    // short base64 decodes and one URI parse.
+    let info = web_push::SubscriptionInfo::new(
+        "https://fcm.googleapis.com/fcm/send/bench".to_string(),
+        B64.encode(ua_public),
+        B64.encode(auth),
+    );
+    let crate_ece = time_per_op(n, |_| {
+        let mut b = web_push::WebPushMessageBuilder::new(&info);
+        b.set_payload(web_push::ContentEncoding::Aes128Gcm, &plaintext);
+        std::hint::black_box(b.build().expect("web-push encrypt"));
+    });
+    rows.push(("web_push_ece", "web-push crate: WebPushMessageBuilder::build (→ ece::encrypt)", crate_ece));
+
+    // VAPID.
+    let subject = "mailto:bench@burdurweb.com";
+    let vapid_private = vapid::generate_private_key()?;
+    let audience_info = web_push::SubscriptionInfo::new("https://fcm.googleapis.com/fcm/send/bench", "", "");
+    let vapid_per_call = time_per_op(n, |_| {
+        let mut b = web_push::VapidSignatureBuilder::from_base64(&vapid_private, &audience_info).expect("vapid key");
+        b.add_claim("sub", subject);
+        std::hint::black_box(b.build().expect("sign"));
+    });
+    rows.push(("vapid_web_push_per_call", "VAPID: web_push::VapidSignatureBuilder (parse key + sign) per call", vapid_per_call));
+    let partial = web_push::VapidSignatureBuilder::from_base64_no_sub(&vapid_private).expect("vapid key");
+    let vapid_sign_only = time_per_op(n, |_| {
+        let mut b = partial.clone().add_sub_info(&audience_info);
+        b.add_claim("sub", subject);
+        std::hint::black_box(b.build().expect("sign"));
+    });
+    rows.push(("vapid_web_push_sign_only", "VAPID: PartialVapidSignatureBuilder clone + sign (key parsed once)", vapid_sign_only));
+
+    let mut db_note = None;
+    if !args.no_db {
+        match cached_vapid(n, subject).await {
+            Ok((miss, hit)) => {
+                rows.push(("vapid_ours_miss", "VAPID: Vapid::authorization, new origin each call (signs)", miss));
+                rows.push(("vapid_ours_cached", "VAPID: Vapid::authorization, second call (cached)", hit));
+            }
+            Err(e) => db_note = Some(format!("cached VAPID not measured: {e:#}")),
+        }
+    }
+
+    let out = json!({
+        "iterations": n,
+        "payload_bytes": plaintext.len(),
+        "us_per_op": rows.iter().map(|(k, _, v)| (k.to_string(), json!(round2(*v)))).collect::<serde_json::Map<_, _>>(),
+        "ratio_to_floor": {
+            "sondakika_ece": round2(ours / floor),
+            "web_push_ece": round2(crate_ece / floor),
+        },
+        "note": db_note,
+    });
+    let mut table = format!("crypto, per message of {} bytes of payload ({n} iterations):\n", plaintext.len());
+    for (_, what, us) in &rows {
+        table.push_str(&format!("  {what:<72} {us:>9.2} µs/op\n"));
+    }
+    table.push_str(&format!("  ratio to floor: ours {:.2}×, web-push crate {:.2}×\n", ours / floor, crate_ece / floor));
+    if let Some(n) = &out["note"].as_str() {
+        table.push_str(&format!("  note: {n}\n"));
+    }
+    if args.json {
+        eprint!("{table}");
+        println!("{out}");
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+/// `Vapid::authorization` through the real type: loaded from the settings' database.
+async fn cached_vapid(n: u32, subject: &str) -> anyhow::Result<(f64, f64)> {
+    let settings = Settings::load(None)?;
+    let database = Database::locate(&settings).await?;
+    let pool = db::connect(database.options.clone(), 2).await?;
+    db::migrate(&pool).await?;
+    let v = vapid::Vapid::load(&pool, None::<&Secret>, subject, false).await?;
+    pool.close().await;
+    drop(database);
+    let miss = time_per_op(n.min(2000), |i| {
+        std::hint::black_box(v.authorization(&format!("https://push{i}.example.net")).expect("sign"));
+    });
+    let origin = "https://fcm.googleapis.com";
+    v.authorization(origin)?;
+    let hit = time_per_op(n * 10, |_| {
+        std::hint::black_box(v.authorization(origin).expect("cached"));
+    });
+    Ok((miss, hit))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// seed
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Subscriptions to insert.
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    /// Port of the sink on localhost: endpoints are `http://localhost:PORT/push/<run>/<n>`.
+    #[arg(long)]
+    sink_port: u16,
+    /// Distinct subscriber key pairs, reused round-robin (generating a million is slow and
+    /// changes nothing: every message still gets its own ephemeral key).
+    #[arg(long, default_value_t = 1000)]
+    key_pool: usize,
+    /// Delete every existing subscription first.
+    #[arg(long)]
+    replace: bool,
+}
+
+async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(None)?;
+    let database = Database::locate(&settings).await?;
+    let pool = db::connect(database.options.clone(), 2).await?;
+    let vapid_key: Vec<u8> = sqlx::query_scalar("select public_key from vapid_keys where id = 1")
+        .fetch_optional(&pool)
+        .await?
+        .context("no VAPID key yet: start the server with SONDAKIKA_VAPID_SUBJECT set first")?;
+    let rng = SystemRandom::new();
+    let started = Instant::now();
+    let (mut p256dh, mut auth): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+    for _ in 0..args.key_pool.max(1) {
+        let (p, a) = subscriber_keys(&rng);
+        p256dh.push(p.to_vec());
+        auth.push(a.to_vec());
+    }
+    if args.replace {
+        sqlx::query("delete from push_subscriptions").execute(&pool).await?;
+    }
+    let run = chrono::Utc::now().timestamp_millis();
+    let prefix = format!("http://localhost:{}/push/{run}/", args.sink_port);
+    let origin = format!("http://localhost:{}", args.sink_port);
+    const CHUNK: u64 = 50_000;
+    let mut done = 0u64;
+    while done < args.count {
+        let upto = (done + CHUNK).min(args.count);
+        sqlx::query(
+            "insert into push_subscriptions (endpoint, origin, host, p256dh, auth, topics, vapid_key)
+             select $1 || g, $2, 'localhost', ($3::bytea[])[1 + g % $5], ($4::bytea[])[1 + g % $5], '{}', $6
+             from generate_series($7::bigint, $8::bigint) g",
+        )
+        .bind(&prefix)
+        .bind(&origin)
+        .bind(&p256dh)
+        .bind(&auth)
+        .bind(p256dh.len() as i64)
+        .bind(&vapid_key)
+        .bind(done as i64)
+        .bind(upto as i64 - 1)
+        .execute(&pool)
+        .await?;
+        done = upto;
+    }
+    // What autovacuum would do soon anyway: the fan-out's queries are planned on real figures.
+    sqlx::query("vacuum analyze push_subscriptions").execute(&pool).await?;
+    let active: i64 = sqlx::query_scalar("select count(*) from push_subscriptions where active").fetch_one(&pool).await?;
+    pool.close().await;
+    eprintln!(
+        "seeded {} subscriptions ({} key pairs) → {origin} in {:.1} s; {active} active in total",
+        args.count,
+        p256dh.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// fanout
+
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    /// Base URL of the sondakika server.
+    #[arg(long, default_value = "http://127.0.0.1:18282")]
+    server: String,
+    /// Editor token.
+    #[arg(long, env = "SONDAKIKA_TOKEN", hide_env_values = true)]
+    token: String,
+    /// PID of the server process: its CPU time is read before the publish and at 100 %.
+    #[arg(long)]
+    server_pid: u32,
+    /// PostgreSQL's data directory (its postmaster.pid): PostgreSQL's CPU time is read too.
+    #[arg(long)]
+    pg_data: Option<PathBuf>,
+    /// The sink's base URL (`GET /stats`); its PID comes from there.
+    #[arg(long)]
+    sink: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout_secs: u64,
+    /// Write the payload the server sends (rebuilt from the published alert) to this file.
+    #[arg(long)]
+    payload_out: Option<PathBuf>,
+    /// Print one JSON object on stdout (the summary then goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    user: f64,
+    sys: f64,
+}
+
+impl Cpu {
+    fn total(self) -> f64 {
+        self.user + self.sys
+    }
+}
+
+/// utime and stime of a process (all its threads), from /proc/PID/stat; with `children`, also
+/// the times of its waited-for children.
+fn proc_cpu(pid: u32, children: bool) -> Option<Cpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17.
+    let tick = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).map(|v| v as f64 / USER_HZ);
+    let (mut user, mut sys) = (tick(14)?, tick(15)?);
+    if children {
+        user += tick(16)?;
+        sys += tick(17)?;
+    }
+    Some(Cpu { user, sys })
+}
+
+/// CPU of a PostgreSQL cluster: the postmaster (with reaped children) and its live children.
+fn pg_cpu(data: &std::path::Path) -> Option<Cpu> {
+    let pid: u32 = std::fs::read_to_string(data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()?;
+    let mut cpu = proc_cpu(pid, true)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        let ppid = stat[close + 2..].split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid)
+            && let Some(c) = proc_cpu(child, false)
+        {
+            cpu.user += c.user;
+            cpu.sys += c.sys;
+        }
+    }
+    Some(cpu)
+}
+
+/// Busy (non-idle) CPU seconds of the whole machine, from /proc/stat.
+fn machine_busy() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<f64> = s.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((v.iter().take(8).sum::<f64>() - idle) / USER_HZ)
+}
+
+async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let base = args.server.trim_end_matches('/');
+    let auth = format!("Bearer {}", args.token);
+    let sink_before: Option<Value> = match &args.sink {
+        Some(s) => Some(http.get(format!("{}/stats", s.trim_end_matches('/'))).send().await?.error_for_status()?.json().await?),
+        None => None,
+    };
+    let sink_pid = sink_before.as_ref().and_then(|v| v["pid"].as_u64()).map(|p| p as u32);
+
+    let run = format!("{}", chrono::Utc::now().timestamp_millis());
+    let body = alert_request(&run);
+    let server_before = proc_cpu(args.server_pid, false).context("cannot read the server's /proc stat: is --server-pid right?")?;
+    let pg_before = args.pg_data.as_deref().and_then(pg_cpu);
+    let sink_cpu_before = sink_pid.and_then(|p| proc_cpu(p, false));
+    let own_before = proc_cpu(std::process::id(), false);
+    let busy_before = machine_busy();
+    let t0 = Instant::now();
+    let resp = http.post(format!("{base}/api/v1/alerts")).header("authorization", &auth).json(&body).send().await?;
+    let status = resp.status();
+    let created: Value = resp.json().await?;
+    if !status.is_success() {
+        bail!("publishing failed: HTTP {status}: {created}");
+    }
+    let id = created["id"].as_str().context("no id in the answer")?.to_string();
+    let publish_ms = t0.elapsed().as_secs_f64() * 1e3;
+
+    let deadline = t0 + Duration::from_secs(args.timeout_secs);
+    let mut last_progress = String::new();
+    let mut last_print = Instant::now();
+    let (view, complete) = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let v: Value = http
+            .get(format!("{base}/api/v1/alerts/{id}"))
+            .header("authorization", &auth)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let p = &v["push"];
+        let targeted = p["targeted"].as_i64().unwrap_or(0);
+        if targeted > 0 && p["pending"].as_i64() == Some(0) {
+            break (v, true);
+        }
+        if last_print.elapsed() >= Duration::from_secs(5) {
+            last_progress = format!("{:.0} s: {p}", t0.elapsed().as_secs_f64());
+            eprintln!("  {last_progress}");
+            last_print = Instant::now();
+        }
+        if Instant::now() > deadline {
+            eprintln!("gave up after {} s; last: {last_progress}", args.timeout_secs);
+            break (v, false);
+        }
+    };
+    let wall = t0.elapsed().as_secs_f64();
+    let server_after = proc_cpu(args.server_pid, false).context("the server exited")?;
+    let pg_after = args.pg_data.as_deref().and_then(pg_cpu);
+    let sink_cpu_after = sink_pid.and_then(|p| proc_cpu(p, false));
+    let own_after = proc_cpu(std::process::id(), false);
+    let busy_after = machine_busy();
+
+    let p = &view["push"];
+    let targeted = p["targeted"].as_i64().unwrap_or(0);
+    let sent = p["sent"].as_i64().unwrap_or(0);
+    let pushes = targeted.max(1) as f64;
+    let server_cpu = server_after.total() - server_before.total();
+    let diff = |a: Option<Cpu>, b: Option<Cpu>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.total() - a.total()),
+        _ => None,
+    };
+    let pg = diff(pg_before, pg_after);
+    let sink_cpu = diff(sink_cpu_before, sink_cpu_after);
+    let own = diff(own_before, own_after);
+    let busy = match (busy_before, busy_after) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let sink_after: Option<Value> = match &args.sink {
+        Some(s) => Some(http.get(format!("{}/stats", s.trim_end_matches('/'))).send().await?.json().await?),
+        None => None,
+    };
+    let sink_delta = match (&sink_before, &sink_after) {
+        (Some(a), Some(b)) => {
+            let d = |k: &str| b[k].as_i64().unwrap_or(0) - a[k].as_i64().unwrap_or(0);
+            Some(json!({
+                "requests": d("requests"), "bytes": d("bytes"), "vapid": d("vapid"),
+                "aes128gcm": d("aes128gcm"), "ttl": d("ttl"), "urgency_high": d("urgency_high"),
+                "distinct_authorization_total": b["distinct_authorization"],
+            }))
+        }
+        _ => None,
+    };
+    let payload_bytes = match alert_from_view(&view) {
+        Ok(alert) => {
+            let bytes = payload::build(&alert);
+            if let Some(path) = &args.payload_out {
+                std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            }
+            Some(bytes.len())
+        }
+        Err(e) => {
+            eprintln!("could not rebuild the payload: {e:#}");
+            None
+        }
+    };
+    let per_push = |s: Option<f64>| s.map(|s| round2(s * 1e6 / pushes));
+    let out = json!({
+        "alert_id": id,
+        "complete": complete,
+        "push": p,
+        "payload_bytes": payload_bytes,
+        "publish_http_ms": round2(publish_ms),
+        "wall_secs": round2(wall * 1000.0) / 1000.0,
+        "pushes_per_sec": round2(targeted as f64 / wall),
+        "server_ms_to_100": p["ms_to_100"],
+        "cpu_secs": {
+            "server": round2(server_cpu),
+            "server_user": round2(server_after.user - server_before.user),
+            "server_sys": round2(server_after.sys - server_before.sys),
+            "postgres": pg.map(round2),
+            "sink": sink_cpu.map(round2),
+            "load_generator": own.map(round2),
+            "machine_busy": busy.map(round2),
+        },
+        "cpu_us_per_push": {
+            "server": round2(server_cpu * 1e6 / pushes),
+            "postgres": per_push(pg),
+            "sink": per_push(sink_cpu),
+            "machine_busy": per_push(busy),
+        },
+        "sink": sink_delta,
+    });
+    eprintln!(
+        "fan-out of {targeted} pushes ({sent} sent): {wall:.2} s to 100 % ({:.0} pushes/s); server CPU {server_cpu:.2} s = {:.1} µs/push; postgres {}; sink {}",
+        targeted as f64 / wall,
+        server_cpu * 1e6 / pushes,
+        pg.map_or("-".into(), |s| format!("{:.1} µs/push", s * 1e6 / pushes)),
+        sink_cpu.map_or("-".into(), |s| format!("{:.1} µs/push", s * 1e6 / pushes)),
+    );
+    if args.json {
+        println!("{out}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if !complete {
+        bail!("the fan-out did not reach 100 % within {} s", args.timeout_secs);
+    }
+    Ok(())
+}

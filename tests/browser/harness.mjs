@@ -1,0 +1,116 @@
+// Shared set-up for the browser tests: a real `sondakika serve` (with its own private
+// PostgreSQL in a temporary directory), an editor token, and Debian's headless Chromium driven by
+// playwright-core. Nothing of ours is stubbed.
+
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repo = join(here, "..", "..");
+export const screenshots = join(repo, "docs", "screenshots");
+const bin = process.env.SONDAKIKA_BIN || join(repo, "target", "debug", "sondakika");
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+/** Starts a server; returns { url, token, env, stop() }. */
+export async function startServer(extraEnv = {}) {
+  const dataDir = mkdtempSync(join(tmpdir(), "sondakika-browser-"));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const env = {
+    PATH: process.env.PATH,
+    SONDAKIKA_DATA_DIR: dataDir,
+    SONDAKIKA_BIND: `127.0.0.1:${port}`,
+    SONDAKIKA_PUBLIC_URL: url,
+    SONDAKIKA_ALLOWED_ORIGINS: url,
+    SONDAKIKA_VAPID_SUBJECT: "mailto:teknik@burdurweb.com",
+    SONDAKIKA_LOG_FORMAT: "json",
+    SONDAKIKA_LOG_LEVEL: "info",
+    SONDAKIKA_PUBLIC_RATE_PER_MINUTE: "10000",
+    ...extraEnv,
+  };
+  const child = spawn(bin, ["serve"], { env, stdio: ["ignore", "ignore", "pipe"] });
+  const lines = createInterface({ input: child.stderr });
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("server did not start in 60 s")), 60_000);
+    child.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
+    lines.on("line", (line) => {
+      try {
+        if (JSON.parse(line).message === "sondakika is listening") {
+          clearTimeout(timer);
+          resolve();
+        }
+      } catch {}
+    });
+  });
+  const token = execFileSync(bin, ["token", "create", "--name", "Ayşe Yılmaz"], { env, stdio: ["ignore", "pipe", "ignore"] })
+    .toString()
+    .trim();
+  return {
+    url,
+    token,
+    env,
+    async stop() {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Debian's Chromium, headless, with the flags that work on these machines. */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
+/** The editor API, for arranging and checking what the browser shows. */
+export function api(server) {
+  const call = async (method, path, body) => {
+    const r = await fetch(server.url + path, {
+      method,
+      headers: { authorization: `Bearer ${server.token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) : null };
+  };
+  return {
+    flag: (alert) => call("POST", "/api/v1/alerts", alert),
+    correct: (id, fields) => call("PATCH", `/api/v1/alerts/${id}`, fields),
+    retract: (id) => call("POST", `/api/v1/alerts/${id}/retract`),
+    show: (id) => call("GET", `/api/v1/alerts/${id}`),
+    list: () => call("GET", "/api/v1/alerts"),
+  };
+}
+
+export function screenshotPath(name) {
+  mkdirSync(screenshots, { recursive: true });
+  return join(screenshots, name);
+}
