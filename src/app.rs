@@ -13,13 +13,13 @@ use std::{
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use std::future::IntoFuture;
 use axum::{
     Extension, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderMap, HeaderName, HeaderValue, Method, header},
 };
 use sqlx::PgPool;
+use std::future::IntoFuture;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::{

@@ -319,7 +319,10 @@ impl Settings {
             return bad("push_topic", "must be 1-32 base64url characters (A-Z a-z 0-9 - _)".into());
         }
         for host in &self.push_extra_hosts {
-            if host.is_empty() || host.contains('/') || host.contains(':') && host.parse::<std::net::IpAddr>().is_err() {
+            if host.is_empty()
+                || host.contains('/')
+                || host.contains(':') && host.parse::<std::net::IpAddr>().is_err()
+            {
                 return bad("push_extra_hosts", format!("`{host}` is not a host name"));
             }
         }

@@ -64,11 +64,21 @@ fn describe() {
     describe_gauge!("sondakika_stream_listener_connected", "1 while the LISTEN connection is up");
     describe_gauge!("sondakika_db_pool_connections", "Database pool connections, by state");
     describe_counter!("sondakika_push_attempts_total", "Push requests, by push-service host and result");
-    describe_counter!("sondakika_push_vapid_rejected_total", "Push services rejecting our VAPID credentials (our fault!)");
+    describe_counter!(
+        "sondakika_push_vapid_rejected_total",
+        "Push services rejecting our VAPID credentials (our fault!)"
+    );
     describe_counter!("sondakika_push_throttled_total", "429 answers from push services");
-    describe_counter!("sondakika_vapid_tokens_signed_total", "VAPID tokens signed (once per origin per 11 h)");
+    describe_counter!(
+        "sondakika_vapid_tokens_signed_total",
+        "VAPID tokens signed (once per origin per 11 h)"
+    );
     describe_counter!("sondakika_push_deliveries_logged_total", "Delivery-log rows written");
-    describe_histogram!("sondakika_push_latency_seconds", Unit::Seconds, "From a push's first attempt to its acceptance");
+    describe_histogram!(
+        "sondakika_push_latency_seconds",
+        Unit::Seconds,
+        "From a push's first attempt to its acceptance"
+    );
 }
 
 /// Named metric updates. Call sites stay one line and names cannot drift.
@@ -126,7 +136,8 @@ pub mod metrics {
         counter!("sondakika_push_throttled_total", "push_host" => host.to_string()).increment(1);
     }
     pub fn push_attempt(host: &str, result: &'static str) {
-        counter!("sondakika_push_attempts_total", "push_host" => host.to_string(), "result" => result).increment(1);
+        counter!("sondakika_push_attempts_total", "push_host" => host.to_string(), "result" => result)
+            .increment(1);
     }
     pub fn push_latency(d: Duration) {
         histogram!("sondakika_push_latency_seconds").record(d.as_secs_f64());

@@ -44,18 +44,30 @@ pub fn router() -> Router<AppState> {
         .route("/sw.js", get(service_worker))
         .route(
             "/embed/sondakika.js",
-            get(|State(s): State<AppState>| async move { script(load(&s, "embed/sondakika.js"), "public, max-age=300", true) }),
+            get(|State(s): State<AppState>| async move {
+                script(load(&s, "embed/sondakika.js"), "public, max-age=300", true)
+            }),
         )
-        .route("/console", get(|State(s): State<AppState>| async move { page(load(&s, "console/index.html")) }))
+        .route(
+            "/console",
+            get(|State(s): State<AppState>| async move { page(load(&s, "console/index.html")) }),
+        )
         .route(
             "/console/console.js",
-            get(|State(s): State<AppState>| async move { script(load(&s, "console/console.js"), "no-cache", false) }),
+            get(|State(s): State<AppState>| async move {
+                script(load(&s, "console/console.js"), "no-cache", false)
+            }),
         )
         .route(
             "/console/console.css",
-            get(|State(s): State<AppState>| async move { asset(load(&s, "console/console.css"), "text/css; charset=utf-8") }),
+            get(|State(s): State<AppState>| async move {
+                asset(load(&s, "console/console.css"), "text/css; charset=utf-8")
+            }),
         )
-        .route("/assets/icon.svg", get(|State(s): State<AppState>| async move { asset(load(&s, "icon.svg"), "image/svg+xml") }))
+        .route(
+            "/assets/icon.svg",
+            get(|State(s): State<AppState>| async move { asset(load(&s, "icon.svg"), "image/svg+xml") }),
+        )
 }
 
 fn with_headers(body: String, content_type: &'static str, cache: &'static str) -> Response {
@@ -103,7 +115,8 @@ async fn service_worker(State(state): State<AppState>) -> Response {
         "server": state.settings.public_url().as_str().trim_end_matches('/'),
         "receiptSampleRate": state.settings.receipt_sample_rate,
     });
-    let body = format!("self.SONDAKIKA_CONFIG = self.SONDAKIKA_CONFIG || {config};\n{}", load(&state, "sw.js"));
+    let body =
+        format!("self.SONDAKIKA_CONFIG = self.SONDAKIKA_CONFIG || {config};\n{}", load(&state, "sw.js"));
     let mut r = with_headers(body, "text/javascript; charset=utf-8", "no-cache");
     r.headers_mut().insert("service-worker-allowed", HeaderValue::from_static("/"));
     r

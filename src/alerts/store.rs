@@ -252,10 +252,12 @@ pub async fn retract(tx: &mut PgConnection, id: Uuid, reason: Option<&Reason>) -
     .await?;
     // Pushes not yet planned never start; running batches stop when their process's hub sees
     // the retract event below.
-    sqlx::query("update push_jobs set state = 'cancelled' where alert_id = $1 and state in ('planning', 'running')")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "update push_jobs set state = 'cancelled' where alert_id = $1 and state in ('planning', 'running')",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     if current.status == "live" {
         let seq = next_seq(tx).await?;
         let alert = get(tx, id).await?.expect("locked row");

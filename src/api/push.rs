@@ -66,7 +66,9 @@ async fn rate_limit(
 
 fn push(state: &AppState) -> Result<&Push, ApiError> {
     state.push.as_deref().ok_or_else(|| {
-        ApiError::Unavailable("Web Push is not configured on this server (the `vapid_subject` setting)".into())
+        ApiError::Unavailable(
+            "Web Push is not configured on this server (the `vapid_subject` setting)".into(),
+        )
     })
 }
 
@@ -74,7 +76,8 @@ async fn public_key(State(state): State<AppState>) -> Result<Response, ApiError>
     let push = push(&state)?;
     let mut r = axum::Json(json!({ "publicKey": push.vapid.public_key_b64() })).into_response();
     // Cacheable for a while: the key never changes silently.
-    r.headers_mut().insert(axum::http::header::CACHE_CONTROL, "public, max-age=3600".parse().expect("static"));
+    r.headers_mut()
+        .insert(axum::http::header::CACHE_CONTROL, "public, max-age=3600".parse().expect("static"));
     Ok(r)
 }
 
@@ -89,12 +92,18 @@ struct SubscribeRequest {
     replaces: Option<String>,
 }
 
-async fn subscribe(State(state): State<AppState>, Json(req): Json<SubscribeRequest>) -> Result<Response, ApiError> {
+async fn subscribe(
+    State(state): State<AppState>,
+    Json(req): Json<SubscribeRequest>,
+) -> Result<Response, ApiError> {
     let push = push(&state)?;
     let mut errors = Vec::new();
     let subscription = match req.subscription {
         None => {
-            errors.push(FieldError::new("subscription", "is required: the browser's PushSubscription.toJSON()"));
+            errors.push(FieldError::new(
+                "subscription",
+                "is required: the browser's PushSubscription.toJSON()",
+            ));
             None
         }
         Some(s) => s.parse(&push.allow).map_err(|e| errors.extend(e)).ok(),
@@ -115,15 +124,21 @@ async fn subscribe(State(state): State<AppState>, Json(req): Json<SubscribeReque
     {
         store::delete_subscription(&state.db, old).await?;
     }
-    let outcome =
-        store::upsert_subscription(&state.db, &subscription, &topics.to_strings(), &locale, push.vapid.public_key())
-            .await?;
+    let outcome = store::upsert_subscription(
+        &state.db,
+        &subscription,
+        &topics.to_strings(),
+        &locale,
+        push.vapid.public_key(),
+    )
+    .await?;
     let (status, id) = match outcome {
         store::Upserted::Created(id) => (StatusCode::CREATED, id),
         store::Upserted::Updated(id) => (StatusCode::OK, id),
     };
     tracing::info!(subscription_id = id, push_host = %subscription.host, created = status == StatusCode::CREATED, "push subscription saved");
-    Ok((status, axum::Json(json!({ "id": id, "topics": topics.to_strings(), "locale": locale }))).into_response())
+    Ok((status, axum::Json(json!({ "id": id, "topics": topics.to_strings(), "locale": locale })))
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -132,7 +147,10 @@ struct UnsubscribeRequest {
     endpoint: Option<String>,
 }
 
-async fn unsubscribe(State(state): State<AppState>, Json(req): Json<UnsubscribeRequest>) -> Result<StatusCode, ApiError> {
+async fn unsubscribe(
+    State(state): State<AppState>,
+    Json(req): Json<UnsubscribeRequest>,
+) -> Result<StatusCode, ApiError> {
     push(&state)?;
     let endpoint = req.endpoint.ok_or_else(|| ApiError::field("endpoint", "is required"))?;
     if endpoint.chars().count() > crate::push::subscription::MAX_ENDPOINT_CHARS {
@@ -202,7 +220,10 @@ struct ReceiptRequest {
     event: Option<String>,
 }
 
-async fn receipt(State(state): State<AppState>, Json(req): Json<ReceiptRequest>) -> Result<StatusCode, ApiError> {
+async fn receipt(
+    State(state): State<AppState>,
+    Json(req): Json<ReceiptRequest>,
+) -> Result<StatusCode, ApiError> {
     let alert_id = req
         .alert_id
         .as_deref()

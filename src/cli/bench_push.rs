@@ -76,12 +76,14 @@ const USER_HZ: f64 = 100.0;
 // ---------------------------------------------------------------------------------------------
 // The alert every run sends: a realistic breaking-news alert, ~1 KB of payload.
 
-const HEADLINE: &str = "Burdur'da 5,1 büyüklüğünde deprem: AFAD ilk belirlemeleri açıkladı, okullar yarın tatil edildi";
+const HEADLINE: &str =
+    "Burdur'da 5,1 büyüklüğünde deprem: AFAD ilk belirlemeleri açıkladı, okullar yarın tatil edildi";
 const SUMMARY: &str = "Burdur merkezli 5,1 büyüklüğündeki deprem saat 14.32'de kaydedildi ve çevre illerde de \
 hissedildi. AFAD, şu ana kadar can kaybı ya da ağır hasar bildirilmediğini, ekiplerin köylerde tespit \
 çalışmalarını sürdürdüğünü açıkladı. Valilik, tedbir amacıyla il genelindeki okulların yarın tatil \
 edildiğini duyurdu. Vatandaşların hasar gören binalara girmemesi ve resmi açıklamaları takip etmesi istendi.";
-const URL_BASE: &str = "https://www.burdurweb.com/haber/burdurda-5-1-buyuklugunde-deprem-afad-ilk-belirlemeleri-acikladi";
+const URL_BASE: &str =
+    "https://www.burdurweb.com/haber/burdurda-5-1-buyuklugunde-deprem-afad-ilk-belirlemeleri-acikladi";
 const IMAGE: &str = "https://img.burdurweb.com/2025/11/burdur-deprem-afad-ekipleri-sahada-1200x675.jpg";
 const TTL_SECS: i32 = 3600;
 
@@ -140,7 +142,10 @@ fn alert_from_view(v: &Value) -> anyhow::Result<Alert> {
         url: s("url").unwrap_or_default(),
         image: s("image"),
         article_id: s("article_id"),
-        topics: v["topics"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default(),
+        topics: v["topics"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default(),
         urgency: s("urgency").unwrap_or_default(),
         ttl_seconds: v["ttl_seconds"].as_i64().unwrap_or(0) as i32,
         send_at: t("send_at"),
@@ -201,7 +206,16 @@ impl SinkStats {
     }
 
     fn reset(&self) {
-        for c in [&self.requests, &self.bytes, &self.vapid, &self.aes128gcm, &self.ttl, &self.urgency_high, &self.first_us, &self.last_us] {
+        for c in [
+            &self.requests,
+            &self.bytes,
+            &self.vapid,
+            &self.aes128gcm,
+            &self.ttl,
+            &self.urgency_high,
+            &self.first_us,
+            &self.last_us,
+        ] {
             c.store(0, Ordering::Relaxed);
         }
         self.tokens.lock().expect("tokens").clear();
@@ -211,15 +225,19 @@ impl SinkStats {
 async fn sink(args: SinkArgs) -> anyhow::Result<()> {
     let stats = Arc::new(SinkStats { started: Some(Instant::now()), ..Default::default() });
     let app = Router::new()
-        .route("/stats", get(|State(s): State<Arc<SinkStats>>| async move { Json(s.json()) }).delete(
-            |State(s): State<Arc<SinkStats>>| async move {
-                s.reset();
-                StatusCode::NO_CONTENT
-            },
-        ))
+        .route(
+            "/stats",
+            get(|State(s): State<Arc<SinkStats>>| async move { Json(s.json()) }).delete(
+                |State(s): State<Arc<SinkStats>>| async move {
+                    s.reset();
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
         .fallback(accept)
         .with_state(stats);
-    let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     eprintln!("push sink listening on http://{}", args.bind);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -229,7 +247,12 @@ async fn sink(args: SinkArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn accept(State(s): State<Arc<SinkStats>>, method: Method, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn accept(
+    State(s): State<Arc<SinkStats>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     if method != Method::POST {
         return StatusCode::METHOD_NOT_ALLOWED;
     }
@@ -316,7 +339,8 @@ fn floor_encrypt(rng: &SystemRandom, ua_public: &[u8; 65], auth: &[u8; 16], plai
     body.push(2);
     let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &cek).expect("key"));
     let mut record = body.split_off(86);
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut record).expect("seal");
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut record)
+        .expect("seal");
     body.extend_from_slice(&record);
     body
 }
@@ -336,7 +360,8 @@ fn time_per_op(iterations: u32, mut f: impl FnMut(u32)) -> f64 {
 /// A subscriber key pair as a browser makes one: (public point, auth secret, private scalar).
 fn subscriber_keys(rng: &SystemRandom) -> ([u8; 65], [u8; 16]) {
     let private = agreement::PrivateKey::generate(&ECDH_P256).expect("keygen");
-    let public: [u8; 65] = private.compute_public_key().expect("public").as_ref().try_into().expect("65 bytes");
+    let public: [u8; 65] =
+        private.compute_public_key().expect("public").as_ref().try_into().expect("65 bytes");
     let mut auth = [0u8; 16];
     rng.fill(&mut auth).expect("rng");
     (public, auth)
@@ -397,24 +422,37 @@ async fn crypto(args: CryptoArgs) -> anyhow::Result<()> {
     let vapid_private = vapid::generate_private_key()?;
     let audience_info = web_push::SubscriptionInfo::new("https://fcm.googleapis.com/fcm/send/bench", "", "");
     let vapid_per_call = time_per_op(n, |_| {
-        let mut b = web_push::VapidSignatureBuilder::from_base64(&vapid_private, &audience_info).expect("vapid key");
+        let mut b =
+            web_push::VapidSignatureBuilder::from_base64(&vapid_private, &audience_info).expect("vapid key");
         b.add_claim("sub", subject);
         std::hint::black_box(b.build().expect("sign"));
     });
-    rows.push(("vapid_web_push_per_call", "VAPID: web_push::VapidSignatureBuilder (parse key + sign) per call", vapid_per_call));
+    rows.push((
+        "vapid_web_push_per_call",
+        "VAPID: web_push::VapidSignatureBuilder (parse key + sign) per call",
+        vapid_per_call,
+    ));
     let partial = web_push::VapidSignatureBuilder::from_base64_no_sub(&vapid_private).expect("vapid key");
     let vapid_sign_only = time_per_op(n, |_| {
         let mut b = partial.clone().add_sub_info(&audience_info);
         b.add_claim("sub", subject);
         std::hint::black_box(b.build().expect("sign"));
     });
-    rows.push(("vapid_web_push_sign_only", "VAPID: PartialVapidSignatureBuilder clone + sign (key parsed once)", vapid_sign_only));
+    rows.push((
+        "vapid_web_push_sign_only",
+        "VAPID: PartialVapidSignatureBuilder clone + sign (key parsed once)",
+        vapid_sign_only,
+    ));
 
     let mut db_note = None;
     if !args.no_db {
         match cached_vapid(n, subject).await {
             Ok((miss, hit)) => {
-                rows.push(("vapid_ours_miss", "VAPID: Vapid::authorization, new origin each call (signs)", miss));
+                rows.push((
+                    "vapid_ours_miss",
+                    "VAPID: Vapid::authorization, new origin each call (signs)",
+                    miss,
+                ));
                 rows.push(("vapid_ours_cached", "VAPID: Vapid::authorization, second call (cached)", hit));
             }
             Err(e) => db_note = Some(format!("cached VAPID not measured: {e:#}")),
@@ -431,11 +469,16 @@ async fn crypto(args: CryptoArgs) -> anyhow::Result<()> {
         },
         "note": db_note,
     });
-    let mut table = format!("crypto, per message of {} bytes of payload ({n} iterations):\n", plaintext.len());
+    let mut table =
+        format!("crypto, per message of {} bytes of payload ({n} iterations):\n", plaintext.len());
     for (_, what, us) in &rows {
         table.push_str(&format!("  {what:<72} {us:>9.2} µs/op\n"));
     }
-    table.push_str(&format!("  ratio to floor: ours {:.2}×, web-push crate {:.2}×\n", ours / floor, crate_ece / floor));
+    table.push_str(&format!(
+        "  ratio to floor: ours {:.2}×, web-push crate {:.2}×\n",
+        ours / floor,
+        crate_ece / floor
+    ));
     if let Some(n) = &out["note"].as_str() {
         table.push_str(&format!("  note: {n}\n"));
     }
@@ -537,7 +580,8 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     }
     // What autovacuum would do soon anyway: the fan-out's queries are planned on real figures.
     sqlx::query("vacuum analyze push_subscriptions").execute(&pool).await?;
-    let active: i64 = sqlx::query_scalar("select count(*) from push_subscriptions where active").fetch_one(&pool).await?;
+    let active: i64 =
+        sqlx::query_scalar("select count(*) from push_subscriptions where active").fetch_one(&pool).await?;
     pool.close().await;
     eprintln!(
         "seeded {} subscriptions ({} key pairs) → {origin} in {:.1} s; {active} active in total",
@@ -610,7 +654,8 @@ fn proc_cpu(pid: u32, children: bool) -> Option<Cpu> {
 
 /// CPU of a PostgreSQL cluster: the postmaster (with reaped children) and its live children.
 fn pg_cpu(data: &std::path::Path) -> Option<Cpu> {
-    let pid: u32 = std::fs::read_to_string(data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()?;
+    let pid: u32 =
+        std::fs::read_to_string(data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()?;
     let mut cpu = proc_cpu(pid, true)?;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
@@ -640,20 +685,29 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let base = args.server.trim_end_matches('/');
     let auth = format!("Bearer {}", args.token);
     let sink_before: Option<Value> = match &args.sink {
-        Some(s) => Some(http.get(format!("{}/stats", s.trim_end_matches('/'))).send().await?.error_for_status()?.json().await?),
+        Some(s) => Some(
+            http.get(format!("{}/stats", s.trim_end_matches('/')))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?,
+        ),
         None => None,
     };
     let sink_pid = sink_before.as_ref().and_then(|v| v["pid"].as_u64()).map(|p| p as u32);
 
     let run = format!("{}", chrono::Utc::now().timestamp_millis());
     let body = alert_request(&run);
-    let server_before = proc_cpu(args.server_pid, false).context("cannot read the server's /proc stat: is --server-pid right?")?;
+    let server_before = proc_cpu(args.server_pid, false)
+        .context("cannot read the server's /proc stat: is --server-pid right?")?;
     let pg_before = args.pg_data.as_deref().and_then(pg_cpu);
     let sink_cpu_before = sink_pid.and_then(|p| proc_cpu(p, false));
     let own_before = proc_cpu(std::process::id(), false);
     let busy_before = machine_busy();
     let t0 = Instant::now();
-    let resp = http.post(format!("{base}/api/v1/alerts")).header("authorization", &auth).json(&body).send().await?;
+    let resp =
+        http.post(format!("{base}/api/v1/alerts")).header("authorization", &auth).json(&body).send().await?;
     let status = resp.status();
     let created: Value = resp.json().await?;
     if !status.is_success() {

@@ -106,7 +106,12 @@ fn encrypt_with(
 
 /// Decrypts an `aes128gcm` body with the subscriber's private key (what a browser does). Used by
 /// tests and the push-service double; kept next to `encrypt` so the two are read together.
-pub fn decrypt(ua_private: &[u8], ua_public: &[u8; 65], auth: &[u8; 16], body: &[u8]) -> Result<Vec<u8>, EceError> {
+pub fn decrypt(
+    ua_private: &[u8],
+    ua_public: &[u8; 65],
+    auth: &[u8; 16],
+    body: &[u8],
+) -> Result<Vec<u8>, EceError> {
     if body.len() < HEADER_LEN + 17 || body[20] != 65 {
         return Err(EceError::Crypto);
     }
@@ -117,7 +122,8 @@ pub fn decrypt(ua_private: &[u8], ua_public: &[u8; 65], auth: &[u8; 16], body: &
     if record.len() > rs {
         return Err(EceError::Crypto); // more than one record: not something we produce
     }
-    let private = agreement::PrivateKey::from_private_key(&ECDH_P256, ua_private).map_err(|_| EceError::Crypto)?;
+    let private =
+        agreement::PrivateKey::from_private_key(&ECDH_P256, ua_private).map_err(|_| EceError::Crypto)?;
     let peer = ParsedPublicKey::try_from(&UnparsedPublicKey::new(&ECDH_P256, as_public))
         .map_err(|_| EceError::BadPublicKey)?;
     let ikm: [u8; 32] = agreement::agree(&private, peer, EceError::Crypto, |ecdh| {
@@ -176,13 +182,17 @@ mod tests {
         let rng = SystemRandom::new();
         let ua = agreement::PrivateKey::generate(&ECDH_P256).unwrap();
         let ua_public: [u8; 65] = ua.compute_public_key().unwrap().as_ref().try_into().unwrap();
-        let ua_private: aws_lc_rs::encoding::EcPrivateKeyBin = aws_lc_rs::encoding::AsBigEndian::as_be_bytes(&ua).unwrap();
+        let ua_private: aws_lc_rs::encoding::EcPrivateKeyBin =
+            aws_lc_rs::encoding::AsBigEndian::as_be_bytes(&ua).unwrap();
         let mut auth = [0u8; 16];
         rng.fill(&mut auth).unwrap();
         let text = "SON DAKİKA: Burdur'da deprem — İı Şş Ğğ Üü Öö Çç".as_bytes();
         let body = encrypt(&ua_public, &auth, text).unwrap();
         assert_eq!(decrypt(ua_private.as_ref(), &ua_public, &auth, &body).unwrap(), text);
-        assert_eq!(encrypt(&ua_public, &auth, &vec![b'a'; MAX_PLAINTEXT + 1]), Err(EceError::TooLarge(MAX_PLAINTEXT + 1)));
+        assert_eq!(
+            encrypt(&ua_public, &auth, &vec![b'a'; MAX_PLAINTEXT + 1]),
+            Err(EceError::TooLarge(MAX_PLAINTEXT + 1))
+        );
         let mut off_curve = ua_public;
         off_curve[64] ^= 1;
         assert!(!is_valid_public_key(&off_curve));

@@ -156,7 +156,9 @@ impl Fanout {
             tracing::info!(%alert_id, "push fan-out planned");
             return Ok(true);
         }
-        let Some(batch) = store::claim_batch(&self.pool, self.settings.lease).await? else { return Ok(false) };
+        let Some(batch) = store::claim_batch(&self.pool, self.settings.lease).await? else {
+            return Ok(false);
+        };
         self.process(batch, shutdown).await?;
         Ok(true)
     }
@@ -194,12 +196,19 @@ impl Fanout {
             return Ok(());
         };
         if alert.cancelled.is_cancelled() {
-            store::close_remaining(&self.pool, &batch, &alert.topics, "skipped", "the alert was retracted").await?;
+            store::close_remaining(&self.pool, &batch, &alert.topics, "skipped", "the alert was retracted")
+                .await?;
             return Ok(store::finish_batch(&self.pool, &batch).await?);
         }
         if alert.expires_at <= Utc::now() {
-            store::close_remaining(&self.pool, &batch, &alert.topics, "expired", "the alert's TTL passed before sending")
-                .await?;
+            store::close_remaining(
+                &self.pool,
+                &batch,
+                &alert.topics,
+                "expired",
+                "the alert's TTL passed before sending",
+            )
+            .await?;
             return Ok(store::finish_batch(&self.pool, &batch).await?);
         }
         let targets = store::targets(&self.pool, &batch, &alert.topics).await?;
@@ -223,7 +232,10 @@ impl Fanout {
                 chunk
                     .into_iter()
                     .map(|t| {
-                        let body = match (<[u8; 65]>::try_from(t.p256dh.as_slice()), <[u8; 16]>::try_from(t.auth.as_slice())) {
+                        let body = match (
+                            <[u8; 65]>::try_from(t.p256dh.as_slice()),
+                            <[u8; 16]>::try_from(t.auth.as_slice()),
+                        ) {
                             (Ok(p), Ok(a)) => ece::encrypt(&p, &a, &payload).map_err(|e| e.to_string()),
                             _ => Err("stored keys have the wrong length".to_string()),
                         };
@@ -241,7 +253,9 @@ impl Fanout {
                 let body = match body {
                     Ok(b) => bytes::Bytes::from(b),
                     Err(e) => {
-                        let _ = tx.send(outcome(&target, "failed", None, 0, None, Some(format!("encryption: {e}")))).await;
+                        let _ = tx
+                            .send(outcome(&target, "failed", None, 0, None, Some(format!("encryption: {e}"))))
+                            .await;
                         continue;
                     }
                 };
@@ -263,7 +277,8 @@ impl Fanout {
         lease.abort();
 
         if alert.cancelled.is_cancelled() {
-            store::close_remaining(&self.pool, &batch, &alert.topics, "skipped", "the alert was retracted").await?;
+            store::close_remaining(&self.pool, &batch, &alert.topics, "skipped", "the alert was retracted")
+                .await?;
         } else if shutdown.is_cancelled() {
             // Hand the rest back at once rather than after the lease runs out.
             sqlx::query("update push_batches set state = 'pending', lease_until = null where alert_id = $1 and first_id = $2")
@@ -279,7 +294,14 @@ impl Fanout {
     }
 }
 
-fn outcome(t: &Target, status: &'static str, http: Option<u16>, attempts: i16, latency: Option<Duration>, error: Option<String>) -> Outcome {
+fn outcome(
+    t: &Target,
+    status: &'static str,
+    http: Option<u16>,
+    attempts: i16,
+    latency: Option<Duration>,
+    error: Option<String>,
+) -> Outcome {
     Outcome {
         subscription_id: t.id,
         status,
@@ -292,7 +314,14 @@ fn outcome(t: &Target, status: &'static str, http: Option<u16>, attempts: i16, l
 }
 
 /// Sends one push, retrying what can be retried while the alert is worth delivering.
-async fn deliver(sender: &Sender, alert: &AlertPush, t: &Target, body: bytes::Bytes, max_attempts: u32, topic: Option<&str>) -> Outcome {
+async fn deliver(
+    sender: &Sender,
+    alert: &AlertPush,
+    t: &Target,
+    body: bytes::Bytes,
+    max_attempts: u32,
+    topic: Option<&str>,
+) -> Outcome {
     let started = Instant::now();
     let mut attempts: i16 = 0;
     loop {
@@ -304,7 +333,15 @@ async fn deliver(sender: &Sender, alert: &AlertPush, t: &Target, body: bytes::By
             return outcome(t, "expired", None, attempts, None, Some("the alert's TTL passed".into()));
         }
         attempts += 1;
-        let m = Message { endpoint: &t.endpoint, origin: &t.origin, host: &t.host, body: body.clone(), ttl, urgency: alert.urgency, topic };
+        let m = Message {
+            endpoint: &t.endpoint,
+            origin: &t.origin,
+            host: &t.host,
+            body: body.clone(),
+            ttl,
+            urgency: alert.urgency,
+            topic,
+        };
         // A retraction also stops requests waiting for a slot or in flight: what was not
         // confirmed is logged as skipped.
         let result = tokio::select! {
@@ -320,16 +357,43 @@ async fn deliver(sender: &Sender, alert: &AlertPush, t: &Target, body: bytes::By
                 metrics::push_latency(started.elapsed());
                 return outcome(t, "sent", Some(code), attempts, latency, None);
             }
-            Attempt::Gone(code) => return outcome(t, "gone", Some(code), attempts, latency, Some("the subscription no longer exists".into())),
-            Attempt::Failed { status, error } => return outcome(t, "failed", status, attempts, latency, Some(error)),
-            Attempt::VapidRejected { status, error } => return outcome(t, "failed", Some(status), attempts, latency, Some(error)),
+            Attempt::Gone(code) => {
+                return outcome(
+                    t,
+                    "gone",
+                    Some(code),
+                    attempts,
+                    latency,
+                    Some("the subscription no longer exists".into()),
+                );
+            }
+            Attempt::Failed { status, error } => {
+                return outcome(t, "failed", status, attempts, latency, Some(error));
+            }
+            Attempt::VapidRejected { status, error } => {
+                return outcome(t, "failed", Some(status), attempts, latency, Some(error));
+            }
             Attempt::Retry { status, after, error } => {
                 if attempts as u32 >= max_attempts {
-                    return outcome(t, "failed", status, attempts, latency, Some(format!("{error} (gave up after {attempts} attempts)")));
+                    return outcome(
+                        t,
+                        "failed",
+                        status,
+                        attempts,
+                        latency,
+                        Some(format!("{error} (gave up after {attempts} attempts)")),
+                    );
                 }
                 let delay = after.unwrap_or_else(|| backoff(attempts as u32));
                 if Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default() >= alert.expires_at {
-                    return outcome(t, "expired", status, attempts, latency, Some(format!("{error}; the TTL ends before the next try")));
+                    return outcome(
+                        t,
+                        "expired",
+                        status,
+                        attempts,
+                        latency,
+                        Some(format!("{error}; the TTL ends before the next try")),
+                    );
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -51,7 +51,8 @@ impl Push {
             return Ok(None);
         };
         let vapid = Arc::new(
-            vapid::Vapid::load(pool, settings.vapid_private_key.as_ref(), subject, settings.vapid_rotate).await?,
+            vapid::Vapid::load(pool, settings.vapid_private_key.as_ref(), subject, settings.vapid_rotate)
+                .await?,
         );
         let allow = subscription::Allowlist {
             standard: subscription::DEFAULT_PUSH_HOSTS.iter().map(|s| s.to_string()).collect(),

@@ -68,7 +68,13 @@ pub fn build(alert: &Alert) -> Vec<u8> {
                 tag: format!("sondakika-{}", alert.id),
                 image: if with_image { alert.image.as_deref() } else { None },
                 timestamp: alert.published_at.unwrap_or(alert.created_at).timestamp_millis(),
-                data: Data { kind: "alert", id: alert.id, seq: alert.seq, label: &alert.label, topics: &alert.topics },
+                data: Data {
+                    kind: "alert",
+                    id: alert.id,
+                    seq: alert.seq,
+                    label: &alert.label,
+                    topics: &alert.topics,
+                },
             },
         })
         .expect("payload serialises")
@@ -145,7 +151,8 @@ mod tests {
 
     #[test]
     fn a_normal_alert_is_declarative_web_push() {
-        let p: serde_json::Value = serde_json::from_slice(&build(&alert("Deprem", Some("Özet"), "https://x.example/a"))).unwrap();
+        let p: serde_json::Value =
+            serde_json::from_slice(&build(&alert("Deprem", Some("Özet"), "https://x.example/a"))).unwrap();
         assert_eq!(p["web_push"], 8030);
         assert_eq!(p["notification"]["title"], "SON DAKİKA: Deprem");
         assert_eq!(p["notification"]["body"], "Özet");

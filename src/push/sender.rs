@@ -50,11 +50,21 @@ pub enum Attempt {
     /// 404/410: the subscription no longer exists.
     Gone(u16),
     /// 5xx, 429, a connection error or a timeout: try again later.
-    Retry { status: Option<u16>, after: Option<Duration>, error: String },
+    Retry {
+        status: Option<u16>,
+        after: Option<Duration>,
+        error: String,
+    },
     /// 400, 413 and other refusals: retrying would not help.
-    Failed { status: Option<u16>, error: String },
+    Failed {
+        status: Option<u16>,
+        error: String,
+    },
     /// 401/403 about our VAPID token: our fault, this origin is stopped.
-    VapidRejected { status: u16, error: String },
+    VapidRejected {
+        status: u16,
+        error: String,
+    },
 }
 
 /// One message, ready to go.
@@ -135,7 +145,12 @@ impl Sender {
         let _permit = origin.permits.acquire().await.expect("origin semaphore never closes");
         let authorization = match self.vapid.authorization(m.origin) {
             Ok(a) => a,
-            Err(e) => return Attempt::Failed { status: None, error: format!("signing the VAPID token failed: {e}") },
+            Err(e) => {
+                return Attempt::Failed {
+                    status: None,
+                    error: format!("signing the VAPID token failed: {e}"),
+                };
+            }
         };
         let mut headers = HeaderMap::new();
         headers.insert("ttl", HeaderValue::from(m.ttl));
@@ -156,8 +171,18 @@ impl Sender {
             Ok(r) => r,
             Err(e) => {
                 // Timeouts and refused connections are normal weather on the internet.
-                let kind = if e.is_timeout() { "timeout" } else if e.is_connect() { "connect" } else { "request" };
-                return Attempt::Retry { status: None, after: None, error: format!("{kind} error talking to {}", m.host) };
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect"
+                } else {
+                    "request"
+                };
+                return Attempt::Retry {
+                    status: None,
+                    after: None,
+                    error: format!("{kind} error talking to {}", m.host),
+                };
             }
         };
         let status = response.status();
@@ -256,7 +281,8 @@ impl Resolve for SafeResolver {
         let trusted = self.allow.is_extra(&host);
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let usable: Vec<SocketAddr> = addrs.into_iter().filter(|a| trusted || is_public(a.ip())).collect();
+            let usable: Vec<SocketAddr> =
+                addrs.into_iter().filter(|a| trusted || is_public(a.ip())).collect();
             if usable.is_empty() {
                 return Err(format!("{host} resolves to no public address; refusing to connect").into());
             }
@@ -309,7 +335,10 @@ mod tests {
         assert_eq!(classify(s(201), None, ""), Attempt::Sent(201));
         assert_eq!(classify(s(410), None, ""), Attempt::Gone(410));
         assert_eq!(classify(s(404), None, ""), Attempt::Gone(404));
-        assert!(matches!(classify(s(429), Some(Duration::from_secs(3)), ""), Attempt::Retry { after: Some(_), .. }));
+        assert!(matches!(
+            classify(s(429), Some(Duration::from_secs(3)), ""),
+            Attempt::Retry { after: Some(_), .. }
+        ));
         assert!(matches!(classify(s(503), None, ""), Attempt::Retry { status: Some(503), .. }));
         assert!(matches!(classify(s(413), None, "too big"), Attempt::Failed { status: Some(413), .. }));
         assert!(matches!(classify(s(400), None, ""), Attempt::Failed { .. }));
@@ -331,8 +360,19 @@ mod tests {
     #[test]
     fn private_and_special_addresses_are_not_public() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-            "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "224.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "224.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
@@ -343,7 +383,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_resolver_refuses_names_that_point_inside() {
-        let allow = Allowlist { standard: vec![], extra: vec!["push.internal.test".into()], extra_allow_http: true };
+        let allow =
+            Allowlist { standard: vec![], extra: vec!["push.internal.test".into()], extra_allow_http: true };
         let r = SafeResolver { allow };
         let err = r.resolve("localhost".parse().unwrap()).await.err().expect("refused");
         assert!(err.to_string().contains("no public address"));

@@ -49,18 +49,20 @@ pub async fn upsert_subscription(
 
 /// Removes a subscription (the reader turned alerts off). Its delivery log rows stay.
 pub async fn delete_subscription(pool: &PgPool, endpoint: &str) -> sqlx::Result<bool> {
-    let n = sqlx::query("delete from push_subscriptions where endpoint = $1").bind(endpoint).execute(pool).await?;
+    let n = sqlx::query("delete from push_subscriptions where endpoint = $1")
+        .bind(endpoint)
+        .execute(pool)
+        .await?;
     Ok(n.rows_affected() > 0)
 }
 
 /// Drops subscriptions not seen for `days` (the browser stopped visiting).
 pub async fn drop_stale_subscriptions(pool: &PgPool, days: u32) -> sqlx::Result<u64> {
-    let n = sqlx::query(
-        "delete from push_subscriptions where last_seen_at < now() - make_interval(days => $1)",
-    )
-    .bind(days as i32)
-    .execute(pool)
-    .await?;
+    let n =
+        sqlx::query("delete from push_subscriptions where last_seen_at < now() - make_interval(days => $1)")
+            .bind(days as i32)
+            .execute(pool)
+            .await?;
     Ok(n.rows_affected())
 }
 
@@ -92,7 +94,10 @@ pub async fn plan_next_job(pool: &PgPool, batch_size: i64) -> sqlx::Result<Optio
     let Some((alert_id, topics, stale)) = job else { return Ok(None) };
     if stale {
         // Retracted, or queued while push was off and no longer worth sending.
-        sqlx::query("update push_jobs set state = 'cancelled' where alert_id = $1").bind(alert_id).execute(&mut *tx).await?;
+        sqlx::query("update push_jobs set state = 'cancelled' where alert_id = $1")
+            .bind(alert_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         return Ok(Some(alert_id));
     }
@@ -160,7 +165,9 @@ pub async fn claim_batch(pool: &PgPool, lease: std::time::Duration) -> sqlx::Res
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await
-    .map(|r| r.map(|(alert_id, alert_day, first_id, last_id)| Batch { alert_id, alert_day, first_id, last_id }))
+    .map(|r| {
+        r.map(|(alert_id, alert_day, first_id, last_id)| Batch { alert_id, alert_day, first_id, last_id })
+    })
 }
 
 pub async fn renew_lease(pool: &PgPool, b: &Batch, lease: std::time::Duration) -> sqlx::Result<()> {
@@ -221,7 +228,12 @@ pub struct Outcome {
 
 /// Writes outcomes of one alert in one statement, deactivates gone subscriptions, and moves
 /// the job's counters and milestones, all in one transaction.
-pub async fn record(pool: &PgPool, alert_id: Uuid, alert_day: NaiveDate, outcomes: &[Outcome]) -> sqlx::Result<()> {
+pub async fn record(
+    pool: &PgPool,
+    alert_id: Uuid,
+    alert_day: NaiveDate,
+    outcomes: &[Outcome],
+) -> sqlx::Result<()> {
     if outcomes.is_empty() {
         return Ok(());
     }
@@ -309,7 +321,13 @@ async fn mark_milestones(tx: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<
 
 /// Logs every remaining target of a batch with one status (`skipped` after a retraction,
 /// `expired` past the TTL) in one server-side statement.
-pub async fn close_remaining(pool: &PgPool, b: &Batch, topics: &[String], status: &str, why: &str) -> sqlx::Result<()> {
+pub async fn close_remaining(
+    pool: &PgPool,
+    b: &Batch,
+    topics: &[String],
+    status: &str,
+    why: &str,
+) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     let n = sqlx::query(
         "insert into push_deliveries (alert_day, alert_id, subscription_id, status, attempts, push_host, error)
@@ -341,11 +359,13 @@ pub async fn close_remaining(pool: &PgPool, b: &Batch, topics: &[String], status
 /// Marks a batch done, and its job when it was the last.
 pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("update push_batches set state = 'done', lease_until = null where alert_id = $1 and first_id = $2")
-        .bind(b.alert_id)
-        .bind(b.first_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "update push_batches set state = 'done', lease_until = null where alert_id = $1 and first_id = $2",
+    )
+    .bind(b.alert_id)
+    .bind(b.first_id)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "update push_jobs set state = case when state = 'cancelled' then state else 'done' end,
                 reached_100_at = coalesce(reached_100_at, now())
@@ -477,11 +497,9 @@ pub async fn maintain_partitions(pool: &PgPool, retention_days: u32) -> sqlx::Re
             tracing::info!(partition = %name, "dropped an expired delivery-log partition");
         }
     }
-    sqlx::query(
-        "delete from push_deliveries_default where alert_day < $1",
-    )
-    .bind(cutoff)
-    .execute(pool)
-    .await?;
+    sqlx::query("delete from push_deliveries_default where alert_day < $1")
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
     Ok(())
 }

@@ -19,12 +19,12 @@ pub const MAX_ENDPOINT_CHARS: usize = 1000;
 
 /// Push services of the major browsers, matched as the host or a subdomain of it.
 pub const DEFAULT_PUSH_HOSTS: &[&str] = &[
-    "fcm.googleapis.com",          // Chrome, Edge, Android
-    "android.googleapis.com",      // older Chrome subscriptions
+    "fcm.googleapis.com",                // Chrome, Edge, Android
+    "android.googleapis.com",            // older Chrome subscriptions
     "updates.push.services.mozilla.com", // Firefox
     "push.services.mozilla.com",
-    "push.apple.com",              // Safari (web.push.apple.com)
-    "notify.windows.com",          // Windows (WNS): *.notify.windows.com
+    "push.apple.com",     // Safari (web.push.apple.com)
+    "notify.windows.com", // Windows (WNS): *.notify.windows.com
 ];
 
 /// Hosts allowed as push endpoints.

@@ -42,7 +42,10 @@ pub struct Vapid {
 
 impl std::fmt::Debug for Vapid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vapid").field("public_key", &self.public_key_b64).field("subject", &self.subject).finish()
+        f.debug_struct("Vapid")
+            .field("public_key", &self.public_key_b64)
+            .field("subject", &self.subject)
+            .finish()
     }
 }
 
@@ -69,7 +72,9 @@ pub fn check_subject(subject: &str) -> Result<(), String> {
     let host = if let Some(addr) = lower.strip_prefix("mailto:") {
         match addr.rsplit_once('@') {
             Some((user, host)) if !user.is_empty() && host.contains('.') => host.to_string(),
-            _ => return Err(format!("`{subject}` is not a mailto: address like mailto:haber@example.com.tr")),
+            _ => {
+                return Err(format!("`{subject}` is not a mailto: address like mailto:haber@example.com.tr"));
+            }
         }
     } else if lower.starts_with("https://") {
         match url::Url::parse(&lower).ok().and_then(|u| u.host_str().map(String::from)) {
@@ -95,7 +100,12 @@ pub fn check_subject(subject: &str) -> Result<(), String> {
 impl Vapid {
     /// Loads the installation's key: the setting, else the stored one, else a new one (stored
     /// for every other process). Refuses a key that does not match existing subscriptions.
-    pub async fn load(pool: &PgPool, configured: Option<&Secret>, subject: &str, rotate: bool) -> anyhow::Result<Self> {
+    pub async fn load(
+        pool: &PgPool,
+        configured: Option<&Secret>,
+        subject: &str,
+        rotate: bool,
+    ) -> anyhow::Result<Self> {
         let private_b64 = match configured {
             Some(key) => {
                 let key = key.expose().trim().trim_end_matches('=').to_string();
@@ -183,7 +193,10 @@ impl Vapid {
         builder.add_claim("sub", self.subject.as_str());
         let signature = builder.build().map_err(|e| anyhow::anyhow!("signing a VAPID token: {e}"))?;
         let header = format!("vapid t={}, k={}", signature.auth_t, self.public_key_b64);
-        self.tokens.lock().expect("token cache").insert(origin.to_string(), (header.clone(), now + TOKEN_LIFETIME));
+        self.tokens
+            .lock()
+            .expect("token cache")
+            .insert(origin.to_string(), (header.clone(), now + TOKEN_LIFETIME));
         crate::telemetry::metrics::vapid_signed();
         Ok(header)
     }

@@ -49,12 +49,19 @@ async fn subscribe(app: &TestApp, subscription: Value, topics: &[&str]) -> reqwe
 }
 
 async fn stored_vapid_key(app: &TestApp) -> String {
-    let key: Vec<u8> = sqlx::query_scalar("select public_key from vapid_keys").fetch_one(&app.pool).await.unwrap();
+    let key: Vec<u8> =
+        sqlx::query_scalar("select public_key from vapid_keys").fetch_one(&app.pool).await.unwrap();
     B64.encode(key)
 }
 
 /// Many subscribers at once, straight into the table (the API path is tested separately).
-async fn bulk_subscribe(app: &TestApp, double: &PushDouble, ids: std::ops::Range<u64>, topics: &[&str], behaviour: Behaviour) {
+async fn bulk_subscribe(
+    app: &TestApp,
+    double: &PushDouble,
+    ids: std::ops::Range<u64>,
+    topics: &[&str],
+    behaviour: Behaviour,
+) {
     let vapid = B64.decode(stored_vapid_key(app).await).unwrap();
     let origin = format!("http://localhost:{}", double.addr.port());
     let mut endpoints = Vec::new();
@@ -123,7 +130,10 @@ async fn an_alert_reaches_thousands_of_subscribers_once_each_with_an_exact_log()
     let id = alert["id"].as_str().unwrap();
     let f = wait_done(&app, id, Duration::from_secs(120)).await;
     assert_eq!(double.violations(), Vec::<String>::new());
-    assert_eq!((f["targeted"].as_i64(), f["sent"].as_i64(), f["failed"].as_i64()), (Some(3000), Some(3000), Some(0)));
+    assert_eq!(
+        (f["targeted"].as_i64(), f["sent"].as_i64(), f["failed"].as_i64()),
+        (Some(3000), Some(3000), Some(0))
+    );
     assert!(f["ms_to_50"].as_i64().unwrap() <= f["ms_to_95"].as_i64().unwrap());
     assert!(f["ms_to_95"].as_i64().unwrap() <= f["ms_to_100"].as_i64().unwrap());
     let counts = double.accepted_counts();
@@ -170,15 +180,18 @@ async fn gone_subscriptions_are_deactivated_and_never_sent_to_again() {
     let a = app.flag("Bir", &[]).await;
     let f = wait_done(&app, a["id"].as_str().unwrap(), Duration::from_secs(30)).await;
     assert_eq!((f["sent"].as_i64(), f["gone"].as_i64(), f["failed"].as_i64()), (Some(5), Some(3), Some(1)));
-    let inactive: i64 = sqlx::query_scalar("select count(*) from push_subscriptions where not active and deactivated_reason = 'gone'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let inactive: i64 = sqlx::query_scalar(
+        "select count(*) from push_subscriptions where not active and deactivated_reason = 'gone'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(inactive, 3, "kept for the log, but inactive");
-    let failed: (Option<i16>, Option<String>) = sqlx::query_as("select http_status, error from push_deliveries where status = 'failed'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let failed: (Option<i16>, Option<String>) =
+        sqlx::query_as("select http_status, error from push_deliveries where status = 'failed'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(failed.0, Some(413));
 
     let before = double.received().len();
@@ -192,10 +205,26 @@ async fn gone_subscriptions_are_deactivated_and_never_sent_to_again() {
 #[tokio::test]
 async fn server_errors_are_retried_with_backoff_and_retry_after_is_honoured() {
     let (app, double) = push_app(|_| {}).await;
-    bulk_subscribe(&app, &double, 0..1, &[], Behaviour::FailFirst { times: 2, status: 500, retry_after: None }).await;
-    bulk_subscribe(&app, &double, 1..2, &[], Behaviour::FailFirst { times: 1, status: 429, retry_after: Some(2) }).await;
+    bulk_subscribe(
+        &app,
+        &double,
+        0..1,
+        &[],
+        Behaviour::FailFirst { times: 2, status: 500, retry_after: None },
+    )
+    .await;
+    bulk_subscribe(
+        &app,
+        &double,
+        1..2,
+        &[],
+        Behaviour::FailFirst { times: 1, status: 429, retry_after: Some(2) },
+    )
+    .await;
     bulk_subscribe(&app, &double, 2..3, &[], Behaviour::Status(503)).await;
-    let a = app.post_alert(json!({ "headline": "Tekrar", "url": "https://x.example/t", "ttl_seconds": 60 })).await;
+    let a = app
+        .post_alert(json!({ "headline": "Tekrar", "url": "https://x.example/t", "ttl_seconds": 60 }))
+        .await;
     let a: Value = a.json().await.unwrap();
     let id = a["id"].as_str().unwrap();
     eventually(Duration::from_secs(40), "the retried pushes went through", || async {
@@ -203,7 +232,9 @@ async fn server_errors_are_retried_with_backoff_and_retry_after_is_honoured() {
         c.get(&0) == Some(&1) && c.get(&1) == Some(&1)
     })
     .await;
-    let times = |sub: u64| -> Vec<Instant> { double.received().iter().filter(|r| r.subscriber == sub).map(|r| r.at).collect() };
+    let times = |sub: u64| -> Vec<Instant> {
+        double.received().iter().filter(|r| r.subscriber == sub).map(|r| r.at).collect()
+    };
     let t0 = times(0);
     assert_eq!(t0.len(), 3);
     assert!(t0[1] - t0[0] >= Duration::from_millis(500), "backed off: {:?}", t0[1] - t0[0]);
@@ -241,17 +272,24 @@ async fn a_vapid_rejection_stops_the_origin_and_deletes_no_subscription() {
     double.inner.lock().unwrap().reject_vapid = true;
     let a = app.flag("Yanlış anahtar", &[]).await;
     let f = wait_done(&app, a["id"].as_str().unwrap(), Duration::from_secs(30)).await;
-    assert_eq!((f["sent"].as_i64(), f["failed"].as_i64(), f["gone"].as_i64()), (Some(0), Some(1000), Some(0)));
-    let active: i64 = sqlx::query_scalar("select count(*) from push_subscriptions where active").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(
+        (f["sent"].as_i64(), f["failed"].as_i64(), f["gone"].as_i64()),
+        (Some(0), Some(1000), Some(0))
+    );
+    let active: i64 = sqlx::query_scalar("select count(*) from push_subscriptions where active")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(active, 1000, "one misconfiguration must never wipe the subscriber base");
     // Stopped after the first rejections (those already in flight, at most the per-origin
     // concurrency of 100) rather than hammering the push service with all 1000.
     let requests = double.inner.lock().unwrap().attempts.values().sum::<u32>();
     assert!(requests <= 200, "{requests} requests reached the rejecting origin");
-    let why: String = sqlx::query_scalar("select error from push_deliveries where status = 'failed' limit 1 offset 500")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let why: String =
+        sqlx::query_scalar("select error from push_deliveries where status = 'failed' limit 1 offset 500")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert!(why.contains("VAPID"), "{why}");
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("sondakika_push_vapid_rejected_total"));
@@ -263,8 +301,15 @@ async fn a_retraction_stops_the_fan_out_within_a_second() {
     bulk_subscribe(&app, &double, 0..400, &[], Behaviour::Slow(Duration::from_millis(50))).await;
     let a = app.flag("Geri çekilecek", &[]).await;
     let id = a["id"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(20), "some pushes went out", || async { double.received().len() >= 20 }).await;
-    let r = app.http.post(app.url(&format!("/api/v1/alerts/{id}/retract"))).bearer_auth(&app.token).send().await.unwrap();
+    eventually(Duration::from_secs(20), "some pushes went out", || async { double.received().len() >= 20 })
+        .await;
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/alerts/{id}/retract")))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_a_second = double.received().len();
@@ -297,11 +342,31 @@ async fn every_bad_subscription_is_refused_with_422_and_nothing_stored() {
         (with(&["keys", "p256dh"], json!(B64.encode(&compressed))), "subscription.keys.p256dh", "33 bytes"),
         (with(&["keys", "p256dh"], json!(B64.encode(&off_curve))), "subscription.keys.p256dh", "curve"),
         (with(&["keys", "auth"], json!(B64.encode([7u8; 15]))), "subscription.keys.auth", "16 bytes"),
-        (with(&["endpoint"], json!("http://fcm.googleapis.com/fcm/send/abc")), "subscription.endpoint", "https"),
-        (with(&["endpoint"], json!("https://192.168.1.20/push/1")), "subscription.endpoint", "not a known push service"),
-        (with(&["endpoint"], json!("https://push.attacker.example/x")), "subscription.endpoint", "not a known push service"),
-        (with(&["endpoint"], json!(format!("https://fcm.googleapis.com/fcm/send/{}", "a".repeat(5000)))), "subscription.endpoint", "at most 1000"),
-        (with(&["endpoint"], json!("https://ali:veli@fcm.googleapis.com/fcm/send/x")), "subscription.endpoint", "user name"),
+        (
+            with(&["endpoint"], json!("http://fcm.googleapis.com/fcm/send/abc")),
+            "subscription.endpoint",
+            "https",
+        ),
+        (
+            with(&["endpoint"], json!("https://192.168.1.20/push/1")),
+            "subscription.endpoint",
+            "not a known push service",
+        ),
+        (
+            with(&["endpoint"], json!("https://push.attacker.example/x")),
+            "subscription.endpoint",
+            "not a known push service",
+        ),
+        (
+            with(&["endpoint"], json!(format!("https://fcm.googleapis.com/fcm/send/{}", "a".repeat(5000)))),
+            "subscription.endpoint",
+            "at most 1000",
+        ),
+        (
+            with(&["endpoint"], json!("https://ali:veli@fcm.googleapis.com/fcm/send/x")),
+            "subscription.endpoint",
+            "user name",
+        ),
         (with(&["keys", "auth"], json!("not base64 !!")), "subscription.keys.auth", "base64url"),
         (json!({ "endpoint": "https://fcm.googleapis.com/fcm/send/x" }), "subscription.keys", "required"),
     ];
@@ -314,7 +379,8 @@ async fn every_bad_subscription_is_refused_with_422_and_nothing_stored() {
     }
     let r = subscribe(&app, good.clone(), &["Spor!"]).await;
     assert_eq!(r.status(), 422);
-    let n: i64 = sqlx::query_scalar("select count(*) from push_subscriptions").fetch_one(&app.pool).await.unwrap();
+    let n: i64 =
+        sqlx::query_scalar("select count(*) from push_subscriptions").fetch_one(&app.pool).await.unwrap();
     assert_eq!(n, 0, "nothing stored");
 
     // The server is alive and the good subscription works, created then refreshed.
@@ -326,7 +392,13 @@ async fn every_bad_subscription_is_refused_with_422_and_nothing_stored() {
     let padded = with(&["keys", "auth"], json!(format!("{}==", good["keys"]["auth"].as_str().unwrap())));
     assert_eq!(subscribe(&app, padded, &[]).await.status(), 200);
     // Unsubscribing removes it.
-    let r = app.http.delete(app.url("/api/v1/push/subscriptions")).json(&json!({ "endpoint": good["endpoint"] })).send().await.unwrap();
+    let r = app
+        .http
+        .delete(app.url("/api/v1/push/subscriptions"))
+        .json(&json!({ "endpoint": good["endpoint"] }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
 }
 
@@ -343,7 +415,10 @@ async fn the_public_key_receipts_and_rate_limits_work_as_documented() {
     let id = a["id"].as_str().unwrap();
     wait_done(&app, id, Duration::from_secs(30)).await;
     let receipt = |event: &str, alert: &str| {
-        app.http.post(app.url("/api/v1/push/receipts")).json(&json!({ "alert_id": alert, "event": event })).send()
+        app.http
+            .post(app.url("/api/v1/push/receipts"))
+            .json(&json!({ "alert_id": alert, "event": event }))
+            .send()
     };
     assert_eq!(receipt("shown", id).await.unwrap().status(), 202);
     assert_eq!(receipt("shown", id).await.unwrap().status(), 202);
@@ -392,10 +467,15 @@ async fn the_vapid_key_is_shared_and_never_changes_silently() {
     let mut settings = crate::helpers::test_settings(&db);
     push_settings(&mut settings);
     settings.vapid_private_key = Some(sondakika::config::Secret::new(other.clone()));
-    let err = sondakika::app::Application::build(settings.clone(), Default::default()).await.err().expect("refused");
+    let err = sondakika::app::Application::build(settings.clone(), Default::default())
+        .await
+        .err()
+        .expect("refused");
     assert!(format!("{err:#}").contains("orphan"), "{err:#}");
     settings.vapid_rotate = true;
-    let rotated = sondakika::app::Application::build(settings, Default::default()).await.expect("rotation allowed when asked");
+    let rotated = sondakika::app::Application::build(settings, Default::default())
+        .await
+        .expect("rotation allowed when asked");
     drop(rotated);
 }
 
@@ -425,18 +505,20 @@ async fn a_killed_server_resumes_its_fan_out_without_skipping_or_repeating() {
         .await
         .unwrap();
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(30), "a third went out", || async { double.received().len() >= 500 }).await;
+    eventually(Duration::from_secs(30), "a third went out", || async { double.received().len() >= 500 })
+        .await;
     server.child.start_kill().unwrap(); // SIGKILL: no goodbye, no flush
     server.child.wait().await.unwrap();
     let at_kill = double.received().len();
 
     let restarted = ServerProcess::start(&db, &env).await;
     eventually(Duration::from_secs(60), "the fan-out finished after the restart", || async {
-        let done: Option<String> = sqlx::query_scalar("select state from push_jobs where alert_id = $1::uuid")
-            .bind(&id)
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap();
+        let done: Option<String> =
+            sqlx::query_scalar("select state from push_jobs where alert_id = $1::uuid")
+                .bind(&id)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
         done.as_deref() == Some("done")
     })
     .await;
@@ -483,7 +565,10 @@ async fn two_processes_share_one_fan_out_without_double_sends() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    eventually(Duration::from_secs(60), "everyone got it", || async { double.accepted_counts().len() == 1000 }).await;
+    eventually(Duration::from_secs(60), "everyone got it", || async {
+        double.accepted_counts().len() == 1000
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(double.accepted_counts().values().all(|n| *n == 1), "no double sends");
     for server in [a.addr, b.addr] {

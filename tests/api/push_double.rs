@@ -36,7 +36,11 @@ pub enum Behaviour {
     Accept,
     Status(u16),
     /// Answer `status` (with `Retry-After` if given) the first `times` requests, then accept.
-    FailFirst { times: u32, status: u16, retry_after: Option<u32> },
+    FailFirst {
+        times: u32,
+        status: u16,
+        retry_after: Option<u32>,
+    },
     /// Accept after a delay.
     Slow(Duration),
 }
@@ -105,10 +109,11 @@ impl PushDouble {
             "expirationTime": null,
             "keys": { "p256dh": B64.encode(&public), "auth": B64.encode(&auth) },
         });
-        self.inner.lock().unwrap().subscribers.insert(
-            id,
-            Subscriber { private: private.as_ref().to_vec(), public, auth, behaviour },
-        );
+        self.inner
+            .lock()
+            .unwrap()
+            .subscribers
+            .insert(id, Subscriber { private: private.as_ref().to_vec(), public, auth, behaviour });
         json
     }
 
@@ -134,7 +139,12 @@ impl PushDouble {
     }
 }
 
-async fn receive(State(inner): State<Arc<Mutex<Inner>>>, Path(id): Path<u64>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default().to_string();
     let (behaviour, verdict) = {
         let mut g = inner.lock().unwrap();
@@ -152,7 +162,8 @@ async fn receive(State(inner): State<Arc<Mutex<Inner>>>, Path(id): Path<u64>, he
         Err(why) => {
             let mut g = inner.lock().unwrap();
             if why.starts_with("VAPID-REJECTED") {
-                return (StatusCode::UNAUTHORIZED, "Invalid Authorization: VAPID token rejected").into_response();
+                return (StatusCode::UNAUTHORIZED, "Invalid Authorization: VAPID token rejected")
+                    .into_response();
             }
             g.violations.push(format!("subscriber {id}: {why}"));
             return (StatusCode::BAD_REQUEST, why).into_response();
@@ -217,8 +228,9 @@ fn check(g: &Inner, id: u64, host: &str, headers: &HeaderMap, body: &[u8]) -> Re
     if parts.len() != 3 {
         return Err("the JWT does not have three parts".into());
     }
-    let header: Value = serde_json::from_slice(&B64.decode(parts[0]).map_err(|_| "JWT header not base64url")?)
-        .map_err(|_| "JWT header not JSON")?;
+    let header: Value =
+        serde_json::from_slice(&B64.decode(parts[0]).map_err(|_| "JWT header not base64url")?)
+            .map_err(|_| "JWT header not JSON")?;
     if header["alg"] != "ES256" {
         return Err(format!("JWT alg is {}", header["alg"]));
     }
