@@ -257,14 +257,7 @@ async fn list(
     _editor: Editor,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
-    let limit = match q.limit.as_deref() {
-        None => 20,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::field("limit", "must be a whole number from 1 to 100"))?,
-    };
+    let limit = super::extract::limit(q.limit.as_deref(), 20, 100)?;
     let before = q
         .before
         .as_deref()
@@ -325,14 +318,7 @@ async fn deliveries(
     {
         return Err(ApiError::field("status", "must be one of sent, failed, gone, expired, skipped"));
     }
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::field("limit", "must be a whole number from 1 to 1000"))?,
-    };
+    let limit = super::extract::limit(q.limit.as_deref(), 100, 1000)?;
     let after = match q.after.as_deref() {
         None => 0,
         Some(s) => s.parse::<i64>().map_err(|_| ApiError::field("after", "must be a subscription id"))?,

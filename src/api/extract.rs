@@ -141,3 +141,15 @@ fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> 
         ApiError::field(&field, format!("query parameter: {inner}"))
     })
 }
+
+/// A `limit` query parameter: a whole number from 1 to `max`, `default` when absent.
+pub fn limit(value: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::field("limit", format!("must be a whole number from 1 to {max}"))),
+    }
+}

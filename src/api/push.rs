@@ -182,14 +182,7 @@ async fn live(
         Some(csv) => Topics::parse_csv("topics", csv).map_err(|e| ApiError::Validation(vec![e]))?,
         None => Topics::default(),
     };
-    let limit = match q.limit.as_deref() {
-        None => 5,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=20).contains(n))
-            .ok_or_else(|| ApiError::field("limit", "must be a whole number from 1 to 20"))?,
-    };
+    let limit = super::extract::limit(q.limit.as_deref(), 5, 20)?;
     // The position first: anything committed after it is replayed to the ticker.
     let seq = state.hub.head();
     let frames: Vec<String> = sqlx::query_scalar(

@@ -158,7 +158,9 @@ pub async fn claim_batch(pool: &PgPool, lease: std::time::Duration) -> sqlx::Res
            and (b.alert_id, b.first_id) = (
              select b2.alert_id, b2.first_id from push_batches b2
              where b2.state = 'pending' or (b2.state = 'running' and b2.lease_until < now())
-             order by b2.alert_id, b2.first_id
+             -- By range first: a new alert starts at once and then advances side by side with
+             -- one still going out, instead of queueing behind its million subscribers.
+             order by b2.first_id, b2.alert_id
              limit 1 for update skip locked)
          returning b.alert_id, j.alert_day, b.first_id, b.last_id",
     )
