@@ -6,11 +6,12 @@ use clap::Parser;
 use sondakika::{
     app::Application,
     auth,
-    cli::{self, Cli, Command, TokenCommand},
+    cli::{self, Cli, Command, TokenCommand, VapidCommand},
     config::Settings,
     db::{self, Database},
-    telemetry,
+    push, telemetry,
 };
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -49,6 +50,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pool.close().await;
             eprintln!("migrations applied");
             Ok(())
+        }
+        Command::Vapid(VapidCommand::Generate { print: true }) => {
+            let key = push::vapid::generate_private_key()?;
+            let public = push::vapid::public_key_of(&key)?;
+            eprintln!("public key (applicationServerKey): {}", URL_SAFE_NO_PAD.encode(public));
+            eprintln!("private key for the `vapid_private_key` setting (keep it secret):");
+            println!("{key}");
+            Ok(())
+        }
+        Command::Vapid(cmd) => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            telemetry::init_logs(&Settings { log_level: "warn".into(), ..settings.clone() });
+            let database = Database::locate(&settings).await?;
+            let pool = db::connect(database.options.clone(), 2).await?;
+            db::migrate(&pool).await?;
+            let stored: Option<Vec<u8>> =
+                sqlx::query_scalar("select public_key from vapid_keys").fetch_optional(&pool).await?;
+            let result = match (cmd, stored) {
+                (VapidCommand::Show, Some(public)) | (VapidCommand::Generate { .. }, Some(public)) => {
+                    eprintln!("the installation's VAPID public key:");
+                    println!("{}", URL_SAFE_NO_PAD.encode(public));
+                    Ok(())
+                }
+                (VapidCommand::Show, None) => {
+                    Err(anyhow::anyhow!("no VAPID key yet: run `sondakika vapid generate` or start the service"))
+                }
+                (VapidCommand::Generate { .. }, None) => {
+                    let key = push::vapid::generate_private_key()?;
+                    let public = push::vapid::public_key_of(&key)?;
+                    sqlx::query(
+                        "insert into vapid_keys (id, private_key, public_key) values (1, $1, $2) on conflict do nothing",
+                    )
+                    .bind(&key)
+                    .bind(public.as_slice())
+                    .execute(&pool)
+                    .await?;
+                    eprintln!("created the installation's VAPID key pair; public key:");
+                    println!("{}", URL_SAFE_NO_PAD.encode(public));
+                    Ok(())
+                }
+            };
+            pool.close().await;
+            result
         }
         Command::Token(cmd) => {
             let settings = Settings::load(cli.config.as_deref())?;

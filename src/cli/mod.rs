@@ -41,6 +41,9 @@ pub enum Command {
     /// Manage editor tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The installation's VAPID key pair for Web Push.
+    #[command(subcommand)]
+    Vapid(VapidCommand),
     /// Flag, list, show and retract alerts on a running server.
     Alert {
         #[command(flatten)]
@@ -67,6 +70,18 @@ pub enum TokenCommand {
     List,
     /// Revoke a token by id; it stops working at once.
     Revoke { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VapidCommand {
+    /// Create the installation's key pair in the database (every process then uses it). With
+    /// `--print`, only print a new private key for the `vapid_private_key` setting.
+    Generate {
+        #[arg(long)]
+        print: bool,
+    },
+    /// Print the public key (the `applicationServerKey` browsers subscribe with).
+    Show,
 }
 
 #[derive(Debug, Args)]

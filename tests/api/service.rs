@@ -321,3 +321,24 @@ async fn the_cli_creates_tokens_and_flags_alerts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+#[tokio::test]
+async fn the_cli_creates_and_shows_the_vapid_key_the_server_then_uses() {
+    let db = new_database().await;
+    let bin = env!("CARGO_BIN_EXE_sondakika");
+    let run = |args: &'static [&'static str]| {
+        let db = db.clone();
+        async move {
+            let out = tokio::process::Command::new(bin).args(args).env("DATABASE_URL", &db).output().await.unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        }
+    };
+    let created = run(&["vapid", "generate"]).await;
+    assert_eq!(created.len(), 87, "65 bytes in base64url: {created}");
+    assert_eq!(run(&["vapid", "show"]).await, created);
+    assert_eq!(run(&["vapid", "generate"]).await, created, "an existing key is never replaced");
+    let app = TestApp::spawn_on(&db, |s| s.vapid_subject = Some("mailto:teknik@burdurweb.com".into())).await;
+    let (_, key) = app.get_json("/api/v1/push/vapid-public-key").await;
+    assert_eq!(key["publicKey"], created.as_str());
+}
