@@ -274,7 +274,17 @@ async fn list(
         let status = q.status.as_deref().map(|s| format!("&status={s}")).unwrap_or_default();
         format!("/api/v1/alerts?limit={limit}&before={last}{status}")
     });
-    let page = Page { items: alerts.into_iter().map(AlertView::from).collect(), next };
+    let ids: Vec<Uuid> = alerts.iter().map(|a| a.id).collect();
+    let mut items: Vec<AlertView> = alerts.into_iter().map(AlertView::from).collect();
+    if state.push.is_some() {
+        let mut conn = state.db.acquire().await?;
+        let mut figures: std::collections::HashMap<Uuid, _> =
+            crate::push::store::figures_of(&mut conn, &ids).await?.into_iter().collect();
+        for item in &mut items {
+            item.push = figures.remove(&item.id);
+        }
+    }
+    let page = Page { items, next };
     Ok(axum::Json(serde_json::to_value(page).expect("page serialises")))
 }
 
@@ -293,7 +303,9 @@ async fn show(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("there is no alert with id `{id}`")))?;
     let mut view = AlertView::from(alert);
-    view.push = crate::push::store::figures(&mut conn, id).await?;
+    if state.push.is_some() {
+        view.push = crate::push::store::figures(&mut conn, id).await?;
+    }
     Ok(axum::Json(view))
 }
 

@@ -400,8 +400,19 @@ pub struct PushFigures {
 }
 
 pub async fn figures(conn: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<Option<PushFigures>> {
-    sqlx::query_as(
-        "select j.state, j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
+    Ok(figures_of(conn, &[alert_id]).await?.into_iter().next().map(|(_, f)| f))
+}
+
+/// Push figures of several alerts in one query (for a page of the alert list).
+pub async fn figures_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, PushFigures)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        alert_id: Uuid,
+        #[sqlx(flatten)]
+        figures: PushFigures,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "select j.alert_id, j.state, j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
                 greatest(j.targeted - (j.sent + j.failed + j.gone + j.expired + j.skipped), 0) as pending,
                 coalesce(s.push_shown, 0) as shown, coalesce(s.push_clicked, 0) as clicked,
                 (extract(epoch from j.reached_50_at - a.published_at) * 1000)::bigint as ms_to_50,
@@ -409,11 +420,12 @@ pub async fn figures(conn: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<Op
                 (extract(epoch from j.reached_100_at - a.published_at) * 1000)::bigint as ms_to_100
          from push_jobs j join alerts a on a.id = j.alert_id
          left join alert_stats s on s.alert_id = j.alert_id
-         where j.alert_id = $1",
+         where j.alert_id = any($1)",
     )
-    .bind(alert_id)
-    .fetch_optional(conn)
-    .await
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.alert_id, r.figures)).collect())
 }
 
 /// One row of the delivery log, as the API shows it (no endpoint: only the host).

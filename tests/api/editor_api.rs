@@ -83,6 +83,7 @@ async fn flagging_answers_201_with_seq_and_links() {
     assert_eq!(status, 200);
     assert_eq!(shown["id"], a["id"]);
     assert_eq!(shown["delivery"]["tickers_reached"], 0);
+    assert!(shown.get("push").is_none(), "no push figures while Web Push is off");
 }
 
 #[tokio::test]

@@ -427,6 +427,8 @@ async fn the_public_key_receipts_and_rate_limits_work_as_documented() {
     assert_eq!(receipt("liked", id).await.unwrap().status(), 422);
     let f = figures(&app, id).await;
     assert_eq!((f["shown"].as_i64(), f["clicked"].as_i64()), (Some(2), Some(1)));
+    let (_, list) = app.get_json("/api/v1/alerts").await;
+    assert_eq!(list["items"][0]["push"]["clicked"], 1, "the list carries push figures too");
 
     // The delivery log pages by status.
     let (status, page) = app.get_json(&format!("/api/v1/alerts/{id}/deliveries?status=sent&limit=1")).await;
