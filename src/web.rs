@@ -131,11 +131,18 @@ fn article_html(article: &str) -> (String, String) {
     let lines: Vec<&str> = article.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let title = lines.get(2).copied().unwrap_or("Son dakika").to_string();
     let mut html = String::new();
+    let mut after_update_label = false;
     for line in lines.iter().skip(3) {
-        if line.starts_with("-----") || *line == title || line.starts_with("Son Güncelleme") {
+        if line.starts_with("Son Güncelleme") {
+            after_update_label = true;
             continue;
         }
-        if line.chars().count() < 90 && !line.ends_with('.') {
+        if line.starts_with("-----") || *line == title {
+            continue;
+        }
+        if std::mem::take(&mut after_update_label) {
+            html.push_str(&format!("<p class=\"article-date\">Son güncelleme: <time>{}</time></p>\n", escape(line)));
+        } else if line.chars().count() < 90 && !line.ends_with('.') {
             html.push_str(&format!("<h2>{}</h2>\n", escape(line)));
         } else {
             html.push_str(&format!("<p>{}</p>\n", escape(line)));
