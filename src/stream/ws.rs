@@ -33,6 +33,7 @@ use crate::{
 
 /// Largest frame a client may send (topic changes are small).
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
+const READ_BUFFER: usize = 1024;
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -55,7 +56,12 @@ pub async fn upgrade(
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| {
+    // tungstenite's default read buffer is 128 KiB, zero-filled before every read: resident per
+    // connection and cleared on every wake-up. Client frames are small (≤ MAX_CLIENT_MESSAGE), so
+    // 1 KiB suffices and grows when a larger frame comes (BENCHMARKS.md: 135 → 4.4 KiB per idle
+    // ticker, and a quarter less CPU per delivery).
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| {
         let tracker = state.tracker.clone();
         // Tracked so that shutdown waits for the close frame to go out.
         tracker.track_future(run(socket, state, request, slot))
