@@ -1,0 +1,486 @@
+// The reader's side, in headless Chromium against a real server (each test starts its own):
+// the demo page's live ticker (alert within a second, correction, retraction, replay after a cut
+// connection, SSE fallback), the service worker's notifications and receipts (pushes delivered
+// through the DevTools protocol), the alerts button's subscription (only the browser's push
+// service is faked), what the button explains when alerts cannot work, the embed on a news site
+// of another origin, and the screenshot docs/screenshots/reader.png.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes, randomUUID, webcrypto } from "node:crypto";
+import { createServer } from "node:http";
+import { startServer, launchBrowser, api, screenshotPath } from "./harness.mjs";
+
+const HEADLINE = "Burdur'da deprem: İlk açıklama geldi — ğüşıöç";
+const ticker = '[data-sondakika="ticker"]';
+const alertSel = (id) => `[data-sondakika-alert="${id}"]`;
+
+// While working on the assets: SONDAKIKA_DEV_ASSETS_DIR=$PWD/../../assets serves them from disk.
+const devAssets = process.env.SONDAKIKA_DEV_ASSETS_DIR ? { SONDAKIKA_DEV_ASSETS_DIR: process.env.SONDAKIKA_DEV_ASSETS_DIR } : {};
+
+/** A fresh server and browser for one test; cleaned up whatever happens. */
+async function withReader(fn, { contextOptions = {} } = {}) {
+  const [server, browser] = await Promise.all([startServer(devAssets), launchBrowser()]);
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "tr-TR", ...contextOptions });
+    const page = await context.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e));
+    await fn({ server, browser, context, page, editor: api(server) });
+    assert.deepEqual(errors, [], "no uncaught errors in the page");
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+}
+
+/** Polls `check` until it returns a truthy value (which it returns), or fails after `timeout`. */
+async function until(check, { timeout = 10_000, interval = 25, what = "condition" } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}
+
+const state = (page) => page.evaluate(() => window.Sondakika.state());
+
+/** Opens the demo page and waits until its ticker holds a live connection. */
+async function openDemo(page, server) {
+  await page.goto(server.url + "/");
+  await page.locator(ticker).waitFor();
+  await page.waitForFunction(() => window.Sondakika && window.Sondakika.state().connected, null, { timeout: 10_000 });
+}
+
+function alertBody(extra = {}) {
+  const slug = randomUUID().slice(0, 8);
+  return {
+    headline: HEADLINE,
+    url: `https://www.burdurhaber.example/haber/deprem-${slug}`,
+    summary: "AFAD ilk verileri paylaştı; can kaybı bildirilmedi.",
+    topics: ["burdur", "gundem"],
+    ...extra,
+  };
+}
+
+test("the demo page's ticker shows a flagged alert within a second, then its correction and retraction", async () => {
+  await withReader(async ({ server, page, editor }) => {
+    await openDemo(page, server);
+    const banner = page.locator(ticker);
+    assert.match(await banner.textContent(), /SON DAKİKA/);
+    const announcer = banner.locator('[aria-live="polite"]');
+    assert.equal(await announcer.count(), 1, "the banner has a polite live region");
+
+    const flagged = await editor.flag(alertBody());
+    assert.equal(flagged.status, 201);
+    const respondedAt = Date.now();
+    const item = page.locator(alertSel(flagged.body.id));
+    await item.waitFor({ timeout: 5_000 });
+    const elapsed = Date.now() - respondedAt;
+    assert.ok(elapsed < 1_000, `the alert appeared ${elapsed} ms after the API answered`);
+
+    const link = item.locator("a");
+    assert.equal(await link.textContent(), HEADLINE, "the Turkish headline, byte-exact");
+    assert.equal(await link.getAttribute("href"), flagged.body.url);
+    assert.match(await item.locator("time").textContent(), /az önce/);
+    assert.notEqual(await item.evaluate((li) => getComputedStyle(li).animationName), "none", "a new alert is highlighted");
+    await until(async () => (await announcer.textContent()).includes(HEADLINE), { what: "the screen-reader announcement" });
+
+    const corrected = "Burdur'da 4,2 büyüklüğünde deprem: AFAD açıklama yaptı";
+    assert.equal((await editor.correct(flagged.body.id, { headline: corrected })).status, 200);
+    await until(async () => (await link.textContent()) === corrected, { timeout: 5_000, what: "the corrected headline" });
+    assert.equal(await page.locator(`${ticker} [data-sondakika-alert]`).count(), 1, "a correction replaces, never duplicates");
+
+    assert.equal((await editor.retract(flagged.body.id)).status, 200);
+    await item.waitFor({ state: "detached", timeout: 5_000 });
+    assert.deepEqual((await state(page)).alerts, []);
+  });
+});
+
+test("a ticker whose connection was cut replays what it missed, from its last seq (reduced motion: no animation)", async () => {
+  await withReader(async ({ server, context, page, editor }) => {
+    await openDemo(page, server);
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    const liveLoads = [];
+    page.on("request", (r) => r.url().includes("/api/v1/live") && liveLoads.push(r.url()));
+    const seqBefore = (await state(page)).seq;
+
+    await context.setOffline(true);
+    await page.waitForFunction(() => {
+      const s = window.Sondakika.state();
+      return s.offline && !s.connected && s.transport === null;
+    });
+    const first = await editor.flag(alertBody({ headline: "Gölhisar'da sel: yollar kapandı" }));
+    const second = await editor.flag(alertBody({ headline: "Bucak'ta elektrik kesintisi uzadı" }));
+    assert.equal(first.status, 201);
+    assert.equal(second.status, 201);
+    assert.equal(await page.locator(`${ticker} [data-sondakika-alert]`).count(), 0, "nothing arrives while offline");
+
+    await context.setOffline(false);
+    await page.locator(alertSel(first.body.id)).waitFor({ timeout: 10_000 });
+    await page.locator(alertSel(second.body.id)).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator(`${alertSel(first.body.id)} a`).textContent(), "Gölhisar'da sel: yollar kapandı");
+    assert.equal(await page.locator(`${alertSel(second.body.id)} a`).textContent(), "Bucak'ta elektrik kesintisi uzadı");
+
+    // Both came by replay on the new socket (since=<the seq before the cut>), not by reloading.
+    assert.equal(sockets.length, 1, `one reconnect: ${sockets}`);
+    assert.equal(new URL(sockets[0]).searchParams.get("since"), String(seqBefore));
+    assert.deepEqual(liveLoads, []);
+    assert.equal((await state(page)).seq, second.body.seq);
+    assert.equal(await page.locator(alertSel(second.body.id)).evaluate((li) => getComputedStyle(li).animationName), "none");
+  }, { contextOptions: { reducedMotion: "reduce" } });
+});
+
+test("when WebSockets keep failing the ticker falls back to Server-Sent Events", async () => {
+  await withReader(async ({ server, context, page, editor }) => {
+    // A network that breaks every WebSocket (as some proxies do).
+    await context.routeWebSocket(/\/ws/, (ws) => ws.close({ code: 1011, reason: "blocked" }));
+    await page.goto(server.url + "/");
+    await page.waitForFunction(() => {
+      const s = window.Sondakika.state();
+      return s.transport === "sse" && s.connected;
+    }, null, { timeout: 20_000 });
+    const flagged = await editor.flag(alertBody());
+    await page.locator(alertSel(flagged.body.id)).waitFor({ timeout: 5_000 });
+    assert.equal(await page.locator(`${alertSel(flagged.body.id)} a`).textContent(), HEADLINE);
+  });
+});
+
+/** The push payload exactly as src/push/payload.rs builds it for an alert. */
+function pushPayload(alert, kind = "alert") {
+  return {
+    web_push: 8030,
+    notification: {
+      title: `${alert.label}: ${alert.headline}`,
+      body: alert.summary ?? "",
+      navigate: alert.url,
+      lang: "tr",
+      tag: `sondakika-${alert.id}`,
+      timestamp: Date.parse(alert.published_at),
+      data: { kind, id: alert.id, seq: alert.seq, label: alert.label, topics: alert.topics },
+    },
+  };
+}
+
+test("the service worker shows a push as a notification, replaces it on an update and reports it shown", async () => {
+  await withReader(async ({ server, context, page, editor }) => {
+    await context.grantPermissions(["notifications"], { origin: server.url });
+    await page.goto(server.url + "/");
+    const cdp = await context.newCDPSession(page);
+    const registrations = new Map();
+    const versions = [];
+    cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations: rs }) => {
+      for (const r of rs) registrations.set(r.registrationId, r);
+    });
+    cdp.on("ServiceWorker.workerVersionUpdated", ({ versions: vs }) => versions.push(...vs));
+    await cdp.send("ServiceWorker.enable");
+    await page.evaluate(async () => {
+      await navigator.serviceWorker.register("/sw.js");
+      await navigator.serviceWorker.ready;
+    });
+    const registrationId = await until(
+      () => [...registrations.values()].find((r) => r.scopeURL === `${server.url}/` && !r.isDeleted)?.registrationId,
+      { what: "the service worker registration" },
+    );
+    await until(() => versions.some((v) => v.registrationId === registrationId && v.status === "activated"), {
+      what: "the activated worker",
+    });
+
+    const notifications = (tag) =>
+      page.evaluate(async (tag) => {
+        const reg = await navigator.serviceWorker.ready;
+        return (await reg.getNotifications({ tag })).map((n) => ({ title: n.title, body: n.body, tag: n.tag, icon: n.icon, data: n.data }));
+      }, tag);
+    const deliver = (payload) =>
+      cdp.send("ServiceWorker.deliverPushMessage", { origin: server.url, registrationId, data: JSON.stringify(payload) });
+
+    const flagged = (await editor.flag(alertBody())).body;
+    const tag = `sondakika-${flagged.id}`;
+    // The worker reports `shown` once showNotification() has resolved; the server counts it.
+    // (Only then are the notifications read: Chromium reconciles getNotifications() with what
+    // its display shows, and a read while a notification is still being displayed can drop it.)
+    const shownCount = (n) =>
+      until(async () => {
+        const { body } = await editor.show(flagged.id);
+        return body.push && body.push.shown >= n ? body.push : null;
+      }, { what: `push.shown >= ${n}` });
+
+    await deliver(pushPayload(flagged));
+    await shownCount(1);
+    const first = await notifications(tag);
+    assert.equal(first.length, 1, "one notification for the alert");
+    const [shown] = first;
+    assert.equal(shown.title, `SON DAKİKA: ${HEADLINE}`);
+    assert.equal(shown.body, flagged.summary);
+    assert.equal(shown.tag, tag);
+    assert.equal(shown.icon, `${server.url}/assets/icon.svg`);
+    assert.equal(shown.data.url, flagged.url);
+    assert.equal(shown.data.alertId, flagged.id);
+
+    const corrected = (await editor.correct(flagged.id, { headline: "Burdur'da 4,2 büyüklüğünde deprem" })).body;
+    await deliver(pushPayload(corrected, "update"));
+    const figures = await shownCount(2);
+    const replaced = await notifications(tag);
+    assert.equal(replaced.length, 1, "the update replaced the first notification");
+    assert.equal(replaced[0].title, "SON DAKİKA: Burdur'da 4,2 büyüklüğünde deprem");
+    assert.equal(replaced[0].data.kind, "update");
+    assert.equal(figures.clicked, 0);
+  });
+});
+
+test("the alerts button subscribes with a well-formed subscription, re-syncs on load and turns off", async () => {
+  const raw = await webcrypto.subtle.exportKey(
+    "raw",
+    (await webcrypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, true, ["deriveBits"])).publicKey,
+  );
+  const fake = {
+    endpoint: `https://fcm.googleapis.com/fcm/send/test-${randomUUID()}`,
+    p256dh: Buffer.from(raw).toString("base64url"),
+    auth: randomBytes(16).toString("base64url"),
+  };
+  assert.equal(Buffer.from(raw).length, 65);
+
+  await withReader(async ({ server, context, page }) => {
+    // Only the browser's push service is faked (it cannot be reached from here); the page, the
+    // service worker registration and the server are real.
+    await context.addInitScript((fake) => {
+      const saved = () => localStorage.getItem("test-push-subscription") === "1";
+      const make = (options) => ({
+        endpoint: fake.endpoint,
+        expirationTime: null,
+        options,
+        getKey: () => null,
+        toJSON: () => ({ endpoint: fake.endpoint, expirationTime: null, keys: { p256dh: fake.p256dh, auth: fake.auth } }),
+        unsubscribe: async () => {
+          localStorage.removeItem("test-push-subscription");
+          return true;
+        },
+      });
+      PushManager.prototype.subscribe = async function (options) {
+        localStorage.setItem("test-push-subscription", "1");
+        return make({ userVisibleOnly: options.userVisibleOnly, applicationServerKey: options.applicationServerKey });
+      };
+      PushManager.prototype.getSubscription = async function () {
+        return saved() ? make({ userVisibleOnly: true, applicationServerKey: null }) : null;
+      };
+    }, fake);
+    await context.grantPermissions(["notifications"], { origin: server.url });
+    await page.goto(server.url + "/");
+    const button = page.locator('[data-sondakika="subscribe"]');
+    const status = page.locator('[data-sondakika="status"]');
+    await until(async () => (await button.getAttribute("data-state")) === "off", { what: "the button's off state" });
+    assert.equal((await button.textContent()).trim(), "Son dakika bildirimlerini aç");
+
+    const isPost = (r) => r.url() === `${server.url}/api/v1/push/subscriptions` && r.request().method() === "POST";
+    const [posted] = await Promise.all([page.waitForResponse(isPost), button.click()]);
+    const body = posted.request().postDataJSON();
+    assert.equal(posted.status(), 201);
+    assert.deepEqual(body, {
+      subscription: { endpoint: fake.endpoint, expirationTime: null, keys: { p256dh: fake.p256dh, auth: fake.auth } },
+      topics: [],
+      locale: "tr",
+    });
+    await until(async () => (await button.getAttribute("data-state")) === "on", { what: "the on state" });
+    assert.equal((await button.textContent()).trim(), "Bildirimleri kapat");
+    assert.equal(await button.getAttribute("aria-pressed"), "true");
+    assert.match(await status.textContent(), /bildirimleri açık/);
+    // The page registered the real service worker.
+    assert.equal(
+      await page.evaluate(async () => (await navigator.serviceWorker.getRegistration()).active.scriptURL),
+      `${server.url}/sw.js`,
+    );
+
+    // Every page load posts it again (the server refreshes it: 200).
+    const [again] = await Promise.all([page.waitForResponse(isPost), page.reload()]);
+    assert.equal(again.status(), 200);
+    assert.equal(again.request().postDataJSON().subscription.endpoint, fake.endpoint);
+    await until(async () => (await button.getAttribute("data-state")) === "on", { what: "on after reload" });
+
+    // Switching to English re-posts with the new locale.
+    const [english] = await Promise.all([page.waitForResponse(isPost), page.locator('button[data-lang="en"]').click()]);
+    assert.equal(english.request().postDataJSON().locale, "en");
+    assert.equal((await button.textContent()).trim(), "Turn off alerts");
+
+    // And off again: the server forgets the endpoint.
+    const isDelete = (r) => r.url() === `${server.url}/api/v1/push/subscriptions` && r.request().method() === "DELETE";
+    const [deleted] = await Promise.all([page.waitForResponse(isDelete), button.click()]);
+    assert.equal(deleted.status(), 204);
+    assert.deepEqual(deleted.request().postDataJSON(), { endpoint: fake.endpoint });
+    await until(async () => (await button.getAttribute("data-state")) === "off", { what: "off again" });
+    assert.equal((await button.textContent()).trim(), "Turn on breaking-news alerts");
+  });
+});
+
+test("the alerts control explains when alerts cannot work: denied, iOS Safari, unsupported, server without push", async () => {
+  const pushOff = await startServer({ ...devAssets, SONDAKIKA_VAPID_SUBJECT: undefined }); // undefined: not passed on
+  try {
+    await withReader(async ({ server, browser }) => {
+      const explain = async (contextOptions, prepare, url = server.url) => {
+        const context = await browser.newContext({ locale: "tr-TR", ...contextOptions });
+        const page = await context.newPage();
+        if (prepare) await prepare(context, page);
+        await page.goto(url + "/");
+        await page.waitForFunction(() => window.Sondakika && window.Sondakika.state().push !== "checking");
+        const result = {
+          push: (await state(page)).push,
+          status: await page.locator('[data-sondakika="status"]').textContent(),
+          button: await page.locator('[data-sondakika="subscribe"]').isVisible(),
+        };
+        await context.close();
+        return result;
+      };
+
+      const denied = await explain({}, async (context, page) => {
+        const { targetInfo } = await (await context.newCDPSession(page)).send("Target.getTargetInfo");
+        await (await browser.newBrowserCDPSession()).send("Browser.setPermission", {
+          permission: { name: "notifications" },
+          setting: "denied",
+          origin: server.url,
+          browserContextId: targetInfo.browserContextId,
+        });
+      });
+      assert.equal(denied.push, "denied");
+      assert.match(denied.status, /engellemişsiniz.*“İzin ver”/);
+      assert.equal(denied.button, false);
+
+      const withoutPushManager = (context) => context.addInitScript(() => delete window.PushManager);
+      const iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+      const ios = await explain({ userAgent: iphone }, withoutPushManager);
+      assert.equal(ios.push, "ios");
+      assert.match(ios.status, /Ana Ekrana ekleyin/);
+      assert.equal(ios.button, false);
+
+      const old = await explain({}, withoutPushManager);
+      assert.equal(old.push, "unsupported");
+      assert.match(old.status, /desteklemiyor/);
+
+      const noPush = await explain({ locale: "en-US" }, null, pushOff.url);
+      assert.equal(noPush.push, "nopush");
+      assert.equal(noPush.status, "Push alerts are not enabled on this site right now.");
+      assert.equal(noPush.button, false);
+    });
+  } finally {
+    await pushOff.stop();
+  }
+});
+
+test("on a news site of another origin: data-target, data-lang, CORS, aggressive CSS kept out, and its importScripts worker", async () => {
+  // The news site: a plain HTTP server of its own on another port (another origin).
+  let sondakikaUrl = null;
+  const siteServer = createServer((req, res) => {
+    if (req.url === "/sw.js") {
+      // The site's own service worker, as the README tells news sites to write it.
+      res.writeHead(200, { "content-type": "text/javascript" });
+      return res.end(`importScripts(${JSON.stringify(sondakikaUrl + "/sw.js")});\n`);
+    }
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end(hostPage({ url: sondakikaUrl }));
+  });
+  await new Promise((resolve) => siteServer.listen(0, "127.0.0.1", resolve));
+  const site = `http://127.0.0.1:${siteServer.address().port}`;
+  const hostPage = (server) => `<!doctype html><html lang="tr"><head><meta charset="utf-8"><title>Haber</title>
+<style>
+  * { color: lime !important; font-family: monospace !important; letter-spacing: 4px !important; text-transform: lowercase !important; }
+  div, section, li, a, button, p { display: inline !important; border: 3px dashed red !important; }
+  ol, ul { list-style: upper-roman !important; }
+</style></head><body>
+<header><h1>Haber Sitesi</h1></header>
+<div id="son-dakika"></div>
+<article><p>Gövde metni.</p></article>
+<script src="${server.url}/embed/sondakika.js" data-server="${server.url}" data-topics="burdur" data-lang="en" data-target="#son-dakika" defer></script>
+</body></html>`;
+  const pushOn = await startServer({ ...devAssets, SONDAKIKA_ALLOWED_ORIGINS: site });
+  sondakikaUrl = pushOn.url;
+  try {
+    const browser = await launchBrowser();
+    try {
+      const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "tr-TR" });
+      const page = await context.newPage();
+      const errors = [];
+      page.on("pageerror", (e) => errors.push(e));
+      await page.goto(`${site}/haber/ornek`);
+      await page.waitForFunction(() => window.Sondakika && window.Sondakika.state().connected && window.Sondakika.state().push !== "checking");
+      const st = await state(page);
+      assert.equal(st.lang, "en");
+      assert.deepEqual(st.topics, ["burdur"]);
+      assert.equal(st.push, "off", "the VAPID key was fetched across origins");
+
+      // Mounted in the target, and nothing added to the page's own styles.
+      assert.equal(await page.evaluate(() => document.querySelector("#son-dakika").children.length), 1);
+      assert.equal(await page.evaluate(() => document.styleSheets.length + document.adoptedStyleSheets.length), 1);
+
+      const editor = api(pushOn);
+      const other = await editor.flag(alertBody({ headline: "Isparta'da kar yağışı", topics: ["isparta"] }));
+      const flagged = await editor.flag(alertBody());
+      const link = page.locator(`${alertSel(flagged.body.id)} a`);
+      await link.waitFor({ timeout: 5_000 });
+      assert.equal(await link.textContent(), HEADLINE);
+      assert.equal(await page.locator(alertSel(other.body.id)).count(), 0, "other topics are filtered out");
+
+      // The page's CSS does not reach inside the widget.
+      const looks = await link.evaluate((a) => {
+        const css = getComputedStyle(a);
+        const li = getComputedStyle(a.closest("li"));
+        return { color: css.color, font: css.fontFamily, spacing: css.letterSpacing, transform: css.textTransform, display: li.display, border: li.borderTopStyle };
+      });
+      assert.notEqual(looks.color, "rgb(0, 255, 0)");
+      assert.doesNotMatch(looks.font, /monospace/);
+      assert.equal(looks.transform, "none");
+      assert.equal(looks.display, "flex");
+      assert.equal(looks.border, "none");
+      assert.ok(await page.locator('[data-sondakika="subscribe"]').isVisible());
+      assert.equal((await page.locator('[data-sondakika="subscribe"]').textContent()).trim(), "Turn on breaking-news alerts");
+      assert.match(await page.locator(ticker).textContent(), /BREAKING/);
+
+      // The site's worker (one importScripts line) shows pushes and reports them across origins.
+      await context.grantPermissions(["notifications"], { origin: site });
+      const cdp = await context.newCDPSession(page);
+      const registrations = new Map();
+      const activated = new Set();
+      cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations: rs }) => rs.forEach((r) => registrations.set(r.registrationId, r)));
+      cdp.on("ServiceWorker.workerVersionUpdated", ({ versions }) =>
+        versions.forEach((v) => v.status === "activated" && activated.add(v.registrationId)),
+      );
+      await cdp.send("ServiceWorker.enable");
+      await page.evaluate(async () => {
+        await navigator.serviceWorker.register("/sw.js");
+        await navigator.serviceWorker.ready;
+      });
+      const registrationId = await until(
+        () => [...registrations.values()].find((r) => r.scopeURL === `${site}/` && !r.isDeleted && activated.has(r.registrationId))?.registrationId,
+        { what: "the site's activated worker" },
+      );
+      await cdp.send("ServiceWorker.deliverPushMessage", { origin: site, registrationId, data: JSON.stringify(pushPayload(flagged.body)) });
+      await until(async () => (await editor.show(flagged.body.id)).body.push.shown >= 1, { what: "the cross-origin shown receipt" });
+      const notes = await page.evaluate(async () =>
+        (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({ title: n.title, icon: n.icon })),
+      );
+      assert.deepEqual(notes, [{ title: `SON DAKİKA: ${HEADLINE}`, icon: `${pushOn.url}/assets/icon.svg` }]);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  } finally {
+    await pushOn.stop();
+    siteServer.close();
+  }
+});
+
+test("screenshot: the demo page with breaking news in the ticker", async () => {
+  await withReader(async ({ server, page, editor }) => {
+    await openDemo(page, server);
+    const older = await editor.flag(alertBody({ headline: "Burdur Gölü'nde su seviyesi son 10 yılın en düşük düzeyinde" }));
+    await page.locator(alertSel(older.body.id)).waitFor();
+    const flagged = await editor.flag(alertBody());
+    await page.locator(alertSel(flagged.body.id)).waitFor();
+    await page.screenshot({ path: screenshotPath("reader.png"), animations: "disabled" });
+  });
+});
