@@ -11,8 +11,6 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { startServer, launchBrowser, api, screenshotPath, repo } from "./harness.mjs";
 
-// Iterating on the assets: SONDAKIKA_DEV_ASSETS_DIR=$PWD/../../assets node --test …
-const devAssets = process.env.SONDAKIKA_DEV_ASSETS_DIR ? { SONDAKIKA_DEV_ASSETS_DIR: process.env.SONDAKIKA_DEV_ASSETS_DIR } : {};
 const bin = process.env.SONDAKIKA_BIN || join(repo, "target", "debug", "sondakika");
 
 let server;
@@ -20,7 +18,7 @@ let browser;
 let articles = 0;
 
 before(async () => {
-  [server, browser] = await Promise.all([startServer(devAssets), launchBrowser()]);
+  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
 });
 
 after(async () => {
@@ -320,7 +318,7 @@ test("the live figures show tickers reached while a reader's page is open", asyn
 
 test("with Web Push off on the server, the live panel says so and shows the tickers only", async (t) => {
   // `undefined` leaves the harness's VAPID subject out of the server's environment.
-  const off = await startServer({ ...devAssets, SONDAKIKA_VAPID_SUBJECT: undefined });
+  const off = await startServer({ push: false });
   t.after(() => off.stop());
   const page = await openConsole(t, { on: off });
   await signIn(page, off.token);

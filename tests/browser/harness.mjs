@@ -27,8 +27,13 @@ function freePort() {
   });
 }
 
-/** Starts a server; returns { url, token, env, stop() }. */
-export async function startServer(extraEnv = {}) {
+/**
+ * Starts a server; returns { url, token, env, stop() }. `options.push: false` starts it with Web
+ * Push off; other options are extra environment. SONDAKIKA_DEV_ASSETS_DIR is passed through, for
+ * working on the assets without rebuilding.
+ */
+export async function startServer(options = {}) {
+  const { push = true, ...extraEnv } = options;
   const dataDir = mkdtempSync(join(tmpdir(), "sondakika-browser-"));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -42,8 +47,10 @@ export async function startServer(extraEnv = {}) {
     SONDAKIKA_LOG_FORMAT: "json",
     SONDAKIKA_LOG_LEVEL: "info",
     SONDAKIKA_PUBLIC_RATE_PER_MINUTE: "10000",
+    ...(process.env.SONDAKIKA_DEV_ASSETS_DIR ? { SONDAKIKA_DEV_ASSETS_DIR: process.env.SONDAKIKA_DEV_ASSETS_DIR } : {}),
     ...extraEnv,
   };
+  if (!push) delete env.SONDAKIKA_VAPID_SUBJECT;
   const child = spawn(bin, ["serve"], { env, stdio: ["ignore", "ignore", "pipe"] });
   const lines = createInterface({ input: child.stderr });
   await new Promise((resolve, reject) => {

@@ -15,12 +15,10 @@ const HEADLINE = "Burdur'da deprem: İlk açıklama geldi — ğüşıöç";
 const ticker = '[data-sondakika="ticker"]';
 const alertSel = (id) => `[data-sondakika-alert="${id}"]`;
 
-// While working on the assets: SONDAKIKA_DEV_ASSETS_DIR=$PWD/../../assets serves them from disk.
-const devAssets = process.env.SONDAKIKA_DEV_ASSETS_DIR ? { SONDAKIKA_DEV_ASSETS_DIR: process.env.SONDAKIKA_DEV_ASSETS_DIR } : {};
 
 /** A fresh server and browser for one test; cleaned up whatever happens. */
 async function withReader(fn, { contextOptions = {} } = {}) {
-  const [server, browser] = await Promise.all([startServer(devAssets), launchBrowser()]);
+  const [server, browser] = await Promise.all([startServer(), launchBrowser()]);
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "tr-TR", ...contextOptions });
     const page = await context.newPage();
@@ -320,7 +318,7 @@ test("the alerts button subscribes with a well-formed subscription, re-syncs on 
 });
 
 test("the alerts control explains when alerts cannot work: denied, iOS Safari, unsupported, server without push", async () => {
-  const pushOff = await startServer({ ...devAssets, SONDAKIKA_VAPID_SUBJECT: undefined }); // undefined: not passed on
+  const pushOff = await startServer({ push: false });
   try {
     await withReader(async ({ server, browser }) => {
       const explain = async (contextOptions, prepare, url = server.url) => {
@@ -397,7 +395,7 @@ test("on a news site of another origin: data-target, data-lang, CORS, aggressive
 <article><p>Gövde metni.</p></article>
 <script src="${server.url}/embed/sondakika.js" data-server="${server.url}" data-topics="burdur" data-lang="en" data-target="#son-dakika" defer></script>
 </body></html>`;
-  const pushOn = await startServer({ ...devAssets, SONDAKIKA_ALLOWED_ORIGINS: site });
+  const pushOn = await startServer({ SONDAKIKA_ALLOWED_ORIGINS: site });
   sondakikaUrl = pushOn.url;
   try {
     const browser = await launchBrowser();
