@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clap::Parser;
 use sondakika::{
     app::Application,
@@ -11,7 +12,6 @@ use sondakika::{
     db::{self, Database},
     push, telemetry,
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -73,9 +73,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}", URL_SAFE_NO_PAD.encode(public));
                     Ok(())
                 }
-                (VapidCommand::Show, None) => {
-                    Err(anyhow::anyhow!("no VAPID key yet: run `sondakika vapid generate` or start the service"))
-                }
+                (VapidCommand::Show, None) => Err(anyhow::anyhow!(
+                    "no VAPID key yet: run `sondakika vapid generate` or start the service"
+                )),
                 (VapidCommand::Generate { .. }, None) => {
                     let key = push::vapid::generate_private_key()?;
                     let public = push::vapid::public_key_of(&key)?;

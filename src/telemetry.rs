@@ -58,7 +58,7 @@ fn describe() {
     describe_histogram!(
         "sondakika_fanout_latency_seconds",
         Unit::Seconds,
-        "From an event's commit to this process broadcasting it"
+        "From the publishing transaction to this process broadcasting the event"
     );
     describe_histogram!("sondakika_event_fetch_seconds", Unit::Seconds, "Reading new events from the log");
     describe_gauge!("sondakika_stream_listener_connected", "1 while the LISTEN connection is up");

@@ -141,7 +141,10 @@ fn article_html(article: &str) -> (String, String) {
             continue;
         }
         if std::mem::take(&mut after_update_label) {
-            html.push_str(&format!("<p class=\"article-date\">Son güncelleme: <time>{}</time></p>\n", escape(line)));
+            html.push_str(&format!(
+                "<p class=\"article-date\">Son güncelleme: <time>{}</time></p>\n",
+                escape(line)
+            ));
         } else if line.chars().count() < 90 && !line.ends_with('.') {
             html.push_str(&format!("<h2>{}</h2>\n", escape(line)));
         } else {

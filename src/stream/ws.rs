@@ -61,11 +61,13 @@ pub async fn upgrade(
     // 1 KiB suffices and grows when a larger frame comes (BENCHMARKS.md: 135 → 4.4 KiB per idle
     // ticker, and a quarter less CPU per delivery).
     ws.read_buffer_size(READ_BUFFER)
-        .max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| {
-        let tracker = state.tracker.clone();
-        // Tracked so that shutdown waits for the close frame to go out.
-        tracker.track_future(run(socket, state, request, slot))
-    })
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| {
+            let tracker = state.tracker.clone();
+            // Tracked so that shutdown waits for the close frame to go out.
+            tracker.track_future(run(socket, state, request, slot))
+        })
 }
 
 enum End {

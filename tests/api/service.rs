@@ -329,7 +329,8 @@ async fn the_cli_creates_and_shows_the_vapid_key_the_server_then_uses() {
     let run = |args: &'static [&'static str]| {
         let db = db.clone();
         async move {
-            let out = tokio::process::Command::new(bin).args(args).env("DATABASE_URL", &db).output().await.unwrap();
+            let out =
+                tokio::process::Command::new(bin).args(args).env("DATABASE_URL", &db).output().await.unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8(out.stdout).unwrap().trim().to_string()
         }
