@@ -363,8 +363,12 @@ fn measure(mut fs: Measured<'_>) -> Vec<(&'static str, &'static str, f64)> {
             f(i);
         }
     }
+    let len = fs.len();
     for r in 0..ROUNDS {
-        for (k, (_, _, n, f)) in fs.iter_mut().enumerate() {
+        // Each round starts with a different function: no one always runs first or last.
+        for j in 0..len {
+            let k = (j + r as usize) % len;
+            let (_, _, n, f) = &mut fs[k];
             let n = (*n).max(1);
             let start = Instant::now();
             for i in 0..n {
@@ -414,52 +418,99 @@ async fn crypto(args: CryptoArgs) -> anyhow::Result<()> {
     }
 
     let mut fs: Measured<'_> = vec![
-        ("floor", "floor: aws-lc-rs direct, P-256 keygen + ECDH + 4×HKDF + AES-128-GCM", n, Box::new(|_| {
-            std::hint::black_box(floor_encrypt(&rng, &ua_public, &auth, &plaintext));
-        })),
-        ("keygen", "  part: P-256 key generation + public point", n, Box::new(|_| {
-            let k = EphemeralPrivateKey::generate(&ECDH_P256, &rng).expect("keygen");
-            std::hint::black_box(k.compute_public_key().expect("public"));
-        })),
-        ("keygen_ecdh", "  part: key generation + ECDH with peer-point validation", n, Box::new(|_| {
-            let k = EphemeralPrivateKey::generate(&ECDH_P256, &rng).expect("keygen");
-            let peer = UnparsedPublicKey::new(&ECDH_P256, &ua_public);
-            std::hint::black_box(agreement::agree_ephemeral(k, peer, (), |z| Ok(z[0])).expect("ecdh"));
-        })),
-        ("sondakika_ece", "sondakika::push::ece::encrypt", n, Box::new(|_| {
-            std::hint::black_box(ece::encrypt(&ua_public, &auth, &plaintext).expect("encrypt"));
-        })),
-        ("web_push_ece", "web-push crate: WebPushMessageBuilder::build (→ ece::encrypt)", n, Box::new(|_| {
-            let mut b = web_push::WebPushMessageBuilder::new(&info);
-            b.set_payload(web_push::ContentEncoding::Aes128Gcm, &plaintext);
-            std::hint::black_box(b.build().expect("web-push encrypt"));
-        })),
-        ("vapid_web_push_per_call", "VAPID: web_push::VapidSignatureBuilder::from_base64 + sign, per call", n / 5, Box::new(|_| {
-            let mut b = web_push::VapidSignatureBuilder::from_base64(&vapid_private, &audience_info).expect("vapid key");
-            b.add_claim("sub", subject);
-            std::hint::black_box(b.build().expect("sign"));
-        })),
-        ("vapid_web_push_sign_only", "VAPID: PartialVapidSignatureBuilder clone + sign (key parsed once)", n / 5, Box::new(|_| {
-            let mut b = partial.clone().add_sub_info(&audience_info);
-            b.add_claim("sub", subject);
-            std::hint::black_box(b.build().expect("sign"));
-        })),
+        (
+            "floor",
+            "floor: aws-lc-rs direct, P-256 keygen + ECDH + 4×HKDF + AES-128-GCM",
+            n,
+            Box::new(|_| {
+                std::hint::black_box(floor_encrypt(&rng, &ua_public, &auth, &plaintext));
+            }),
+        ),
+        (
+            "keygen",
+            "  part: P-256 key generation + public point",
+            n,
+            Box::new(|_| {
+                let k = EphemeralPrivateKey::generate(&ECDH_P256, &rng).expect("keygen");
+                std::hint::black_box(k.compute_public_key().expect("public"));
+            }),
+        ),
+        (
+            "keygen_ecdh",
+            "  part: key generation + ECDH with peer-point validation",
+            n,
+            Box::new(|_| {
+                let k = EphemeralPrivateKey::generate(&ECDH_P256, &rng).expect("keygen");
+                let peer = UnparsedPublicKey::new(&ECDH_P256, &ua_public);
+                std::hint::black_box(agreement::agree_ephemeral(k, peer, (), |z| Ok(z[0])).expect("ecdh"));
+            }),
+        ),
+        (
+            "sondakika_ece",
+            "sondakika::push::ece::encrypt",
+            n,
+            Box::new(|_| {
+                std::hint::black_box(ece::encrypt(&ua_public, &auth, &plaintext).expect("encrypt"));
+            }),
+        ),
+        (
+            "web_push_ece",
+            "web-push crate: WebPushMessageBuilder::build (→ ece::encrypt)",
+            n,
+            Box::new(|_| {
+                let mut b = web_push::WebPushMessageBuilder::new(&info);
+                b.set_payload(web_push::ContentEncoding::Aes128Gcm, &plaintext);
+                std::hint::black_box(b.build().expect("web-push encrypt"));
+            }),
+        ),
+        (
+            "vapid_web_push_per_call",
+            "VAPID: web_push::VapidSignatureBuilder::from_base64 + sign, per call",
+            n / 5,
+            Box::new(|_| {
+                let mut b = web_push::VapidSignatureBuilder::from_base64(&vapid_private, &audience_info)
+                    .expect("vapid key");
+                b.add_claim("sub", subject);
+                std::hint::black_box(b.build().expect("sign"));
+            }),
+        ),
+        (
+            "vapid_web_push_sign_only",
+            "VAPID: PartialVapidSignatureBuilder clone + sign (key parsed once)",
+            n / 5,
+            Box::new(|_| {
+                let mut b = partial.clone().add_sub_info(&audience_info);
+                b.add_claim("sub", subject);
+                std::hint::black_box(b.build().expect("sign"));
+            }),
+        ),
     ];
     if let Some(v) = &ours_vapid {
         let origin = "https://fcm.googleapis.com";
         v.authorization(origin)?;
-        fs.push(("vapid_ours_miss", "VAPID: Vapid::authorization, a new origin each call (signs)", n / 5, Box::new(move |i| {
-            std::hint::black_box(v.authorization(&format!("https://push{i}.example.net")).expect("sign"));
-        })));
-        fs.push(("vapid_ours_cached", "VAPID: Vapid::authorization, second call (cached)", n * 10, Box::new(move |_| {
-            std::hint::black_box(v.authorization(origin).expect("cached"));
-        })));
+        fs.push((
+            "vapid_ours_miss",
+            "VAPID: Vapid::authorization, a new origin each call (signs)",
+            n / 5,
+            Box::new(move |i| {
+                std::hint::black_box(v.authorization(&format!("https://push{i}.example.net")).expect("sign"));
+            }),
+        ));
+        fs.push((
+            "vapid_ours_cached",
+            "VAPID: Vapid::authorization, second call (cached)",
+            n * 10,
+            Box::new(move |_| {
+                std::hint::black_box(v.authorization(origin).expect("cached"));
+            }),
+        ));
     }
     let rows = measure(fs);
     let us = |k: &str| rows.iter().find(|r| r.0 == k).map_or(f64::NAN, |r| r.2);
     let floor = us("floor");
 
-    let mut map: serde_json::Map<String, Value> = rows.iter().map(|(k, _, v)| (k.to_string(), json!(round2(*v)))).collect();
+    let mut map: serde_json::Map<String, Value> =
+        rows.iter().map(|(k, _, v)| (k.to_string(), json!(round2(*v)))).collect();
     map.insert("ecdh".into(), json!(round2(us("keygen_ecdh") - us("keygen"))));
     map.insert("floor_rest".into(), json!(round2(floor - us("keygen_ecdh"))));
     let out = json!({
@@ -473,8 +524,10 @@ async fn crypto(args: CryptoArgs) -> anyhow::Result<()> {
         },
         "note": db_note,
     });
-    let mut table =
-        format!("crypto, per message of {} bytes of payload (fastest of {ROUNDS} interleaved rounds):\n", plaintext.len());
+    let mut table = format!(
+        "crypto, per message of {} bytes of payload (fastest of {ROUNDS} interleaved rounds):\n",
+        plaintext.len()
+    );
     for (_, what, v) in &rows {
         table.push_str(&format!("  {what:<74} {v:>9.2} µs/op\n"));
     }
