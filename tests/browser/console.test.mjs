@@ -377,7 +377,8 @@ test("composing: counters count characters, the push-size meter follows payload.
   assert.equal(await page.evaluate(() => document.activeElement.id), "confirm-send-button");
   await page.keyboard.press("Escape");
   await page.locator("#confirm-send").waitFor({ state: "hidden" });
-  assert.equal(await page.evaluate(() => document.activeElement.id), "send");
+  // The dialog's own focus restoration runs first; the console then puts focus on Send.
+  await page.waitForFunction(() => document.activeElement && document.activeElement.id === "send", null, { timeout: 5000 });
   assert.equal((await api(server).list()).body.items.filter((a) => a.url === url).length, 0);
 
   // Nothing sticks out sideways on a phone.
