@@ -856,7 +856,7 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         "push": p,
         "payload_bytes": payload_bytes,
         "publish_http_ms": round2(publish_ms),
-        "wall_secs": round2(wall * 1000.0) / 1000.0,
+        "wall_secs": (wall * 1000.0).round() / 1000.0,
         "pushes_per_sec": round2(targeted as f64 / wall),
         "server_ms_to_100": p["ms_to_100"],
         "cpu_secs": {

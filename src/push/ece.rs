@@ -2,7 +2,7 @@
 //!
 //! Our own implementation on aws-lc-rs rather than the `web-push` crate's (through `ece` and
 //! OpenSSL): per message it costs one P-256 key generation, one ECDH, four HKDF steps and one
-//! AES-GCM seal, which is the floor, where the crate's path measured about 3.5× that (see
+//! AES-GCM seal, which is the floor, where the crate's path measured about 2.85× that (see
 //! BENCHMARKS.md). Tests check it byte-compatible: `ece`'s own decoder and the test push
 //! service decrypt what this produces.
 //!
