@@ -286,13 +286,7 @@ async fn flagging_a_live_article_again_returns_its_alert() {
 
     // After a retraction the article may be flagged anew.
     let id = first["id"].as_str().unwrap();
-    let r = app
-        .http
-        .post(app.url(&format!("/api/v1/alerts/{id}/retract")))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap();
+    let r = app.editor(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), None).await;
     assert_eq!(r.status(), 200);
     assert_eq!(app.post_alert(body).await.status(), 201);
 }
@@ -340,14 +334,7 @@ async fn corrections_and_retractions_reach_tickers_in_order() {
     let id = alert["id"].as_str().unwrap();
     let a = ticker.expect("alert").await;
 
-    let r = app
-        .http
-        .patch(app.url(&format!("/api/v1/alerts/{id}")))
-        .bearer_auth(&app.token)
-        .json(&json!({ "headline": "Burdur'da sel: 3 ilçede okullar tatil", "summary": "Valilik açıkladı." }))
-        .send()
-        .await
-        .unwrap();
+    let r = app.editor(reqwest::Method::PATCH, &format!("/api/v1/alerts/{id}"), Some(json!({ "headline": "Burdur'da sel: 3 ilçede okullar tatil", "summary": "Valilik açıkladı." }))).await;
     assert_eq!(r.status(), 200);
     let u = ticker.expect("update").await;
     assert_eq!(u["id"], id);
@@ -357,24 +344,18 @@ async fn corrections_and_retractions_reach_tickers_in_order() {
 
     // null removes the summary.
     let r = app
-        .http
-        .patch(app.url(&format!("/api/v1/alerts/{id}")))
-        .bearer_auth(&app.token)
-        .json(&json!({ "summary": null }))
-        .send()
-        .await
-        .unwrap();
+        .editor(reqwest::Method::PATCH, &format!("/api/v1/alerts/{id}"), Some(json!({ "summary": null })))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(ticker.expect("update").await["summary"], Value::Null);
 
     let r = app
-        .http
-        .post(app.url(&format!("/api/v1/alerts/{id}/retract")))
-        .bearer_auth(&app.token)
-        .json(&json!({ "reason": "Yanlış bilgi" }))
-        .send()
-        .await
-        .unwrap();
+        .editor(
+            reqwest::Method::POST,
+            &format!("/api/v1/alerts/{id}/retract"),
+            Some(json!({ "reason": "Yanlış bilgi" })),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "retracted");
@@ -383,33 +364,15 @@ async fn corrections_and_retractions_reach_tickers_in_order() {
 
     // A retracted alert can't be corrected; retracting again changes nothing.
     let r = app
-        .http
-        .patch(app.url(&format!("/api/v1/alerts/{id}")))
-        .bearer_auth(&app.token)
-        .json(&json!({ "headline": "x" }))
-        .send()
-        .await
-        .unwrap();
+        .editor(reqwest::Method::PATCH, &format!("/api/v1/alerts/{id}"), Some(json!({ "headline": "x" })))
+        .await;
     assert_eq!(r.status(), 409);
-    let r = app
-        .http
-        .post(app.url(&format!("/api/v1/alerts/{id}/retract")))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap();
+    let r = app.editor(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), None).await;
     assert_eq!(r.status(), 200);
     assert!(ticker.next_within(Duration::from_millis(300)).await.is_none(), "no second retract");
 
     // An empty correction is refused with a reason.
-    let r = app
-        .http
-        .patch(app.url(&format!("/api/v1/alerts/{id}")))
-        .bearer_auth(&app.token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = app.editor(reqwest::Method::PATCH, &format!("/api/v1/alerts/{id}"), Some(json!({}))).await;
     assert_eq!(r.status(), 422);
 }
 

@@ -170,6 +170,20 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// An editor request with this app's token (and a JSON body when given).
+    pub async fn editor(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap()
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(self.url(path)).bearer_auth(&self.token).send().await.unwrap();
         let status = r.status().as_u16();

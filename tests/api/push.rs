@@ -303,13 +303,7 @@ async fn a_retraction_stops_the_fan_out_within_a_second() {
     let id = a["id"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(20), "some pushes went out", || async { double.received().len() >= 20 })
         .await;
-    let r = app
-        .http
-        .post(app.url(&format!("/api/v1/alerts/{id}/retract")))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap();
+    let r = app.editor(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), None).await;
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_a_second = double.received().len();

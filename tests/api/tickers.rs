@@ -93,12 +93,7 @@ async fn a_ticker_that_reconnects_gets_exactly_what_it_missed() {
     app.flag("Spor (filtrelenir)", &["spor"]).await;
     let three = app.flag("Üç", &["gundem"]).await;
     let id = two["id"].as_str().unwrap();
-    app.http
-        .post(app.url(&format!("/api/v1/alerts/{id}/retract")))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap();
+    app.editor(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), None).await;
 
     let mut t = app.ticker(&format!("?topics=gundem&since={last_seen}")).await;
     let hello = t.expect("hello").await;
