@@ -17,6 +17,13 @@ use crate::{
 
 const SUBJECT: &str = "mailto:teknik@burdurweb.com";
 
+/// `push_settings` as the environment of a `sondakika serve` child process.
+const PROCESS_PUSH_ENV: &[(&str, &str)] = &[
+    ("SONDAKIKA_VAPID_SUBJECT", SUBJECT),
+    ("SONDAKIKA_PUSH_EXTRA_HOSTS", "localhost"),
+    ("SONDAKIKA_PUSH_EXTRA_HOSTS_ALLOW_HTTP", "true"),
+];
+
 fn push_settings(s: &mut Settings) {
     s.vapid_subject = Some(SUBJECT.into());
     s.push_extra_hosts = vec!["localhost".into()];
@@ -480,13 +487,14 @@ async fn a_killed_server_resumes_its_fan_out_without_skipping_or_repeating() {
     let db = new_database().await;
     let double = PushDouble::start(SUBJECT).await;
     let env = [
-        ("SONDAKIKA_VAPID_SUBJECT", SUBJECT),
-        ("SONDAKIKA_PUSH_EXTRA_HOSTS", "localhost"),
-        ("SONDAKIKA_PUSH_EXTRA_HOSTS_ALLOW_HTTP", "true"),
-        ("SONDAKIKA_PUSH_LEASE_SECS", "2"),
-        ("SONDAKIKA_PUSH_BATCH_SIZE", "200"),
-        ("SONDAKIKA_PUSH_CONCURRENCY_PER_ORIGIN", "8"),
-    ];
+        PROCESS_PUSH_ENV,
+        &[
+            ("SONDAKIKA_PUSH_LEASE_SECS", "2"),
+            ("SONDAKIKA_PUSH_BATCH_SIZE", "200"),
+            ("SONDAKIKA_PUSH_CONCURRENCY_PER_ORIGIN", "8"),
+        ],
+    ]
+    .concat();
     let mut server = ServerProcess::start(&db, &env).await;
     // A helper server without push (it must not take part in the fan-out): token, pool, SQL.
     let app = TestApp::spawn_on(&db, |_| {}).await;
@@ -541,12 +549,10 @@ async fn two_processes_share_one_fan_out_without_double_sends() {
     let db = new_database().await;
     let double = PushDouble::start(SUBJECT).await;
     let env = [
-        ("SONDAKIKA_VAPID_SUBJECT", SUBJECT),
-        ("SONDAKIKA_PUSH_EXTRA_HOSTS", "localhost"),
-        ("SONDAKIKA_PUSH_EXTRA_HOSTS_ALLOW_HTTP", "true"),
-        ("SONDAKIKA_PUSH_BATCH_SIZE", "50"),
-        ("SONDAKIKA_PUSH_CONCURRENCY_PER_ORIGIN", "4"),
-    ];
+        PROCESS_PUSH_ENV,
+        &[("SONDAKIKA_PUSH_BATCH_SIZE", "50"), ("SONDAKIKA_PUSH_CONCURRENCY_PER_ORIGIN", "4")],
+    ]
+    .concat();
     let mut a = ServerProcess::start(&db, &env).await;
     let mut b = ServerProcess::start(&db, &env).await;
     let app = TestApp::spawn_on(&db, |_| {}).await;
