@@ -85,6 +85,13 @@ struct Origin {
     logged_block: AtomicBool,
 }
 
+impl Origin {
+    fn is_blocked(&self) -> bool {
+        let until = *self.blocked_until.lock().expect("origin lock");
+        until.is_some_and(|t| t > Instant::now())
+    }
+}
+
 pub struct Sender {
     client: reqwest::Client,
     vapid: Arc<Vapid>,
@@ -106,33 +113,32 @@ impl Sender {
         Ok(Self { client, vapid, per_origin: settings.per_origin, origins: Mutex::new(HashMap::new()) })
     }
 
+    /// The origin's state; allocates only the first time an origin is seen (this is on the
+    /// path of every push).
     fn origin(&self, origin: &str) -> Arc<Origin> {
-        self.origins
-            .lock()
-            .expect("origins lock")
-            .entry(origin.to_string())
-            .or_insert_with(|| {
-                Arc::new(Origin {
-                    permits: Semaphore::new(self.per_origin),
-                    paused_until: Mutex::new(None),
-                    blocked_until: Mutex::new(None),
-                    logged_block: AtomicBool::new(false),
-                })
-            })
-            .clone()
+        let mut origins = self.origins.lock().expect("origins lock");
+        if let Some(o) = origins.get(origin) {
+            return o.clone();
+        }
+        let o = Arc::new(Origin {
+            permits: Semaphore::new(self.per_origin),
+            paused_until: Mutex::new(None),
+            blocked_until: Mutex::new(None),
+            logged_block: AtomicBool::new(false),
+        });
+        origins.insert(origin.to_string(), o.clone());
+        o
     }
 
     /// True while an origin is stopped for rejecting our VAPID credentials.
     pub fn is_blocked(&self, origin: &str) -> bool {
-        let o = self.origin(origin);
-        let until = *o.blocked_until.lock().expect("origin lock");
-        until.is_some_and(|t| t > Instant::now())
+        self.origin(origin).is_blocked()
     }
 
     /// One attempt: waits for the origin's pause and a concurrency slot, then sends.
     pub async fn send(&self, m: &Message<'_>) -> Attempt {
         let origin = self.origin(m.origin);
-        if self.is_blocked(m.origin) {
+        if origin.is_blocked() {
             return Attempt::Failed {
                 status: None,
                 error: format!("not sent: {} rejected our VAPID credentials; fix the VAPID settings", m.host),
