@@ -54,7 +54,8 @@ pub async fn stream(
         pending: VecDeque::from([first]),
         replay,
         receiver: sub.receiver,
-        head: sub.head,
+        // Nothing at or below what the client has seen, even if this hub is behind.
+        head: sub.head.max(since.unwrap_or(0)),
         topics,
         shutdown: state.shutdown.clone(),
         keepalive: tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive),

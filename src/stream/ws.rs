@@ -84,9 +84,11 @@ async fn run(socket: WebSocket, state: AppState, request: StreamRequest, _slot: 
     let sub = state.hub.subscribe(since);
     let mut receiver = sub.receiver;
     let write_timeout = state.settings.write_timeout();
-    // Everything up to `head` comes from the replay; the channel only carries newer events
-    // (the hub guarantees both under one lock; the check below is a cheap belt to those braces).
-    let head = sub.head;
+    // Everything up to the hub's head comes from the replay; the channel only carries newer
+    // events (the hub guarantees both under one lock). Live events at or below `since` were
+    // already seen by the client: this process's hub may be behind the one the client last
+    // talked to, or behind the database.
+    let head = sub.head.max(since.unwrap_or(0));
 
     let replay: Vec<Arc<StreamEvent>> = sub.replay.into_iter().filter(|e| topics.wants(&e.topics)).collect();
     let hello = protocol::hello(
