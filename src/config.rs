@@ -105,6 +105,9 @@ pub struct Settings {
     pub push_extra_hosts: Vec<String>,
     /// Allow http and private addresses for `push_extra_hosts`.
     pub push_extra_hosts_allow_http: bool,
+    /// PEM file of extra root certificates trusted for push services (a self-hosted push
+    /// service behind a private CA). The public roots stay trusted.
+    pub push_ca_file: Option<std::path::PathBuf>,
     pub push_connect_timeout_secs: u64,
     /// Time limit for one push request.
     pub push_timeout_secs: u64,
@@ -173,6 +176,7 @@ impl Default for Settings {
             vapid_rotate: false,
             push_extra_hosts: Vec::new(),
             push_extra_hosts_allow_http: false,
+            push_ca_file: None,
             push_connect_timeout_secs: 5,
             push_timeout_secs: 15,
             push_concurrency_per_origin: 100,

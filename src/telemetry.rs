@@ -135,9 +135,10 @@ pub mod metrics {
     pub fn push_throttled(host: &str) {
         counter!("sondakika_push_throttled_total", "push_host" => host.to_string()).increment(1);
     }
-    pub fn push_attempt(host: &str, result: &'static str) {
+    /// The handle of one `(push_host, result)` attempts counter; the sender keeps these per
+    /// origin rather than looking the labels up on every push.
+    pub fn push_attempts(host: &str, result: &'static str) -> ::metrics::Counter {
         counter!("sondakika_push_attempts_total", "push_host" => host.to_string(), "result" => result)
-            .increment(1);
     }
     pub fn push_latency(d: Duration) {
         histogram!("sondakika_push_latency_seconds").record(d.as_secs_f64());

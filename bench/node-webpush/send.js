@@ -2,7 +2,7 @@
 // push-service double (`sondakika bench push sink`), with bounded concurrency, the way most Node
 // applications use it: `webpush.sendNotification(subscription, payload, options)` per reader.
 //
-//   node send.js --sink http://localhost:18290 --count 100000 --payload payload.bin \
+//   node send.js --sink https://localhost:18291 --count 100000 --payload payload.bin \
 //       [--concurrency 100] [--vapid per-message|once] [--key-pool 1000]
 //
 // --vapid per-message: the library's default; it signs a new VAPID JWT (ES256) for every message.
@@ -35,11 +35,12 @@ const payloadPath = arg('payload', null);
 const payload = payloadPath ? fs.readFileSync(payloadPath) : Buffer.alloc(1000, 'a');
 if (!['per-message', 'once'].includes(VAPID_MODE)) throw new Error('--vapid must be per-message or once');
 
-// The push service is plain http on loopback, like the one sondakika sends to. web-push always
-// calls https.request and only accepts an https.Agent: this one opens plain TCP connections
-// (the http.Agent's `createConnection`, no TLS), with keep-alive and at most CONCURRENCY sockets.
+// Keep-alive and at most CONCURRENCY sockets. An https sink is trusted through
+// NODE_EXTRA_CA_CERTS (Node's https speaks HTTP/1.1). For a plain-http sink: web-push always
+// calls https.request and only accepts an https.Agent, so this one then opens plain TCP
+// connections (the http.Agent's `createConnection`, no TLS).
 const agent = new https.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
-agent.createConnection = http.Agent.prototype.createConnection;
+if (SINK.startsWith('http:')) agent.createConnection = http.Agent.prototype.createConnection;
 
 const vapidKeys = webpush.generateVAPIDKeys();
 const vapidDetails = { subject: SUBJECT, publicKey: vapidKeys.publicKey, privateKey: vapidKeys.privateKey };

@@ -164,8 +164,19 @@ fn alert_from_view(v: &Value) -> anyhow::Result<Alert> {
 
 #[derive(Debug, Args)]
 pub struct SinkArgs {
+    /// Plain HTTP/1.1 (and `/stats`).
     #[arg(long, default_value = "127.0.0.1:18290")]
     bind: SocketAddr,
+    /// Also serve TLS here, offering HTTP/2 and HTTP/1.1 by ALPN like the real push services
+    /// (FCM, autopush, Apple and WNS all speak HTTP/2 over TLS). Needs --tls-cert and --tls-key.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_bind: Option<SocketAddr>,
+    /// PEM certificate chain for --tls-bind.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-bind.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -239,12 +250,82 @@ async fn sink(args: SinkArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     eprintln!("push sink listening on http://{}", args.bind);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match (args.tls_bind, &args.tls_cert, &args.tls_key) {
+        (Some(tls_bind), Some(cert), Some(key)) => {
+            let tls = TlsListener::bind(tls_bind, cert, key).await?;
+            eprintln!("push sink listening on https://{tls_bind} (h2, http/1.1)");
+            let plain = axum::serve(listener, app.clone()).into_future();
+            let secure = axum::serve(tls, app).into_future();
+            tokio::select! {
+                r = plain => r?,
+                r = secure => r?,
+                _ = stop => {}
+            }
+        }
+        _ => axum::serve(listener, app).with_graceful_shutdown(stop).await?,
+    }
     Ok(())
+}
+
+/// A TLS listener for axum::serve, offering HTTP/2 and HTTP/1.1 by ALPN: the handshake happens
+/// in `accept` (push-service doubles see few connections; a failed handshake is dropped and the
+/// next connection accepted). Also used by the tests' push-service double.
+pub struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsListener {
+    pub async fn bind(
+        addr: SocketAddr,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        use tokio_rustls::rustls::{
+            self,
+            pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        };
+        let certs = CertificateDer::pem_file_iter(cert)
+            .with_context(|| format!("reading {}", cert.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("parsing {}", cert.display()))?;
+        let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        Ok(Self { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => eprintln!("sink: TLS handshake with {addr} failed: {e}"),
+                Err(_) => eprintln!("sink: TLS handshake with {addr} timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
 }
 
 async fn accept(
@@ -580,6 +661,9 @@ pub struct SeedArgs {
     /// Port of the sink on localhost: endpoints are `http://localhost:PORT/push/<run>/<n>`.
     #[arg(long)]
     sink_port: u16,
+    /// Endpoints use https (the sink's --tls-bind port).
+    #[arg(long)]
+    tls: bool,
     /// Distinct subscriber key pairs, reused round-robin (generating a million is slow and
     /// changes nothing: every message still gets its own ephemeral key).
     #[arg(long, default_value_t = 1000)]
@@ -609,8 +693,9 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         sqlx::query("delete from push_subscriptions").execute(&pool).await?;
     }
     let run = chrono::Utc::now().timestamp_millis();
-    let prefix = format!("http://localhost:{}/push/{run}/", args.sink_port);
-    let origin = format!("http://localhost:{}", args.sink_port);
+    let scheme = if args.tls { "https" } else { "http" };
+    let prefix = format!("{scheme}://localhost:{}/push/{run}/", args.sink_port);
+    let origin = format!("{scheme}://localhost:{}", args.sink_port);
     const CHUNK: u64 = 50_000;
     let mut done = 0u64;
     while done < args.count {

@@ -222,11 +222,17 @@ impl Fanout {
 
         let mut sends = JoinSet::new();
         let stop = alert.cancelled.clone();
-        'chunks: for chunk in targets.chunks(CRYPTO_CHUNK) {
+        let topic: Option<Arc<str>> = self.settings.topic.as_deref().map(Arc::from);
+        // Targets are moved into the blocking pool and on into their send task, never cloned.
+        let mut targets = targets.into_iter();
+        'chunks: loop {
             if stop.is_cancelled() || shutdown.is_cancelled() {
                 break;
             }
-            let chunk: Vec<Target> = chunk.to_vec();
+            let chunk: Vec<Target> = targets.by_ref().take(CRYPTO_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
             let payload = alert.payload.clone();
             let encrypted = tokio::task::spawn_blocking(move || {
                 chunk
@@ -254,7 +260,7 @@ impl Fanout {
                     Ok(b) => bytes::Bytes::from(b),
                     Err(e) => {
                         let _ = tx
-                            .send(outcome(&target, "failed", None, 0, None, Some(format!("encryption: {e}"))))
+                            .send(outcome(target, "failed", None, 0, None, Some(format!("encryption: {e}"))))
                             .await;
                         continue;
                     }
@@ -263,9 +269,9 @@ impl Fanout {
                 let alert = alert.clone();
                 let tx = tx.clone();
                 let max_attempts = self.settings.max_attempts;
-                let topic = self.settings.topic.clone();
+                let topic = topic.clone();
                 sends.spawn(async move {
-                    let o = deliver(&sender, &alert, &target, body, max_attempts, topic.as_deref()).await;
+                    let o = deliver(&sender, &alert, target, body, max_attempts, topic.as_deref()).await;
                     drop(permit);
                     let _ = tx.send(o).await;
                 });
@@ -295,7 +301,7 @@ impl Fanout {
 }
 
 fn outcome(
-    t: &Target,
+    t: Target,
     status: &'static str,
     http: Option<u16>,
     attempts: i16,
@@ -307,7 +313,7 @@ fn outcome(
         status,
         http_status: http.map(|h| h as i16),
         attempts,
-        push_host: t.host.clone(),
+        push_host: t.host,
         latency_ms: latency.map(|l| l.as_millis().min(i32::MAX as u128) as i32),
         error,
     }
@@ -317,7 +323,7 @@ fn outcome(
 async fn deliver(
     sender: &Sender,
     alert: &AlertPush,
-    t: &Target,
+    t: Target,
     body: bytes::Bytes,
     max_attempts: u32,
     topic: Option<&str>,
@@ -345,13 +351,13 @@ async fn deliver(
         // A retraction also stops requests waiting for a slot or in flight: what was not
         // confirmed is logged as skipped.
         let result = tokio::select! {
-            r = sender.send(&m) => r,
-            _ = alert.cancelled.cancelled() => {
-                return outcome(t, "skipped", None, attempts, None, Some("the alert was retracted".into()));
-            }
+            r = sender.send(&m) => Some(r),
+            _ = alert.cancelled.cancelled() => None,
+        };
+        let Some(result) = result else {
+            return outcome(t, "skipped", None, attempts, None, Some("the alert was retracted".into()));
         };
         let latency = Some(started.elapsed());
-        metrics::push_attempt(&t.host, attempt_label(&result));
         match result {
             Attempt::Sent(code) => {
                 metrics::push_latency(started.elapsed());
@@ -401,17 +407,6 @@ async fn deliver(
                 }
             }
         }
-    }
-}
-
-fn attempt_label(a: &Attempt) -> &'static str {
-    match a {
-        Attempt::Sent(_) => "sent",
-        Attempt::Gone(_) => "gone",
-        Attempt::Retry { status: Some(429), .. } => "throttled",
-        Attempt::Retry { .. } => "retry",
-        Attempt::Failed { .. } => "failed",
-        Attempt::VapidRejected { .. } => "vapid_rejected",
     }
 }
 

@@ -65,6 +65,10 @@ impl Push {
                 timeout: Duration::from_secs(settings.push_timeout_secs),
                 per_origin: settings.push_concurrency_per_origin,
                 allow: allow.clone(),
+                extra_roots: match &settings.push_ca_file {
+                    Some(path) => extra_roots(path)?,
+                    None => Vec::new(),
+                },
             },
             vapid.clone(),
         )?);
@@ -82,4 +86,17 @@ impl Push {
         );
         Ok(Some(Self { vapid, sender, fanout, allow }))
     }
+}
+
+/// The certificates of `push_ca_file`.
+fn extra_roots(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("push_ca_file: cannot read {}: {e}", path.display()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        anyhow::anyhow!("push_ca_file: {} is not a PEM certificate bundle: {e}", path.display())
+    })?;
+    if roots.is_empty() {
+        anyhow::bail!("push_ca_file: {} holds no certificate", path.display());
+    }
+    Ok(roots)
 }

@@ -41,6 +41,8 @@ pub struct SenderSettings {
     pub timeout: Duration,
     pub per_origin: usize,
     pub allow: Allowlist,
+    /// Root certificates trusted besides the public ones (`push_ca_file`).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 /// What one attempt came to.
@@ -79,6 +81,9 @@ pub struct Message<'a> {
 }
 
 struct Origin {
+    /// `sondakika_push_attempts_total{push_host, result}`, registered once per origin (a
+    /// labelled lookup per push showed in the profile), indexed by [`Attempt::index`].
+    attempts: [::metrics::Counter; Attempt::LABELS.len()],
     permits: Semaphore,
     paused_until: Mutex<Option<Instant>>,
     blocked_until: Mutex<Option<Instant>>,
@@ -101,7 +106,11 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(settings: SenderSettings, vapid: Arc<Vapid>) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for root in settings.extra_roots {
+            builder = builder.add_root_certificate(root);
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
@@ -115,12 +124,13 @@ impl Sender {
 
     /// The origin's state; allocates only the first time an origin is seen (this is on the
     /// path of every push).
-    fn origin(&self, origin: &str) -> Arc<Origin> {
+    fn origin(&self, origin: &str, host: &str) -> Arc<Origin> {
         let mut origins = self.origins.lock().expect("origins lock");
         if let Some(o) = origins.get(origin) {
             return o.clone();
         }
         let o = Arc::new(Origin {
+            attempts: Attempt::LABELS.map(|result| metrics::push_attempts(host, result)),
             permits: Semaphore::new(self.per_origin),
             paused_until: Mutex::new(None),
             blocked_until: Mutex::new(None),
@@ -132,12 +142,19 @@ impl Sender {
 
     /// True while an origin is stopped for rejecting our VAPID credentials.
     pub fn is_blocked(&self, origin: &str) -> bool {
-        self.origin(origin).is_blocked()
+        self.origins.lock().expect("origins lock").get(origin).is_some_and(|o| o.is_blocked())
     }
 
-    /// One attempt: waits for the origin's pause and a concurrency slot, then sends.
+    /// One attempt: waits for the origin's pause and a concurrency slot, then sends. Counted
+    /// in `sondakika_push_attempts_total`.
     pub async fn send(&self, m: &Message<'_>) -> Attempt {
-        let origin = self.origin(m.origin);
+        let origin = self.origin(m.origin, m.host);
+        let attempt = self.attempt(&origin, m).await;
+        origin.attempts[attempt.index()].increment(1);
+        attempt
+    }
+
+    async fn attempt(&self, origin: &Origin, m: &Message<'_>) -> Attempt {
         if origin.is_blocked() {
             return Attempt::Failed {
                 status: None,
@@ -158,7 +175,7 @@ impl Sender {
                 };
             }
         };
-        let mut headers = HeaderMap::new();
+        let mut headers = HeaderMap::with_capacity(8);
         headers.insert("ttl", HeaderValue::from(m.ttl));
         headers.insert("urgency", HeaderValue::from_static(m.urgency));
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"));
@@ -168,10 +185,7 @@ impl Sender {
         {
             headers.insert("topic", v);
         }
-        match HeaderValue::from_str(&authorization) {
-            Ok(v) => headers.insert(header::AUTHORIZATION, v),
-            Err(_) => return Attempt::Failed { status: None, error: "unusable VAPID header".into() },
-        };
+        headers.insert(header::AUTHORIZATION, authorization);
         let result = self.client.post(m.endpoint).headers(headers).body(m.body.clone()).send().await;
         let response = match result {
             Ok(r) => r,
@@ -221,6 +235,22 @@ impl Sender {
             _ => {}
         }
         attempt
+    }
+}
+
+impl Attempt {
+    /// The `result` label of each kind of attempt, in [`Attempt::index`] order.
+    pub const LABELS: [&'static str; 6] = ["sent", "gone", "throttled", "retry", "failed", "vapid_rejected"];
+
+    pub fn index(&self) -> usize {
+        match self {
+            Attempt::Sent(_) => 0,
+            Attempt::Gone(_) => 1,
+            Attempt::Retry { status: Some(429), .. } => 2,
+            Attempt::Retry { .. } => 3,
+            Attempt::Failed { .. } => 4,
+            Attempt::VapidRejected { .. } => 5,
+        }
     }
 }
 

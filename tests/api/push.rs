@@ -70,7 +70,7 @@ async fn bulk_subscribe(
     behaviour: Behaviour,
 ) {
     let vapid = B64.decode(stored_vapid_key(app).await).unwrap();
-    let origin = format!("http://localhost:{}", double.addr.port());
+    let origin = format!("{}://localhost:{}", double.scheme, double.addr.port());
     let mut endpoints = Vec::new();
     let mut p256dh = Vec::new();
     let mut auth = Vec::new();
@@ -159,6 +159,66 @@ async fn an_alert_reaches_thousands_of_subscribers_once_each_with_an_exact_log()
     assert!(r.ttl > 1700 && r.ttl <= 1800, "TTL from the alert, not a default: {}", r.ttl);
     assert_eq!(r.urgency, "high");
     assert_eq!(r.topic, None);
+}
+
+/// A self-hosted push service behind a private CA: trusted through `push_ca_file`, refused
+/// without it (the sender checks certificates; it does not skip verification for extra hosts).
+/// Over TLS the sender speaks HTTP/2, as with FCM, autopush and Apple.
+#[tokio::test]
+async fn a_push_service_behind_a_private_ca_is_reached_only_when_its_ca_is_configured() {
+    for trusted in [true, false] {
+        let app = TestApp::spawn_with(|s| {
+            push_settings(s);
+            s.push_extra_hosts_allow_http = false;
+            s.push_max_attempts = 1;
+            if trusted {
+                s.push_ca_file = Some(crate::push_double::fixture("tls/ca.pem"));
+            }
+        })
+        .await;
+        let double = PushDouble::start_tls(SUBJECT).await;
+        let (_, key) = app.get_json("/api/v1/push/vapid-public-key").await;
+        double.set_vapid_key(key["publicKey"].as_str().unwrap());
+        let r = subscribe(&app, double.subscriber(1, Behaviour::Accept), &[]).await;
+        assert_eq!(r.status(), 201, "an https endpoint on an extra host is accepted");
+
+        let alert = app.flag("Özel push servisi", &[]).await;
+        let id = alert["id"].as_str().unwrap();
+        let f = wait_done(&app, id, Duration::from_secs(30)).await;
+        let error: Option<String> =
+            sqlx::query_scalar("select error from push_deliveries where alert_id = $1::uuid")
+                .bind(id)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if trusted {
+            assert_eq!((f["sent"].as_i64(), f["failed"].as_i64()), (Some(1), Some(0)), "{error:?}");
+            assert_eq!(double.violations(), Vec::<String>::new());
+            let r = &double.received()[0];
+            assert_eq!(r.payload["notification"]["title"], "SON DAKİKA: Özel push servisi");
+            assert_eq!(r.version, axum::http::Version::HTTP_2, "HTTP/2 where the push service offers it");
+        } else {
+            assert_eq!((f["sent"].as_i64(), f["failed"].as_i64()), (Some(0), Some(1)));
+            assert!(double.received().is_empty());
+            let error = error.unwrap_or_default();
+            assert!(error.contains("localhost"), "the log names the host, not the endpoint: {error}");
+            assert!(!error.contains("/push/"), "{error}");
+        }
+    }
+}
+
+/// A `push_ca_file` that is not a certificate stops the start with the setting named.
+#[tokio::test]
+async fn a_bad_push_ca_file_is_refused_at_start_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("ca.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let app = TestApp::spawn_with(push_settings).await;
+    let mut settings = Settings::default();
+    push_settings(&mut settings);
+    settings.push_ca_file = Some(bad);
+    let err = sondakika::push::Push::build(&settings, &app.pool).await.err().expect("refused");
+    assert!(err.to_string().contains("push_ca_file"), "{err}");
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use serde_json::{Value, json};
+use sondakika::cli::bench_push::TlsListener;
 
 /// How a subscriber's push service answers.
 #[derive(Clone, Debug)]
@@ -62,6 +63,7 @@ pub struct Received {
     pub topic: Option<String>,
     pub at: Instant,
     pub answered: u16,
+    pub version: axum::http::Version,
 }
 
 #[derive(Default)]
@@ -75,22 +77,52 @@ pub struct Inner {
     pub subject: String,
     /// Answer every request 401 as if our VAPID token were bad.
     pub reject_vapid: bool,
+    /// The scheme the double is reached by (the `aud` claim must carry it).
+    pub scheme: &'static str,
 }
 
 #[derive(Clone)]
 pub struct PushDouble {
     pub addr: SocketAddr,
+    /// `http`, or `https` for [`PushDouble::start_tls`].
+    pub scheme: &'static str,
     pub inner: Arc<Mutex<Inner>>,
 }
 
 impl PushDouble {
     pub async fn start(subject: &str) -> Self {
-        let inner = Arc::new(Mutex::new(Inner { subject: subject.to_string(), ..Default::default() }));
+        let inner = Arc::new(Mutex::new(Inner {
+            subject: subject.to_string(),
+            scheme: "http",
+            ..Default::default()
+        }));
         let app = Router::new().route("/push/{id}", post(receive)).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, inner }
+        Self { addr, scheme: "http", inner }
+    }
+
+    /// The same double behind TLS (HTTP/2 or HTTP/1.1 by ALPN, as the real push services), with
+    /// the certificate for `localhost` in tests/fixtures/tls, signed by the CA there.
+    pub async fn start_tls(subject: &str) -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            subject: subject.to_string(),
+            scheme: "https",
+            ..Default::default()
+        }));
+        let app = Router::new().route("/push/{id}", post(receive)).with_state(inner.clone());
+        let tls = fixture("tls");
+        let listener = TlsListener::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &tls.join("localhost.pem"),
+            &tls.join("localhost-key.pem"),
+        )
+        .await
+        .unwrap();
+        let addr = axum::serve::Listener::local_addr(&listener).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, scheme: "https", inner }
     }
 
     pub fn set_vapid_key(&self, b64: &str) {
@@ -118,7 +150,7 @@ impl PushDouble {
     }
 
     pub fn endpoint(&self, id: u64) -> String {
-        format!("http://localhost:{}/push/{id}", self.addr.port())
+        format!("{}://localhost:{}/push/{id}", self.scheme, self.addr.port())
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -142,10 +174,18 @@ impl PushDouble {
 async fn receive(
     State(inner): State<Arc<Mutex<Inner>>>,
     Path(id): Path<u64>,
+    uri: axum::http::Uri,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default().to_string();
+    // HTTP/1.1 names the origin in `Host`, HTTP/2 in `:authority` (the request URI).
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .or(uri.authority().map(|a| a.as_str()))
+        .unwrap_or_default()
+        .to_string();
     let (behaviour, verdict) = {
         let mut g = inner.lock().unwrap();
         let verdict = check(&g, id, &host, &headers, &body);
@@ -190,6 +230,7 @@ async fn receive(
         topic,
         at: Instant::now(),
         answered: status,
+        version,
     });
     let mut r = (StatusCode::from_u16(status).unwrap(), "").into_response();
     if let Some(s) = retry_after {
@@ -240,7 +281,7 @@ fn check(g: &Inner, id: u64, host: &str, headers: &HeaderMap, body: &[u8]) -> Re
         .map_err(|_| "the JWT signature does not verify with the VAPID public key")?;
     let claims: Value = serde_json::from_slice(&B64.decode(parts[1]).map_err(|_| "claims not base64url")?)
         .map_err(|_| "claims not JSON")?;
-    let expected_aud = format!("http://{host}");
+    let expected_aud = format!("{}://{host}", g.scheme);
     if claims["aud"] != expected_aud.as_str() {
         return Err(format!("aud is {}, expected {expected_aud}", claims["aud"]));
     }
@@ -278,4 +319,9 @@ fn check(g: &Inner, id: u64, host: &str, headers: &HeaderMap, body: &[u8]) -> Re
     }
     let payload: Value = serde_json::from_slice(&plain).map_err(|_| "payload is not JSON")?;
     Ok((payload, ttl, urgency, topic))
+}
+
+/// A file or directory under tests/fixtures.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
