@@ -51,6 +51,10 @@ fn describe() {
         "Alerts published through the API or the scheduler"
     );
     describe_counter!("sondakika_stream_events_total", "Stream events broadcast by this process");
+    describe_counter!(
+        "sondakika_push_encryption_cpu_microseconds_total",
+        "CPU time spent encrypting pushes (RFC 8291), on the encrypting threads"
+    );
     describe_counter!("sondakika_frames_sent_total", "Event frames written to tickers");
     describe_counter!("sondakika_frames_dropped_total", "Event frames a too-slow ticker missed");
     describe_counter!("sondakika_slow_client_disconnects_total", "Tickers closed for falling behind");
@@ -142,6 +146,11 @@ pub mod metrics {
     }
     pub fn push_latency(d: Duration) {
         histogram!("sondakika_push_latency_seconds").record(d.as_secs_f64());
+    }
+    /// CPU time the encryption of pushes took, measured on the encrypting thread: with the
+    /// process's total CPU it shows the share of the fan-out that is crypto, in the same run.
+    pub fn push_encryption_cpu(d: Duration) {
+        counter!("sondakika_push_encryption_cpu_microseconds_total").increment(d.as_micros() as u64);
     }
     pub fn deliveries_logged(n: u64) {
         counter!("sondakika_push_deliveries_logged_total").increment(n);

@@ -748,6 +748,10 @@ pub struct FanoutArgs {
     /// PostgreSQL's data directory (its postmaster.pid): PostgreSQL's CPU time is read too.
     #[arg(long)]
     pg_data: Option<PathBuf>,
+    /// The server's metrics endpoint (`metrics_bind`): the CPU its encryption took in this
+    /// fan-out is read from it, giving crypto's share of the server's CPU in the same run.
+    #[arg(long)]
+    metrics: Option<String>,
     /// The sink's base URL (`GET /stats`); its PID comes from there.
     #[arg(long)]
     sink: Option<String>,
@@ -819,8 +823,17 @@ fn machine_busy() -> Option<f64> {
     Some((v.iter().take(8).sum::<f64>() - idle) / USER_HZ)
 }
 
+/// `sondakika_push_encryption_cpu_microseconds_total` from a Prometheus text page, in seconds.
+async fn encryption_cpu(http: &reqwest::Client, url: Option<&str>) -> Option<f64> {
+    let text = http.get(url?).send().await.ok()?.text().await.ok()?;
+    let line = text.lines().find(|l| l.starts_with("sondakika_push_encryption_cpu_microseconds_total"))?;
+    Some(line.split_whitespace().last()?.parse::<f64>().ok()? / 1e6)
+}
+
 async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    // Absent before the first push: zero.
+    let encryption_before = encryption_cpu(&http, args.metrics.as_deref()).await.unwrap_or(0.0);
     let base = args.server.trim_end_matches('/');
     let auth = format!("Bearer {}", args.token);
     let sink_before: Option<Value> = match &args.sink {
@@ -889,6 +902,8 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let sink_cpu_after = sink_pid.and_then(|p| proc_cpu(p, false));
     let own_after = proc_cpu(std::process::id(), false);
     let busy_after = machine_busy();
+    let encryption =
+        encryption_cpu(&http, args.metrics.as_deref()).await.map(|after| after - encryption_before);
 
     let p = &view["push"];
     let targeted = p["targeted"].as_i64().unwrap_or(0);
@@ -952,19 +967,22 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             "sink": sink_cpu.map(round2),
             "load_generator": own.map(round2),
             "machine_busy": busy.map(round2),
+            "server_encryption": encryption.map(round2),
         },
         "cpu_us_per_push": {
             "server": round2(server_cpu * 1e6 / pushes),
             "postgres": per_push(pg),
             "sink": per_push(sink_cpu),
             "machine_busy": per_push(busy),
+            "server_encryption": per_push(encryption),
         },
         "sink": sink_delta,
     });
     eprintln!(
-        "fan-out of {targeted} pushes ({sent} sent): {wall:.2} s to 100 % ({:.0} pushes/s); server CPU {server_cpu:.2} s = {:.1} µs/push; postgres {}; sink {}",
+        "fan-out of {targeted} pushes ({sent} sent): {wall:.2} s to 100 % ({:.0} pushes/s); server CPU {server_cpu:.2} s = {:.1} µs/push (encryption {}); postgres {}; sink {}",
         targeted as f64 / wall,
         server_cpu * 1e6 / pushes,
+        encryption.map_or("-".into(), |s| format!("{:.1} µs/push", s * 1e6 / pushes)),
         pg.map_or("-".into(), |s| format!("{:.1} µs/push", s * 1e6 / pushes)),
         sink_cpu.map_or("-".into(), |s| format!("{:.1} µs/push", s * 1e6 / pushes)),
     );

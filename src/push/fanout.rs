@@ -235,7 +235,8 @@ impl Fanout {
             }
             let payload = alert.payload.clone();
             let encrypted = tokio::task::spawn_blocking(move || {
-                chunk
+                let cpu = thread_cpu_time();
+                let encrypted = chunk
                     .into_iter()
                     .map(|t| {
                         let body = match (
@@ -247,7 +248,11 @@ impl Fanout {
                         };
                         (t, body)
                     })
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>();
+                if let (Some(before), Some(after)) = (cpu, thread_cpu_time()) {
+                    metrics::push_encryption_cpu(after.saturating_sub(before));
+                }
+                encrypted
             })
             .await?;
             for (target, body) in encrypted {
@@ -408,6 +413,12 @@ async fn deliver(
             }
         }
     }
+}
+
+/// CPU time this thread has used (not wall time: a preempted thread is not charged).
+fn thread_cpu_time() -> Option<Duration> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32))
 }
 
 /// Exponential backoff with full jitter: uniformly up to base·2ⁿ, capped.

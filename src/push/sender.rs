@@ -381,6 +381,11 @@ mod tests {
         assert!(matches!(classify(s(401), None, "Invalid Authorization"), Attempt::VapidRejected { .. }));
         assert!(matches!(classify(s(403), None, "BadJwtToken"), Attempt::VapidRejected { .. }));
         assert!(matches!(classify(s(403), None, "subscription expired for sender"), Attempt::Failed { .. }));
+        let label = |a: Attempt| Attempt::LABELS[a.index()];
+        assert_eq!(label(classify(s(201), None, "")), "sent");
+        assert_eq!(label(classify(s(429), None, "")), "throttled");
+        assert_eq!(label(classify(s(503), None, "")), "retry");
+        assert_eq!(label(classify(s(401), None, "vapid")), "vapid_rejected");
     }
 
     #[test]
