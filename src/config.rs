@@ -113,6 +113,9 @@ pub struct Settings {
     pub push_timeout_secs: u64,
     /// Concurrent requests to one push-service origin, per process.
     pub push_concurrency_per_origin: usize,
+    /// HTTP/2 connections to one push-service origin, per process (requests are spread over
+    /// them): a push service caps the concurrent streams on one connection.
+    pub push_http2_connections: usize,
     /// Pushes in flight per process, all origins together.
     pub push_max_in_flight: usize,
     /// Fan-out batches worked on at once per process.
@@ -179,7 +182,8 @@ impl Default for Settings {
             push_ca_file: None,
             push_connect_timeout_secs: 5,
             push_timeout_secs: 15,
-            push_concurrency_per_origin: 100,
+            push_concurrency_per_origin: 400,
+            push_http2_connections: 4,
             push_max_in_flight: 1000,
             push_workers: 2,
             push_batch_size: 1000,
@@ -273,6 +277,7 @@ impl Settings {
             ("push_connect_timeout_secs", self.push_connect_timeout_secs),
             ("push_timeout_secs", self.push_timeout_secs),
             ("push_concurrency_per_origin", self.push_concurrency_per_origin as u64),
+            ("push_http2_connections", self.push_http2_connections as u64),
             ("push_max_in_flight", self.push_max_in_flight as u64),
             ("push_workers", self.push_workers as u64),
             ("push_batch_size", self.push_batch_size as u64),
@@ -286,6 +291,9 @@ impl Settings {
             if value == 0 {
                 return bad(name, "must be greater than zero".into());
             }
+        }
+        if self.push_http2_connections > 64 {
+            return bad("push_http2_connections", "must be at most 64".into());
         }
         if self.ping_interval_secs > 30 {
             return bad(

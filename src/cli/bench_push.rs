@@ -177,10 +177,18 @@ pub struct SinkArgs {
     /// PEM private key for --tls-bind.
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// Concurrent HTTP/2 streams allowed on one TLS connection (push services cap it; a sender
+    /// needs several connections for more requests in flight).
+    #[arg(long, default_value_t = 100)]
+    max_streams: u32,
+    /// Answer each push after this many milliseconds, like a push service across the internet.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 #[derive(Default)]
 struct SinkStats {
+    delay: Duration,
     requests: AtomicU64,
     bytes: AtomicU64,
     /// Requests with a `vapid t=..., k=...` Authorization, `Content-Encoding: aes128gcm`, a TTL
@@ -234,7 +242,11 @@ impl SinkStats {
 }
 
 async fn sink(args: SinkArgs) -> anyhow::Result<()> {
-    let stats = Arc::new(SinkStats { started: Some(Instant::now()), ..Default::default() });
+    let stats = Arc::new(SinkStats {
+        started: Some(Instant::now()),
+        delay: Duration::from_millis(args.delay_ms),
+        ..Default::default()
+    });
     let app = Router::new()
         .route(
             "/stats",
@@ -255,13 +267,29 @@ async fn sink(args: SinkArgs) -> anyhow::Result<()> {
     };
     match (args.tls_bind, &args.tls_cert, &args.tls_key) {
         (Some(tls_bind), Some(cert), Some(key)) => {
-            let tls = TlsListener::bind(tls_bind, cert, key).await?;
-            eprintln!("push sink listening on https://{tls_bind} (h2, http/1.1)");
+            let mut tls = TlsListener::bind(tls_bind, cert, key).await?;
+            eprintln!(
+                "push sink listening on https://{tls_bind} (h2 with at most {} streams per connection, http/1.1)",
+                args.max_streams
+            );
+            // hyper-util's builder directly, for the HTTP/2 stream limit axum::serve does not set.
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder.http2().max_concurrent_streams(args.max_streams);
             let plain = axum::serve(listener, app.clone()).into_future();
-            let secure = axum::serve(tls, app).into_future();
+            let secure = async move {
+                loop {
+                    let (io, _) = axum::serve::Listener::accept(&mut tls).await;
+                    let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                    let builder = builder.clone();
+                    tokio::spawn(async move {
+                        let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service).await;
+                    });
+                }
+            };
             tokio::select! {
                 r = plain => r?,
-                r = secure => r?,
+                _ = secure => {}
                 _ = stop => {}
             }
         }
@@ -276,6 +304,7 @@ async fn sink(args: SinkArgs) -> anyhow::Result<()> {
 pub struct TlsListener {
     tcp: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+    handshakes: Arc<AtomicU64>,
 }
 
 impl TlsListener {
@@ -300,7 +329,16 @@ impl TlsListener {
                 .with_single_cert(certs, key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        Ok(Self { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
+        Ok(Self {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            handshakes: Arc::default(),
+        })
+    }
+
+    /// Counts the TLS connections accepted (each a completed handshake).
+    pub fn handshakes(&self) -> Arc<AtomicU64> {
+        self.handshakes.clone()
     }
 }
 
@@ -316,7 +354,10 @@ impl axum::serve::Listener for TlsListener {
             };
             let _ = tcp.set_nodelay(true);
             match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Ok(tls)) => {
+                    self.handshakes.fetch_add(1, Ordering::Relaxed);
+                    return (tls, addr);
+                }
                 Ok(Err(e)) => eprintln!("sink: TLS handshake with {addr} failed: {e}"),
                 Err(_) => eprintln!("sink: TLS handshake with {addr} timed out"),
             }
@@ -336,6 +377,9 @@ async fn accept(
 ) -> impl IntoResponse {
     if method != Method::POST {
         return StatusCode::METHOD_NOT_ALLOWED;
+    }
+    if !s.delay.is_zero() {
+        tokio::time::sleep(s.delay).await;
     }
     let now = s.started.map_or(0, |t| t.elapsed().as_micros() as u64) + 1;
     s.requests.fetch_add(1, Ordering::Relaxed);

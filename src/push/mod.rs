@@ -64,6 +64,7 @@ impl Push {
                 connect_timeout: Duration::from_secs(settings.push_connect_timeout_secs),
                 timeout: Duration::from_secs(settings.push_timeout_secs),
                 per_origin: settings.push_concurrency_per_origin,
+                http2_connections: settings.push_http2_connections,
                 allow: allow.clone(),
                 extra_roots: match &settings.push_ca_file {
                     Some(path) => extra_roots(path)?,

@@ -40,6 +40,8 @@ pub struct SenderSettings {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub per_origin: usize,
+    /// Clients (so HTTP/2 connections) per push-service origin.
+    pub http2_connections: usize,
     pub allow: Allowlist,
     /// Root certificates trusted besides the public ones (`push_ca_file`).
     pub extra_roots: Vec<reqwest::Certificate>,
@@ -98,7 +100,11 @@ impl Origin {
 }
 
 pub struct Sender {
-    client: reqwest::Client,
+    /// Several clients, each with its own connection pool, used in turn: under HTTP/2 a client
+    /// keeps one connection per origin, and a push service caps the concurrent streams on a
+    /// connection, which would cap `per_origin` there whatever its setting.
+    clients: Vec<reqwest::Client>,
+    next_client: std::sync::atomic::AtomicUsize,
     vapid: Arc<Vapid>,
     per_origin: usize,
     origins: Mutex<HashMap<String, Arc<Origin>>>,
@@ -106,20 +112,31 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(settings: SenderSettings, vapid: Arc<Vapid>) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder();
-        for root in settings.extra_roots {
-            builder = builder.add_root_certificate(root);
-        }
-        let client = builder
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(settings.per_origin)
-            .user_agent(concat!("sondakika/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(SafeResolver { allow: settings.allow.clone() }))
-            .build()?;
-        Ok(Self { client, vapid, per_origin: settings.per_origin, origins: Mutex::new(HashMap::new()) })
+        let count = settings.http2_connections.max(1);
+        let clients = (0..count)
+            .map(|_| {
+                let mut builder = reqwest::Client::builder();
+                for root in &settings.extra_roots {
+                    builder = builder.add_root_certificate(root.clone());
+                }
+                builder
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(settings.connect_timeout)
+                    .timeout(settings.timeout)
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(settings.per_origin.div_ceil(count))
+                    .user_agent(concat!("sondakika/", env!("CARGO_PKG_VERSION")))
+                    .dns_resolver(Arc::new(SafeResolver { allow: settings.allow.clone() }))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            clients,
+            next_client: std::sync::atomic::AtomicUsize::new(0),
+            vapid,
+            per_origin: settings.per_origin,
+            origins: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The origin's state; allocates only the first time an origin is seen (this is on the
@@ -186,7 +203,8 @@ impl Sender {
             headers.insert("topic", v);
         }
         headers.insert(header::AUTHORIZATION, authorization);
-        let result = self.client.post(m.endpoint).headers(headers).body(m.body.clone()).send().await;
+        let client = &self.clients[self.next_client.fetch_add(1, Ordering::Relaxed) % self.clients.len()];
+        let result = client.post(m.endpoint).headers(headers).body(m.body.clone()).send().await;
         let response = match result {
             Ok(r) => r,
             Err(e) => {

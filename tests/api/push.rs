@@ -207,6 +207,30 @@ async fn a_push_service_behind_a_private_ca_is_reached_only_when_its_ca_is_confi
     }
 }
 
+/// Requests are spread over `push_http2_connections` clients, so over as many HTTP/2
+/// connections: one at a time (one request in flight), every client connects once and is
+/// reused after; all pushes on one connection would show one handshake.
+#[tokio::test]
+async fn pushes_are_spread_over_the_configured_http2_connections() {
+    let app = TestApp::spawn_with(|s| {
+        push_settings(s);
+        s.push_ca_file = Some(crate::push_double::fixture("tls/ca.pem"));
+        s.push_http2_connections = 3;
+        s.push_concurrency_per_origin = 1;
+    })
+    .await;
+    let double = PushDouble::start_tls(SUBJECT).await;
+    let (_, key) = app.get_json("/api/v1/push/vapid-public-key").await;
+    double.set_vapid_key(key["publicKey"].as_str().unwrap());
+    bulk_subscribe(&app, &double, 0..12, &[], Behaviour::Accept).await;
+    let alert = app.flag("Üç bağlantı", &[]).await;
+    let f = wait_done(&app, alert["id"].as_str().unwrap(), Duration::from_secs(30)).await;
+    assert_eq!(f["sent"], 12);
+    assert_eq!(double.violations(), Vec::<String>::new());
+    assert!(double.received().iter().all(|r| r.version == axum::http::Version::HTTP_2));
+    assert_eq!(double.tls_handshakes.load(std::sync::atomic::Ordering::Relaxed), 3);
+}
+
 /// A `push_ca_file` that is not a certificate stops the start with the setting named.
 #[tokio::test]
 async fn a_bad_push_ca_file_is_refused_at_start_naming_the_setting() {
@@ -334,7 +358,7 @@ async fn server_errors_are_retried_with_backoff_and_retry_after_is_honoured() {
 
 #[tokio::test]
 async fn a_vapid_rejection_stops_the_origin_and_deletes_no_subscription() {
-    let (app, double) = push_app(|_| {}).await;
+    let (app, double) = push_app(|s| s.push_concurrency_per_origin = 100).await;
     bulk_subscribe(&app, &double, 0..1000, &[], Behaviour::Accept).await;
     double.inner.lock().unwrap().reject_vapid = true;
     let a = app.flag("Yanlış anahtar", &[]).await;
