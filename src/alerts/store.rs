@@ -266,8 +266,12 @@ pub async fn retract(tx: &mut PgConnection, id: Uuid, reason: Option<&Reason>) -
     Ok(Changed::Done(get(tx, id).await?.expect("locked row")))
 }
 
+/// Locks an alert for an editor's change. `for no key update`, not `for update`: the change
+/// never touches the key, and the stronger lock also blocks the foreign-key checks of rows that
+/// reference the alert (a fan-out updating its `push_jobs` row twice in one transaction
+/// re-checks the key), which deadlocked a retraction against a flush of push outcomes.
 async fn lock_alert(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Alert>> {
-    let found: Option<Uuid> = sqlx::query_scalar("select id from alerts where id = $1 for update")
+    let found: Option<Uuid> = sqlx::query_scalar("select id from alerts where id = $1 for no key update")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -283,7 +287,7 @@ pub async fn fire_due(pool: &PgPool, batch: i64) -> sqlx::Result<usize> {
     let mut tx = pool.begin().await?;
     let due: Vec<Uuid> = sqlx::query_scalar(
         "select id from alerts where status = 'scheduled' and send_at <= now()
-         order by send_at limit $1 for update skip locked",
+         order by send_at limit $1 for no key update skip locked",
     )
     .bind(batch)
     .fetch_all(&mut *tx)

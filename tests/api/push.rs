@@ -405,6 +405,63 @@ async fn a_retraction_stops_the_fan_out_within_a_second() {
     assert_eq!(f["sent"].as_i64().unwrap() + f["skipped"].as_i64().unwrap(), 400, "{f}");
 }
 
+/// A retraction must not deadlock with a fan-out flushing outcomes: the flush updates the job's
+/// row twice in one transaction, and the second update re-checks the row's foreign key to the
+/// alert, which an editor's lock on the alert must not block (it did, found by CI: 500).
+#[tokio::test]
+async fn a_retraction_does_not_deadlock_with_a_flush_of_outcomes() {
+    let (app, _double) = push_app(|_| {}).await;
+    let alert = app.flag("Kilitlenmesin", &[]).await;
+    let id: uuid::Uuid = alert["id"].as_str().unwrap().parse().unwrap();
+    eventually(Duration::from_secs(10), "the push job exists", || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from push_jobs where alert_id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+    sqlx::query("update push_jobs set state = 'running' where alert_id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    // The flush's first statement: the job row is now this transaction's.
+    let mut flush = app.pool.begin().await.unwrap();
+    sqlx::query("update push_jobs set sent = sent + 1 where alert_id = $1")
+        .bind(id)
+        .execute(&mut *flush)
+        .await
+        .unwrap();
+    // The editor retracts meanwhile: it locks the alert, then waits for the job row.
+    let retract = {
+        let app_url = app.url(&format!("/api/v1/alerts/{id}/retract"));
+        let (http, token) = (app.http.clone(), app.token.clone());
+        tokio::spawn(async move { http.post(app_url).bearer_auth(token).send().await.unwrap().status() })
+    };
+    eventually(Duration::from_secs(10), "the retraction waits for the job row", || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like 'update push_jobs%'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    // The flush's second statement (the milestones) re-checks the foreign key to the alert.
+    sqlx::query("set local statement_timeout = '5s'").execute(&mut *flush).await.unwrap();
+    sqlx::query("update push_jobs set reached_50_at = now() where alert_id = $1")
+        .bind(id)
+        .execute(&mut *flush)
+        .await
+        .expect("the flush is not blocked by the editor's lock");
+    flush.commit().await.unwrap();
+    assert_eq!(retract.await.unwrap(), 200);
+}
+
 #[tokio::test]
 async fn every_bad_subscription_is_refused_with_422_and_nothing_stored() {
     let (app, double) = push_app(|_| {}).await;

@@ -92,13 +92,15 @@ pub struct PushDouble {
 }
 
 impl PushDouble {
+    /// The double's state and routes, reached by `scheme`.
+    fn app(subject: &str, scheme: &'static str) -> (Arc<Mutex<Inner>>, Router) {
+        let inner =
+            Arc::new(Mutex::new(Inner { subject: subject.to_string(), scheme, ..Default::default() }));
+        (inner.clone(), Router::new().route("/push/{id}", post(receive)).with_state(inner))
+    }
+
     pub async fn start(subject: &str) -> Self {
-        let inner = Arc::new(Mutex::new(Inner {
-            subject: subject.to_string(),
-            scheme: "http",
-            ..Default::default()
-        }));
-        let app = Router::new().route("/push/{id}", post(receive)).with_state(inner.clone());
+        let (inner, app) = Self::app(subject, "http");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -108,12 +110,7 @@ impl PushDouble {
     /// The same double behind TLS (HTTP/2 or HTTP/1.1 by ALPN, as the real push services), with
     /// the certificate for `localhost` in tests/fixtures/tls, signed by the CA there.
     pub async fn start_tls(subject: &str) -> Self {
-        let inner = Arc::new(Mutex::new(Inner {
-            subject: subject.to_string(),
-            scheme: "https",
-            ..Default::default()
-        }));
-        let app = Router::new().route("/push/{id}", post(receive)).with_state(inner.clone());
+        let (inner, app) = Self::app(subject, "https");
         let tls = fixture("tls");
         let listener = TlsListener::bind(
             "127.0.0.1:0".parse().unwrap(),
