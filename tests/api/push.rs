@@ -443,7 +443,8 @@ async fn a_retraction_does_not_deadlock_with_a_flush_of_outcomes() {
     };
     eventually(Duration::from_secs(10), "the retraction waits for the job row", || async {
         sqlx::query_scalar::<_, i64>(
-            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like 'update push_jobs%'",
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock' and query like 'update push_jobs%'",
         )
         .fetch_one(&app.pool)
         .await
