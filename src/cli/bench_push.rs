@@ -1,6 +1,8 @@
 //! Web Push benchmarks for BENCHMARKS.md (`sondakika bench push ...`).
 //!
-//! - `sink`: an accept-everything push-service double (answers 201 to any POST, counts);
+//! - `sink`: an accept-everything push-service double (answers 201 to any POST, counts), over
+//!   plain HTTP/1.1 and, with `--tls-bind`, over TLS with HTTP/2 (a stream limit per
+//!   connection) and HTTP/1.1 like the real push services; `--delay-ms` makes it far away;
 //! - `crypto`: the per-message cost of encryption and VAPID, in process, against the floor
 //!   (one P-256 key generation + one ECDH + HKDF + AES-128-GCM with aws-lc-rs directly);
 //! - `seed`: bulk-inserts M subscriptions pointing at a sink;
