@@ -113,6 +113,7 @@ pub struct Sender {
 impl Sender {
     pub fn new(settings: SenderSettings, vapid: Arc<Vapid>) -> anyhow::Result<Self> {
         let count = settings.http2_connections.max(1);
+        let resolver = Arc::new(SafeResolver { allow: settings.allow.clone() });
         let clients = (0..count)
             .map(|_| {
                 let mut builder = reqwest::Client::builder();
@@ -126,7 +127,7 @@ impl Sender {
                     .pool_idle_timeout(Duration::from_secs(90))
                     .pool_max_idle_per_host(settings.per_origin.div_ceil(count))
                     .user_agent(concat!("sondakika/", env!("CARGO_PKG_VERSION")))
-                    .dns_resolver(Arc::new(SafeResolver { allow: settings.allow.clone() }))
+                    .dns_resolver(resolver.clone())
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -155,11 +156,6 @@ impl Sender {
         });
         origins.insert(origin.to_string(), o.clone());
         o
-    }
-
-    /// True while an origin is stopped for rejecting our VAPID credentials.
-    pub fn is_blocked(&self, origin: &str) -> bool {
-        self.origins.lock().expect("origins lock").get(origin).is_some_and(|o| o.is_blocked())
     }
 
     /// One attempt: waits for the origin's pause and a concurrency slot, then sends. Counted

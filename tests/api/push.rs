@@ -70,7 +70,7 @@ async fn bulk_subscribe(
     behaviour: Behaviour,
 ) {
     let vapid = B64.decode(stored_vapid_key(app).await).unwrap();
-    let origin = format!("{}://localhost:{}", double.scheme, double.addr.port());
+    let origin = double.origin();
     let mut endpoints = Vec::new();
     let mut p256dh = Vec::new();
     let mut auth = Vec::new();
@@ -94,6 +94,22 @@ async fn bulk_subscribe(
     .execute(&app.pool)
     .await
     .unwrap();
+}
+
+/// Publishes an alert through a `sondakika serve` child process, with the helper app's token.
+async fn publish_on(
+    app: &TestApp,
+    server: std::net::SocketAddr,
+    headline: &str,
+    url: &str,
+) -> reqwest::Response {
+    app.http
+        .post(format!("http://{server}/api/v1/alerts"))
+        .bearer_auth(&app.token)
+        .json(&json!({ "headline": headline, "url": url }))
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn figures(app: &TestApp, id: &str) -> Value {
@@ -642,14 +658,7 @@ async fn a_killed_server_resumes_its_fan_out_without_skipping_or_repeating() {
     let app = TestApp::spawn_on(&db, |_| {}).await;
     double.set_vapid_key(&stored_vapid_key(&app).await);
     bulk_subscribe(&app, &double, 0..1500, &[], Behaviour::Slow(Duration::from_millis(10))).await;
-    let r = app
-        .http
-        .post(format!("http://{}/api/v1/alerts", server.addr))
-        .bearer_auth(&app.token)
-        .json(&json!({ "headline": "Kesinti testi", "url": "https://x.example/kill" }))
-        .send()
-        .await
-        .unwrap();
+    let r = publish_on(&app, server.addr, "Kesinti testi", "https://x.example/kill").await;
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(30), "a third went out", || async { double.received().len() >= 500 })
         .await;
@@ -700,14 +709,7 @@ async fn two_processes_share_one_fan_out_without_double_sends() {
     let app = TestApp::spawn_on(&db, |_| {}).await;
     double.set_vapid_key(&stored_vapid_key(&app).await);
     bulk_subscribe(&app, &double, 0..1000, &[], Behaviour::Slow(Duration::from_millis(5))).await;
-    let r = app
-        .http
-        .post(format!("http://{}/api/v1/alerts", a.addr))
-        .bearer_auth(&app.token)
-        .json(&json!({ "headline": "Ortak iş", "url": "https://x.example/shared" }))
-        .send()
-        .await
-        .unwrap();
+    let r = publish_on(&app, a.addr, "Ortak iş", "https://x.example/shared").await;
     assert_eq!(r.status(), 201);
     eventually(Duration::from_secs(60), "everyone got it", || async {
         double.accepted_counts().len() == 1000

@@ -84,8 +84,6 @@ pub struct Inner {
 #[derive(Clone)]
 pub struct PushDouble {
     pub addr: SocketAddr,
-    /// `http`, or `https` for [`PushDouble::start_tls`].
-    pub scheme: &'static str,
     /// TLS connections accepted (always 0 without TLS).
     pub tls_handshakes: Arc<std::sync::atomic::AtomicU64>,
     pub inner: Arc<Mutex<Inner>>,
@@ -104,7 +102,7 @@ impl PushDouble {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, scheme: "http", tls_handshakes: Arc::default(), inner }
+        Self { addr, tls_handshakes: Arc::default(), inner }
     }
 
     /// The same double behind TLS (HTTP/2 or HTTP/1.1 by ALPN, as the real push services), with
@@ -122,7 +120,7 @@ impl PushDouble {
         let addr = axum::serve::Listener::local_addr(&listener).unwrap();
         let tls_handshakes = listener.handshakes();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, scheme: "https", tls_handshakes, inner }
+        Self { addr, tls_handshakes, inner }
     }
 
     pub fn set_vapid_key(&self, b64: &str) {
@@ -149,8 +147,13 @@ impl PushDouble {
         json
     }
 
+    /// `http://localhost:PORT`, or `https://…` for [`PushDouble::start_tls`].
+    pub fn origin(&self) -> String {
+        format!("{}://localhost:{}", self.inner.lock().unwrap().scheme, self.addr.port())
+    }
+
     pub fn endpoint(&self, id: u64) -> String {
-        format!("{}://localhost:{}/push/{id}", self.scheme, self.addr.port())
+        format!("{}/push/{id}", self.origin())
     }
 
     pub fn received(&self) -> Vec<Received> {
