@@ -53,6 +53,9 @@ pub struct Settings {
     pub pg_bin_dir: Option<PathBuf>,
     /// Size of the database connection pool of this process.
     pub db_pool_size: u32,
+    /// Threads of the async runtime; 0: one per CPU core. Push encryption runs on other
+    /// threads, so on a small machine that sends many pushes, fewer leaves it a core.
+    pub worker_threads: usize,
 
     /// Address the HTTP server listens on.
     pub bind: SocketAddr,
@@ -158,6 +161,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             pg_bin_dir: None,
             db_pool_size: 16,
+            worker_threads: 0,
             bind: "127.0.0.1:8080".parse().expect("valid default address"),
             public_url: None,
             allowed_origins: Vec::new(),
@@ -291,6 +295,9 @@ impl Settings {
             if value == 0 {
                 return bad(name, "must be greater than zero".into());
             }
+        }
+        if self.worker_threads > 1024 {
+            return bad("worker_threads", "must be at most 1024 (0: one per CPU core)".into());
         }
         if self.push_http2_connections > 64 {
             return bad("push_http2_connections", "must be at most 64".into());

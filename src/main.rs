@@ -14,10 +14,25 @@ use sondakika::{
 };
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    // The server sizes its runtime by `worker_threads`; a settings error is reported by `run`.
+    if let Command::Serve { .. } = cli.command
+        && let Ok(settings) = Settings::load(cli.config.as_deref())
+        && settings.worker_threads > 0
+    {
+        runtime.worker_threads(settings.worker_threads);
+    }
+    let runtime = match runtime.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -204,6 +204,26 @@ async fn a_database_with_a_newer_schema_is_refused() {
     assert!(msg.contains("newer than this sondakika"), "{msg}");
 }
 
+/// `worker_threads` sizes the server's async runtime (counted from the child's thread names:
+/// tokio names its async workers `tokio-rt-worker`, its blocking threads otherwise).
+#[tokio::test]
+async fn worker_threads_sizes_the_async_runtime() {
+    let db = new_database().await;
+    let workers = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim_end() == "tokio-rt-worker")
+            .count()
+    };
+    let mut three = ServerProcess::start(&db, &[("SONDAKIKA_WORKER_THREADS", "3")]).await;
+    let mut one = ServerProcess::start(&db, &[("SONDAKIKA_WORKER_THREADS", "1")]).await;
+    let (n3, n1) = (workers(three.child.id().unwrap()), workers(one.child.id().unwrap()));
+    three.terminate().await;
+    one.terminate().await;
+    assert_eq!((n3, n1), (3, 1));
+}
+
 #[tokio::test]
 async fn a_bad_setting_stops_start_up_naming_it() {
     for (var, value, named) in [
@@ -212,6 +232,7 @@ async fn a_bad_setting_stops_start_up_naming_it() {
         ("SONDAKIKA_ALLOWED_ORIGINS", "example.com", "allowed_origins"),
         ("SONDAKIKA_PING_INTERVAL_SECS", "90", "ping_interval_secs"),
         ("SONDAKIKA_COLOUR", "red", "colour"),
+        ("SONDAKIKA_WORKER_THREADS", "5000", "worker_threads"),
     ] {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sondakika"))
             .arg("serve")
