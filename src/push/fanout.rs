@@ -20,10 +20,11 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use http::HeaderValue;
 use rand::Rng;
 use sqlx::PgPool;
 use tokio::{
-    sync::{Semaphore, mpsc},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -31,7 +32,7 @@ use uuid::Uuid;
 
 use super::{
     PushSettings, ece, payload,
-    sender::{Attempt, Message, Sender},
+    sender::{Attempt, Headers, Push, Sender},
     store::{self, Batch, Outcome, Target},
 };
 use crate::{
@@ -215,15 +216,22 @@ impl Fanout {
         let started = Instant::now();
         let count = targets.len();
 
-        // Outcomes go to one writer that flushes them in batches.
-        let (tx, rx) = mpsc::channel::<Outcome>(FLUSH_ROWS * 2);
+        // Outcomes go to one writer that flushes them in batches. The channel closes when the
+        // batch's last push is done (each holds the run, which holds the sending half).
+        let (results, rx) = mpsc::unbounded_channel::<Finished>();
         let writer = tokio::spawn(write_outcomes(self.pool.clone(), batch.clone(), rx));
         let lease = tokio::spawn(keep_lease(self.pool.clone(), batch.clone(), self.settings.lease));
+        let run = Arc::new(BatchRun {
+            alert: alert.clone(),
+            sender: self.sender.clone(),
+            results,
+            shutdown: shutdown.clone(),
+            max_attempts: self.settings.max_attempts,
+            topic: self.settings.topic.as_deref().and_then(|t| HeaderValue::from_str(t).ok()),
+        });
 
-        let mut sends = JoinSet::new();
         let stop = alert.cancelled.clone();
-        let topic: Option<Arc<str>> = self.settings.topic.as_deref().map(Arc::from);
-        // Targets are moved into the blocking pool and on into their send task, never cloned.
+        // Targets are moved into the blocking pool and on into their push, never cloned.
         let mut targets = targets.into_iter();
         'chunks: loop {
             if stop.is_cancelled() || shutdown.is_cancelled() {
@@ -261,29 +269,23 @@ impl Fanout {
                     _ = stop.cancelled() => break 'chunks,
                     _ = shutdown.cancelled() => break 'chunks,
                 };
-                let body = match body {
-                    Ok(b) => bytes::Bytes::from(b),
-                    Err(e) => {
-                        let _ = tx
-                            .send(outcome(target, "failed", None, 0, None, Some(format!("encryption: {e}"))))
-                            .await;
-                        continue;
-                    }
-                };
-                let sender = self.sender.clone();
-                let alert = alert.clone();
-                let tx = tx.clone();
-                let max_attempts = self.settings.max_attempts;
-                let topic = topic.clone();
-                sends.spawn(async move {
-                    let o = deliver(&sender, &alert, target, body, max_attempts, topic.as_deref()).await;
-                    drop(permit);
-                    let _ = tx.send(o).await;
+                let delivery = Box::new(Delivery {
+                    run: run.clone(),
+                    target,
+                    body: bytes::Bytes::new(),
+                    attempts: 0,
+                    started: Instant::now(),
+                    permit,
                 });
+                match body {
+                    Ok(b) => {
+                        self.sender.submit(Box::new(Delivery { body: b.into(), ..*delivery }));
+                    }
+                    Err(e) => delivery.record("failed", None, None, Some(format!("encryption: {e}"))),
+                }
             }
         }
-        while sends.join_next().await.is_some() {}
-        drop(tx);
+        drop(run);
         writer.await??;
         lease.abort();
 
@@ -324,94 +326,132 @@ fn outcome(
     }
 }
 
-/// Sends one push, retrying what can be retried while the alert is worth delivering.
-async fn deliver(
-    sender: &Sender,
-    alert: &AlertPush,
-    t: Target,
-    body: bytes::Bytes,
+/// What the pushes of one batch share.
+struct BatchRun {
+    alert: Arc<AlertPush>,
+    sender: Arc<Sender>,
+    /// To the batch's outcome writer. Unbounded, yet bounded: every message carries one of the
+    /// process's `push_max_in_flight` permits, released when the writer takes it.
+    results: mpsc::UnboundedSender<Finished>,
+    shutdown: CancellationToken,
     max_attempts: u32,
-    topic: Option<&str>,
-) -> Outcome {
-    let started = Instant::now();
-    let mut attempts: i16 = 0;
-    loop {
-        if alert.cancelled.is_cancelled() {
-            return outcome(t, "skipped", None, attempts, None, Some("the alert was retracted".into()));
+    topic: Option<HeaderValue>,
+}
+
+struct Finished {
+    outcome: Outcome,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// One subscriber's push, from encryption to its outcome, across retries.
+struct Delivery {
+    run: Arc<BatchRun>,
+    target: Target,
+    body: bytes::Bytes,
+    attempts: i16,
+    started: Instant,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Push for Delivery {
+    fn endpoint(&self) -> &str {
+        &self.target.endpoint
+    }
+
+    fn origin(&self) -> &str {
+        &self.target.origin
+    }
+
+    fn host(&self) -> &str {
+        &self.target.host
+    }
+
+    fn body(&self) -> bytes::Bytes {
+        self.body.clone()
+    }
+
+    fn headers(&self) -> Option<Headers> {
+        let alert = &self.run.alert;
+        if alert.cancelled.is_cancelled() || self.run.shutdown.is_cancelled() {
+            return None;
         }
         let ttl = alert.ttl_now();
-        if ttl == 0 {
-            return outcome(t, "expired", None, attempts, None, Some("the alert's TTL passed".into()));
-        }
-        attempts += 1;
-        let m = Message {
-            endpoint: &t.endpoint,
-            origin: &t.origin,
-            host: &t.host,
-            body: body.clone(),
-            ttl,
-            urgency: alert.urgency,
-            topic,
+        (ttl > 0).then(|| Headers { ttl, urgency: alert.urgency, topic: self.run.topic.clone() })
+    }
+
+    fn cancelled(&self) -> &CancellationToken {
+        &self.run.alert.cancelled
+    }
+
+    /// Logs the outcome, or tries again later what can be retried while the alert is worth
+    /// delivering.
+    fn finish(mut self: Box<Self>, attempt: Option<Attempt>) {
+        let Some(attempt) = attempt else {
+            // Not sent, or not confirmed: why decides what the log says.
+            if self.run.alert.cancelled.is_cancelled() {
+                return self.record("skipped", None, None, Some("the alert was retracted".into()));
+            }
+            if self.run.shutdown.is_cancelled() {
+                // No outcome: whoever resumes the batch sends it.
+                return;
+            }
+            return self.record("expired", None, None, Some("the alert's TTL passed".into()));
         };
-        // A retraction also stops requests waiting for a slot or in flight: what was not
-        // confirmed is logged as skipped.
-        let result = tokio::select! {
-            r = sender.send(&m) => Some(r),
-            _ = alert.cancelled.cancelled() => None,
-        };
-        let Some(result) = result else {
-            return outcome(t, "skipped", None, attempts, None, Some("the alert was retracted".into()));
-        };
-        let latency = Some(started.elapsed());
-        match result {
+        self.attempts += 1;
+        let latency = Some(self.started.elapsed());
+        match attempt {
             Attempt::Sent(code) => {
-                metrics::push_latency(started.elapsed());
-                return outcome(t, "sent", Some(code), attempts, latency, None);
+                metrics::push_latency(self.started.elapsed());
+                self.record("sent", Some(code), latency, None)
             }
             Attempt::Gone(code) => {
-                return outcome(
-                    t,
-                    "gone",
-                    Some(code),
-                    attempts,
-                    latency,
-                    Some("the subscription no longer exists".into()),
-                );
+                self.record("gone", Some(code), latency, Some("the subscription no longer exists".into()))
             }
-            Attempt::Failed { status, error } => {
-                return outcome(t, "failed", status, attempts, latency, Some(error));
-            }
+            Attempt::Failed { status, error } => self.record("failed", status, latency, Some(error)),
             Attempt::VapidRejected { status, error } => {
-                return outcome(t, "failed", Some(status), attempts, latency, Some(error));
+                self.record("failed", Some(status), latency, Some(error))
             }
             Attempt::Retry { status, after, error } => {
-                if attempts as u32 >= max_attempts {
-                    return outcome(
-                        t,
-                        "failed",
-                        status,
-                        attempts,
-                        latency,
-                        Some(format!("{error} (gave up after {attempts} attempts)")),
-                    );
+                let attempts = self.attempts;
+                if attempts as u32 >= self.run.max_attempts {
+                    let error = format!("{error} (gave up after {attempts} attempts)");
+                    return self.record("failed", status, latency, Some(error));
                 }
                 let delay = after.unwrap_or_else(|| backoff(attempts as u32));
-                if Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default() >= alert.expires_at {
-                    return outcome(
-                        t,
-                        "expired",
-                        status,
-                        attempts,
-                        latency,
-                        Some(format!("{error}; the TTL ends before the next try")),
-                    );
+                if Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
+                    >= self.run.alert.expires_at
+                {
+                    let error = format!("{error}; the TTL ends before the next try");
+                    return self.record("expired", status, latency, Some(error));
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = alert.cancelled.cancelled() => {}
-                }
+                // Waits in a timer, not in the sender: the origin's workers go on meanwhile.
+                tokio::spawn(async move {
+                    let run = self.run.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = run.alert.cancelled.cancelled() => {}
+                        _ = run.shutdown.cancelled() => {}
+                    }
+                    run.sender.submit(self);
+                });
             }
         }
+    }
+}
+
+impl Delivery {
+    fn record(
+        self: Box<Self>,
+        status: &'static str,
+        http: Option<u16>,
+        latency: Option<Duration>,
+        error: Option<String>,
+    ) {
+        let Delivery { run, target, attempts, permit, .. } = *self;
+        let outcome = outcome(target, status, http, attempts, latency, error);
+        // Fails only when the writer has stopped on a database error; the batch then ends in
+        // error and its lease hands it to another try.
+        let _ = run.results.send(Finished { outcome, _permit: permit });
     }
 }
 
@@ -428,14 +468,18 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(ms)
 }
 
-async fn write_outcomes(pool: PgPool, batch: Batch, mut rx: mpsc::Receiver<Outcome>) -> anyhow::Result<()> {
+async fn write_outcomes(
+    pool: PgPool,
+    batch: Batch,
+    mut rx: mpsc::UnboundedReceiver<Finished>,
+) -> anyhow::Result<()> {
     let mut pending: Vec<Outcome> = Vec::with_capacity(FLUSH_ROWS);
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     let mut last_flush = Instant::now();
     loop {
         let closed = tokio::select! {
             o = rx.recv() => match o {
-                Some(o) => { pending.push(o); false }
+                Some(f) => { pending.push(f.outcome); false }
                 None => true,
             },
             _ = tick.tick() => false,

@@ -5,7 +5,8 @@
 //! - [`vapid`]: the installation's key pair and cached signed tokens (RFC 8292);
 //! - [`ece`]: message encryption (RFC 8291, aes128gcm);
 //! - [`payload`]: the notification JSON, ≤ 2 KiB, Declarative Web Push compatible;
-//! - [`sender`]: the SSRF-safe HTTP client with per-origin limits and answer classes;
+//! - [`sender`]: SSRF-safe sending: per push-service queues and workers that each drive one
+//!   connection, per-origin limits and pauses, answer classes;
 //! - [`fanout`]: the durable, multi-process fan-out;
 //! - [`store`]: subscriptions, jobs, batches, the delivery log and figures.
 
@@ -90,10 +91,13 @@ impl Push {
 }
 
 /// The certificates of `push_ca_file`.
-fn extra_roots(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+fn extra_roots(
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>> {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
     let pem = std::fs::read(path)
         .map_err(|e| anyhow::anyhow!("push_ca_file: cannot read {}: {e}", path.display()))?;
-    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+    let roots = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| {
         anyhow::anyhow!("push_ca_file: {} is not a PEM certificate bundle: {e}", path.display())
     })?;
     if roots.is_empty() {

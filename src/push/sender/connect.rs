@@ -1,0 +1,251 @@
+//! Opening a connection to a push service, safely: the name is resolved here and only public
+//! addresses are used (unless the operator added the host), so an endpoint whose name points at
+//! this machine or the internal network cannot reach it; this is checked on the addresses
+//! actually connected to, which also defeats DNS rebinding. TLS verifies the certificate against
+//! the public roots (and `push_ca_file`), and ALPN picks HTTP/2 where the push service offers it.
+
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::Full;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::rustls::{self, pki_types::CertificateDer};
+
+use crate::push::subscription::Allowlist;
+
+pub(super) type Body = Full<Bytes>;
+
+/// Where a push-service origin (`scheme://host[:port]`) lives.
+pub(super) struct Place {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// `host[:port]`, the HTTP/1.1 `Host` header.
+    pub authority: HeaderValue,
+}
+
+impl Place {
+    pub fn parse(origin: &str) -> Option<Place> {
+        let uri: http::Uri = origin.parse().ok()?;
+        let tls = match uri.scheme_str()? {
+            "https" => true,
+            "http" => false,
+            _ => return None,
+        };
+        let authority = uri.authority()?;
+        Some(Place {
+            tls,
+            host: authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase(),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            authority: HeaderValue::from_str(authority.as_str()).ok()?,
+        })
+    }
+}
+
+/// A live connection: what sends requests on it, and the future that drives its I/O (polled by
+/// the worker that owns the connection, in its own task).
+pub(super) struct Conn {
+    pub send: SendRequest,
+    pub driver: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+pub(super) enum SendRequest {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+pub(super) struct Connector {
+    tls: tokio_rustls::TlsConnector,
+    allow: Allowlist,
+    timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(
+        allow: Allowlist,
+        extra_roots: &[CertificateDer<'static>],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for root in extra_roots {
+            roots.add(root.clone())?;
+        }
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self { tls: tokio_rustls::TlsConnector::from(Arc::new(config)), allow, timeout })
+    }
+
+    /// Resolves, connects, negotiates TLS and HTTP, within the connect timeout. The error
+    /// names the host, never the endpoint.
+    pub async fn connect(&self, place: &Place) -> Result<Conn, String> {
+        match tokio::time::timeout(self.timeout, self.open(place)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("connect timeout talking to {}", place.host)),
+        }
+    }
+
+    async fn open(&self, place: &Place) -> Result<Conn, String> {
+        let host = &place.host;
+        let addrs = resolve(host, place.port, self.allow.is_extra(host)).await?;
+        let mut last = String::new();
+        for addr in addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    // Requests are small and answered at once: do not wait to coalesce them.
+                    let _ = tcp.set_nodelay(true);
+                    if !place.tls {
+                        return handshake(tcp, false).await.map_err(|e| format!("{e} talking to {host}"));
+                    }
+                    let name = rustls::pki_types::ServerName::try_from(host.clone())
+                        .map_err(|_| format!("{host} is not a valid TLS server name"))?;
+                    let tls = self
+                        .tls
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| format!("connect error talking to {host}: TLS: {e}"))?;
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    return handshake(tls, h2).await.map_err(|e| format!("{e} talking to {host}"));
+                }
+                Err(e) => last = e.kind().to_string(),
+            }
+        }
+        Err(format!("connect error talking to {host}: {last}"))
+    }
+}
+
+async fn handshake<T>(io: T, h2: bool) -> Result<Conn, &'static str>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let io = TokioIo::new(io);
+    if h2 {
+        let (send, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|_| "HTTP/2 handshake error")?;
+        Ok(Conn {
+            send: SendRequest::H2(send),
+            driver: Box::pin(async move {
+                let _ = conn.await;
+            }),
+        })
+    } else {
+        let (send, conn) = http1::handshake(io).await.map_err(|_| "HTTP/1.1 handshake error")?;
+        Ok(Conn {
+            send: SendRequest::H1(send),
+            driver: Box::pin(async move {
+                let _ = conn.await;
+            }),
+        })
+    }
+}
+
+/// The addresses of `host` that may be connected to: public ones only, unless the operator
+/// added the host (a self-hosted push service on the internal network).
+pub(super) async fn resolve(host: &str, port: u16, trusted: bool) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| format!("connect error talking to {host}: cannot resolve the name"))?
+        .filter(|a| trusted || is_public(a.ip()))
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!(
+            "connect error talking to {host}: it resolves to no public address; refusing to connect"
+        ));
+    }
+    Ok(addrs)
+}
+
+/// True for addresses on the public internet.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // carrier-grade NAT
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)   // IETF protocol assignments
+                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
+                || o[0] >= 240) // reserved
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 (may map to private v4)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_special_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "224.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["142.250.185.74", "2a00:1450:4001:80b::200a", "63.245.208.195"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_that_point_inside_are_refused_unless_the_operator_added_them() {
+        let err = resolve("localhost", 443, false).await.expect_err("refused");
+        assert!(err.contains("no public address") && err.contains("localhost"), "{err}");
+        assert!(!resolve("localhost", 443, true).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_origin_gives_host_port_and_authority() {
+        let p = Place::parse("https://fcm.googleapis.com").unwrap();
+        assert_eq!((p.tls, p.host.as_str(), p.port), (true, "fcm.googleapis.com", 443));
+        let p = Place::parse("http://127.0.0.1:8291").unwrap();
+        assert_eq!((p.tls, p.port, p.authority.to_str().unwrap()), (false, 8291, "127.0.0.1:8291"));
+        assert!(Place::parse("ftp://x.example").is_none());
+    }
+}

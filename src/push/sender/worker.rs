@@ -1,0 +1,314 @@
+//! One worker of a push-service origin: owns one connection, takes pushes from the origin's
+//! queue while its connection has room (one request for HTTP/1.1, its share of the origin's
+//! concurrency as HTTP/2 streams), and drives the connection and its requests in this one task,
+//! so an answer wakes nothing but this task. Ends after [`IDLE`] without work, closing the
+//! connection before push services close it on us (a request on a connection the server has
+//! just closed would fail).
+
+use std::{
+    future::{Future, poll_fn},
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::Poll,
+    time::Duration,
+};
+
+use futures_util::{StreamExt, future::Either, stream::FuturesUnordered};
+use http::{HeaderValue, Method, Request, Uri, header};
+use http_body_util::BodyExt;
+
+use super::{
+    Attempt, HTTP1, HTTP2, Origin, Push, Shared,
+    answer::{classify, parse_retry_after},
+    connect::{Body, Conn, SendRequest},
+};
+
+/// Most bytes of a push service's answer we read (error texts are short).
+const MAX_ANSWER_BYTES: usize = 4096;
+/// A worker with nothing to do for this long closes its connection and ends.
+const IDLE: Duration = Duration::from_secs(30);
+const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("sondakika/", env!("CARGO_PKG_VERSION")));
+
+/// A push at the end of one try.
+struct Done {
+    push: Box<dyn Push>,
+    attempt: Option<Attempt>,
+    /// False when the connection must not carry another request (an HTTP/1.1 exchange cut
+    /// short, a broken connection).
+    reusable: bool,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+enum Wake {
+    Done(Done),
+    Closed,
+    Work,
+    Timer,
+}
+
+pub(super) async fn run(shared: Arc<Shared>, origin: Arc<Origin>) {
+    let mut conn: Option<Conn> = None;
+    let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+    loop {
+        // Start queued pushes while the connection has room.
+        while in_flight.len() < room(&shared, &conn) && origin.pause_left().is_none() {
+            let Some(push) = origin.pop() else { break };
+            match start(&shared, &origin, &mut conn, push).await {
+                Ok(request) => in_flight.push(request),
+                Err(done) => settle(&origin, &mut conn, done),
+            }
+        }
+        let pause = origin.pause_left();
+        let has_room = in_flight.len() < room(&shared, &conn) && pause.is_none();
+        let notified = origin.notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        if has_room {
+            // Registered before looking at the queue, so a push queued after the look wakes us.
+            notified.as_mut().enable();
+            if origin.has_queued() {
+                continue;
+            }
+        }
+        // A timer only when there is something to time: the end of a pause, or idleness.
+        let mut timer = match pause {
+            Some(p) => Some(Box::pin(tokio::time::sleep(p))),
+            None if in_flight.is_empty() => Some(Box::pin(tokio::time::sleep(IDLE))),
+            None => None,
+        };
+        if has_room {
+            origin.waiting.fetch_add(1, Ordering::AcqRel);
+        }
+        let wake = poll_fn(|cx| {
+            if let Some(c) = conn.as_mut()
+                && c.driver.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Wake::Closed);
+            }
+            if !in_flight.is_empty()
+                && let Poll::Ready(Some(done)) = in_flight.poll_next_unpin(cx)
+            {
+                return Poll::Ready(Wake::Done(done));
+            }
+            if has_room && notified.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Work);
+            }
+            if let Some(t) = timer.as_mut()
+                && t.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Wake::Timer);
+            }
+            Poll::Pending
+        })
+        .await;
+        if has_room {
+            origin.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        match wake {
+            // Requests still on it fail and come back as done.
+            Wake::Closed => conn = None,
+            Wake::Done(done) => settle(&origin, &mut conn, done),
+            Wake::Work => {}
+            Wake::Timer => {
+                if pause.is_none() && in_flight.is_empty() && !origin.has_queued() {
+                    origin.workers.fetch_sub(1, Ordering::AcqRel);
+                    // A push queued as we left may have counted on us: take it back if we can.
+                    if origin.has_queued() && origin.add_worker(&shared) {
+                        continue;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn room(shared: &Shared, conn: &Option<Conn>) -> usize {
+    shared.room(matches!(conn, Some(Conn { send: SendRequest::H2(_), .. })))
+}
+
+fn settle(origin: &Origin, conn: &mut Option<Conn>, done: Done) {
+    if !done.reusable {
+        *conn = None;
+    }
+    if let Some(attempt) = &done.attempt {
+        origin.observe(attempt);
+    }
+    done.push.finish(done.attempt);
+}
+
+/// Puts one push on the wire, connecting first if needed; `Err` when it ended at once.
+async fn start(
+    shared: &Shared,
+    origin: &Arc<Origin>,
+    conn: &mut Option<Conn>,
+    push: Box<dyn Push>,
+) -> Result<InFlight, Done> {
+    let ended = |push, attempt| Err(Done { push, attempt: Some(attempt), reusable: true });
+    if origin.is_blocked() {
+        let error =
+            format!("not sent: {} rejected our VAPID credentials; fix the VAPID settings", origin.host);
+        return ended(push, Attempt::Failed { status: None, error });
+    }
+    let Some(headers) = push.headers() else {
+        return Err(Done { push, attempt: None, reusable: true });
+    };
+    let Some(place) = &origin.place else {
+        let error = format!("{} is not a push service origin", origin.host);
+        return ended(push, Attempt::Failed { status: None, error });
+    };
+    let authorization = match shared.vapid.authorization(&origin.name) {
+        Ok(a) => a,
+        Err(e) => {
+            let error = format!("signing the VAPID token failed: {e}");
+            return ended(push, Attempt::Failed { status: None, error });
+        }
+    };
+    let uri: Uri = match push.endpoint().parse() {
+        Ok(u) => u,
+        Err(_) => {
+            let error = format!("an endpoint at {} is not a valid URL", origin.host);
+            return ended(push, Attempt::Failed { status: None, error });
+        }
+    };
+    // A connection that takes a request: the one we have once its previous exchange is over,
+    // or a new one (once more if the one we had turns out closed).
+    for fresh in [false, true] {
+        if conn.is_none() {
+            match shared.connector.connect(place).await {
+                Ok(c) => {
+                    let h2 = matches!(c.send, SendRequest::H2(_));
+                    origin.protocol.store(if h2 { HTTP2 } else { HTTP1 }, Ordering::Relaxed);
+                    *conn = Some(c);
+                }
+                Err(error) => {
+                    return Err(Done {
+                        push,
+                        attempt: Some(Attempt::Retry { status: None, after: None, error }),
+                        reusable: false,
+                    });
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        if ready(c).await {
+            break;
+        }
+        *conn = None;
+        if fresh {
+            let error = format!("connection error talking to {}", origin.host);
+            return Err(Done {
+                push,
+                attempt: Some(Attempt::Retry { status: None, after: None, error }),
+                reusable: false,
+            });
+        }
+    }
+    let c = conn.as_mut().expect("connected above");
+    let h2 = matches!(c.send, SendRequest::H2(_));
+
+    let mut request = Request::new(Body::new(push.body()));
+    *request.method_mut() = Method::POST;
+    if h2 {
+        *request.uri_mut() = uri;
+    } else {
+        // HTTP/1.1 wants the path in the request line and the authority in `Host`.
+        *request.uri_mut() =
+            uri.path_and_query().cloned().map(Uri::from).unwrap_or_else(|| Uri::from_static("/"));
+        request.headers_mut().insert(header::HOST, place.authority.clone());
+    }
+    let h = request.headers_mut();
+    h.insert("ttl", HeaderValue::from(headers.ttl));
+    h.insert("urgency", HeaderValue::from_static(headers.urgency));
+    h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if let Some(topic) = headers.topic {
+        h.insert("topic", topic);
+    }
+    h.insert(header::AUTHORIZATION, authorization);
+    h.insert(header::USER_AGENT, USER_AGENT);
+
+    let response = match &mut c.send {
+        SendRequest::H1(s) => Either::Left(s.send_request(request)),
+        SendRequest::H2(s) => Either::Right(s.send_request(request)),
+    };
+    let cancel = push.cancelled().clone();
+    let timeout = shared.timeout;
+    let origin = origin.clone();
+    Ok(Box::pin(async move {
+        let exchange = async {
+            let response = response.await?;
+            Ok::<_, hyper::Error>(read_answer(response).await)
+        };
+        let result = tokio::select! {
+            biased;
+            r = tokio::time::timeout(timeout, exchange) => Some(r),
+            _ = cancel.cancelled() => None,
+        };
+        let retry = |kind: &str| Attempt::Retry {
+            status: None,
+            after: None,
+            error: format!("{kind} error talking to {}", origin.host),
+        };
+        match result {
+            // Retracted in flight: not confirmed. An HTTP/2 stream is reset alone.
+            None => Done { push, attempt: None, reusable: h2 },
+            // Timeouts and refused connections are normal weather on the internet.
+            Some(Err(_)) => Done { push, attempt: Some(retry("timeout")), reusable: h2 },
+            Some(Ok(Err(_))) => Done { push, attempt: Some(retry("request")), reusable: false },
+            Some(Ok(Ok(answer))) => Done {
+                push,
+                attempt: Some(classify(answer.status, answer.retry_after, &answer.text)),
+                reusable: answer.complete || h2,
+            },
+        }
+    }))
+}
+
+/// Waits until the connection takes a request, driving it meanwhile (an HTTP/1.1 connection
+/// becomes ready once the previous answer is read to its end). False if it closed.
+async fn ready(c: &mut Conn) -> bool {
+    poll_fn(|cx| {
+        if c.driver.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        let r = match &mut c.send {
+            SendRequest::H1(s) => s.poll_ready(cx),
+            SendRequest::H2(s) => s.poll_ready(cx),
+        };
+        r.map(|r| r.is_ok())
+    })
+    .await
+}
+
+struct Answer {
+    status: http::StatusCode,
+    retry_after: Option<Duration>,
+    text: String,
+    /// Whether the whole body was read (else the connection is not reused).
+    complete: bool,
+}
+
+async fn read_answer(response: http::Response<hyper::body::Incoming>) -> Answer {
+    let status = response.status();
+    let retry_after =
+        response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let mut body = response.into_body();
+    let mut buf = Vec::new();
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            complete = false;
+            break;
+        };
+        if let Ok(data) = frame.into_data() {
+            let room = MAX_ANSWER_BYTES.saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+            if data.len() > room {
+                complete = false; // the rest is not read: the connection is closed instead
+                break;
+            }
+        }
+    }
+    Answer { status, retry_after, text: String::from_utf8_lossy(&buf).into_owned(), complete }
+}
