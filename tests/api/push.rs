@@ -309,6 +309,28 @@ async fn gone_subscriptions_are_deactivated_and_never_sent_to_again() {
     assert_eq!(to_gone, 0);
 }
 
+/// A push service that closes every connection after its answer (`Connection: close`, as load
+/// balancers do when they drain): every push still goes out exactly once, each on a live
+/// connection (one attempt each: none is lost to a connection that was closing).
+#[tokio::test]
+async fn a_push_service_closing_its_connections_gets_every_push_once() {
+    let (app, double) = push_app(|s| s.push_concurrency_per_origin = 4).await;
+    bulk_subscribe(&app, &double, 0..200, &[], Behaviour::AcceptAndClose).await;
+    let a = app.flag("Bağlantı kapanıyor", &[]).await;
+    let id = a["id"].as_str().unwrap();
+    let f = wait_done(&app, id, Duration::from_secs(60)).await;
+    assert_eq!((f["sent"].as_i64(), f["failed"].as_i64()), (Some(200), Some(0)), "{f}");
+    let counts = double.accepted_counts();
+    assert!(counts.len() == 200 && counts.values().all(|n| *n == 1), "{counts:?}");
+    let most: i16 = sqlx::query_scalar("select max(attempts) from push_deliveries where alert_id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(most, 1);
+    assert_eq!(double.violations(), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn server_errors_are_retried_with_backoff_and_retry_after_is_honoured() {
     let (app, double) = push_app(|_| {}).await;

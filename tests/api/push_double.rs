@@ -44,6 +44,9 @@ pub enum Behaviour {
     },
     /// Accept after a delay.
     Slow(Duration),
+    /// Accept, and close the connection after the answer (`Connection: close`, as a load
+    /// balancer draining connections does).
+    AcceptAndClose,
 }
 
 pub struct Subscriber {
@@ -216,7 +219,7 @@ async fn receive(
         return (StatusCode::NOT_FOUND, "no such subscription").into_response();
     };
     let (status, retry_after) = match behaviour {
-        Behaviour::Accept => (201, None),
+        Behaviour::Accept | Behaviour::AcceptAndClose => (201, None),
         Behaviour::Status(s) => (s, None),
         Behaviour::FailFirst { times, status, retry_after } if attempt <= times => (status, retry_after),
         Behaviour::FailFirst { .. } => (201, None),
@@ -238,6 +241,9 @@ async fn receive(
     let mut r = (StatusCode::from_u16(status).unwrap(), "").into_response();
     if let Some(s) = retry_after {
         r.headers_mut().insert("retry-after", s.into());
+    }
+    if matches!(behaviour, Behaviour::AcceptAndClose) {
+        r.headers_mut().insert("connection", axum::http::HeaderValue::from_static("close"));
     }
     r
 }

@@ -54,6 +54,8 @@ impl Place {
 /// A live connection: what sends requests on it, and the future that drives its I/O (polled by
 /// the worker that owns the connection, in its own task).
 pub(super) struct Conn {
+    /// Unique in the process: tells a connection from its successor.
+    pub id: u64,
     pub send: SendRequest,
     pub driver: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
@@ -139,6 +141,7 @@ where
             .await
             .map_err(|_| "HTTP/2 handshake error")?;
         Ok(Conn {
+            id: next_id(),
             send: SendRequest::H2(send),
             driver: Box::pin(async move {
                 let _ = conn.await;
@@ -147,12 +150,18 @@ where
     } else {
         let (send, conn) = http1::handshake(io).await.map_err(|_| "HTTP/1.1 handshake error")?;
         Ok(Conn {
+            id: next_id(),
             send: SendRequest::H1(send),
             driver: Box::pin(async move {
                 let _ = conn.await;
             }),
         })
     }
+}
+
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The addresses of `host` that may be connected to: public ones only, unless the operator

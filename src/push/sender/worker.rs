@@ -33,9 +33,10 @@ const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("sondakika/", e
 struct Done {
     push: Box<dyn Push>,
     attempt: Option<Attempt>,
-    /// False when the connection must not carry another request (an HTTP/1.1 exchange cut
-    /// short, a broken connection).
-    reusable: bool,
+    /// The connection (by [`Conn::id`]) that must not carry another request: an HTTP/1.1
+    /// exchange cut short, a broken connection. By id, so that a late answer from a connection
+    /// already replaced does not close its successor.
+    spoiled: Option<u64>,
 }
 
 type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -128,7 +129,7 @@ fn room(shared: &Shared, conn: &Option<Conn>) -> usize {
 }
 
 fn settle(origin: &Origin, conn: &mut Option<Conn>, done: Done) {
-    if !done.reusable {
+    if done.spoiled.is_some() && conn.as_ref().map(|c| c.id) == done.spoiled {
         *conn = None;
     }
     if let Some(attempt) = &done.attempt {
@@ -144,14 +145,14 @@ async fn start(
     conn: &mut Option<Conn>,
     push: Box<dyn Push>,
 ) -> Result<InFlight, Done> {
-    let ended = |push, attempt| Err(Done { push, attempt: Some(attempt), reusable: true });
+    let ended = |push, attempt| Err(Done { push, attempt: Some(attempt), spoiled: None });
     if origin.is_blocked() {
         let error =
             format!("not sent: {} rejected our VAPID credentials; fix the VAPID settings", origin.host);
         return ended(push, Attempt::Failed { status: None, error });
     }
     let Some(headers) = push.headers() else {
-        return Err(Done { push, attempt: None, reusable: true });
+        return Err(Done { push, attempt: None, spoiled: None });
     };
     let Some(place) = &origin.place else {
         let error = format!("{} is not a push service origin", origin.host);
@@ -185,7 +186,7 @@ async fn start(
                     return Err(Done {
                         push,
                         attempt: Some(Attempt::Retry { status: None, after: None, error }),
-                        reusable: false,
+                        spoiled: None,
                     });
                 }
             }
@@ -200,12 +201,15 @@ async fn start(
             return Err(Done {
                 push,
                 attempt: Some(Attempt::Retry { status: None, after: None, error }),
-                reusable: false,
+                spoiled: None,
             });
         }
     }
     let c = conn.as_mut().expect("connected above");
     let h2 = matches!(c.send, SendRequest::H2(_));
+    // An HTTP/2 stream cut short is reset alone; an HTTP/1.1 exchange spoils its connection.
+    let id = c.id;
+    let spoiled_if_h1 = (!h2).then_some(id);
 
     let mut request = Request::new(Body::new(push.body()));
     *request.method_mut() = Method::POST;
@@ -251,15 +255,15 @@ async fn start(
             error: format!("{kind} error talking to {}", origin.host),
         };
         match result {
-            // Retracted in flight: not confirmed. An HTTP/2 stream is reset alone.
-            None => Done { push, attempt: None, reusable: h2 },
+            // Retracted in flight: not confirmed.
+            None => Done { push, attempt: None, spoiled: spoiled_if_h1 },
             // Timeouts and refused connections are normal weather on the internet.
-            Some(Err(_)) => Done { push, attempt: Some(retry("timeout")), reusable: h2 },
-            Some(Ok(Err(_))) => Done { push, attempt: Some(retry("request")), reusable: false },
+            Some(Err(_)) => Done { push, attempt: Some(retry("timeout")), spoiled: spoiled_if_h1 },
+            Some(Ok(Err(_))) => Done { push, attempt: Some(retry("request")), spoiled: Some(id) },
             Some(Ok(Ok(answer))) => Done {
                 push,
                 attempt: Some(classify(answer.status, answer.retry_after, &answer.text)),
-                reusable: answer.complete || h2,
+                spoiled: if answer.complete { None } else { spoiled_if_h1 },
             },
         }
     }))
