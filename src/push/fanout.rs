@@ -269,7 +269,7 @@ impl Fanout {
                     _ = stop.cancelled() => break 'chunks,
                     _ = shutdown.cancelled() => break 'chunks,
                 };
-                let delivery = Box::new(Delivery {
+                let mut delivery = Box::new(Delivery {
                     run: run.clone(),
                     target,
                     body: bytes::Bytes::new(),
@@ -279,7 +279,8 @@ impl Fanout {
                 });
                 match body {
                     Ok(b) => {
-                        self.sender.submit(Box::new(Delivery { body: b.into(), ..*delivery }));
+                        delivery.body = b.into();
+                        self.sender.submit(delivery);
                     }
                     Err(e) => delivery.record("failed", None, None, Some(format!("encryption: {e}"))),
                 }

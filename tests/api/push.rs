@@ -443,6 +443,25 @@ async fn a_retraction_stops_the_fan_out_within_a_second() {
     assert_eq!(f["sent"].as_i64().unwrap() + f["skipped"].as_i64().unwrap(), 400, "{f}");
 }
 
+/// A retraction while a push service has asked us to wait (429 with `Retry-After: 30`) ends the
+/// fan-out at once: what waits for the pause is logged skipped, not held for 30 seconds.
+#[tokio::test]
+async fn a_retraction_during_a_retry_after_pause_ends_the_fan_out_at_once() {
+    let (app, double) = push_app(|s| s.push_concurrency_per_origin = 2).await;
+    let wait = Behaviour::FailFirst { times: 1, status: 429, retry_after: Some(30) };
+    bulk_subscribe(&app, &double, 0..50, &[], wait).await;
+    let a = app.flag("Beklerken geri çekildi", &[]).await;
+    let id = a["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(20), "the push service asked us to wait", || async {
+        double.received().iter().any(|r| r.answered == 429)
+    })
+    .await;
+    let r = app.editor(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), None).await;
+    assert_eq!(r.status(), 200);
+    let f = wait_done(&app, &id, Duration::from_secs(5)).await;
+    assert_eq!((f["sent"].as_i64(), f["skipped"].as_i64()), (Some(0), Some(50)), "{f}");
+}
+
 /// A retraction must not deadlock with a fan-out flushing outcomes: the flush updates the job's
 /// row twice in one transaction, and the second update re-checks the row's foreign key to the
 /// alert, which an editor's lock on the alert must not block (it did, found by CI: 500).

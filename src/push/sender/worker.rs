@@ -27,6 +27,8 @@ use super::{
 const MAX_ANSWER_BYTES: usize = 4096;
 /// A worker with nothing to do for this long closes its connection and ends.
 const IDLE: Duration = Duration::from_secs(30);
+/// How often a paused origin's worker looks for queued pushes that must not wait (see [`sweep`]).
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("sondakika/", env!("CARGO_PKG_VERSION")));
 
 /// A push at the end of one try.
@@ -73,7 +75,8 @@ pub(super) async fn run(shared: Arc<Shared>, origin: Arc<Origin>) {
         }
         // A timer only when there is something to time: the end of a pause, or idleness.
         let mut timer = match pause {
-            Some(p) => Some(Box::pin(tokio::time::sleep(p))),
+            // At least every SWEEP_EVERY during a pause, to let go of what must not wait for it.
+            Some(p) => Some(Box::pin(tokio::time::sleep(p.min(SWEEP_EVERY)))),
             None if in_flight.is_empty() => Some(Box::pin(tokio::time::sleep(IDLE))),
             None => None,
         };
@@ -110,8 +113,9 @@ pub(super) async fn run(shared: Arc<Shared>, origin: Arc<Origin>) {
             Wake::Closed => conn = None,
             Wake::Done(done) => settle(&origin, &mut conn, done),
             Wake::Work => {}
+            Wake::Timer if pause.is_some() => sweep(&origin),
             Wake::Timer => {
-                if pause.is_none() && in_flight.is_empty() && !origin.has_queued() {
+                if in_flight.is_empty() && !origin.has_queued() {
                     origin.workers.fetch_sub(1, Ordering::AcqRel);
                     // A push queued as we left may have counted on us: take it back if we can.
                     if origin.has_queued() && origin.add_worker(&shared) {
@@ -121,6 +125,25 @@ pub(super) async fn run(shared: Arc<Shared>, origin: Arc<Origin>) {
                 }
             }
         }
+    }
+}
+
+/// Ends the queued pushes that must not go any more (retracted, expired, or the process
+/// shutting down) while the origin is paused: a `Retry-After` of minutes must not hold up a
+/// retraction's log or a shutdown.
+fn sweep(origin: &Origin) {
+    let ended: Vec<Box<dyn Push>> = {
+        let mut queue = origin.queue.lock().expect("push queue");
+        let mut ended = Vec::new();
+        let mut kept = std::collections::VecDeque::with_capacity(queue.len());
+        for push in queue.drain(..) {
+            if push.headers().is_some() { kept.push_back(push) } else { ended.push(push) }
+        }
+        *queue = kept;
+        ended
+    };
+    for push in ended {
+        push.finish(None);
     }
 }
 
