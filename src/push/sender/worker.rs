@@ -230,9 +230,9 @@ async fn start(
     }
     let c = conn.as_mut().expect("connected above");
     let h2 = matches!(c.send, SendRequest::H2(_));
-    // An HTTP/2 stream cut short is reset alone; an HTTP/1.1 exchange spoils its connection.
-    let id = c.id;
-    let spoiled_if_h1 = (!h2).then_some(id);
+    // An HTTP/1.1 exchange cut short or failed spoils its connection; an HTTP/2 stream is reset
+    // alone (a broken HTTP/2 connection ends its driver, which the worker sees).
+    let spoiled_if_h1 = (!h2).then_some(c.id);
 
     let mut request = Request::new(Body::new(push.body()));
     *request.method_mut() = Method::POST;
@@ -282,7 +282,7 @@ async fn start(
             None => Done { push, attempt: None, spoiled: spoiled_if_h1 },
             // Timeouts and refused connections are normal weather on the internet.
             Some(Err(_)) => Done { push, attempt: Some(retry("timeout")), spoiled: spoiled_if_h1 },
-            Some(Ok(Err(_))) => Done { push, attempt: Some(retry("request")), spoiled: Some(id) },
+            Some(Ok(Err(_))) => Done { push, attempt: Some(retry("request")), spoiled: spoiled_if_h1 },
             Some(Ok(Ok(answer))) => Done {
                 push,
                 attempt: Some(classify(answer.status, answer.retry_after, &answer.text)),
