@@ -5,7 +5,7 @@
 //! batches (ranges of subscription ids); workers in every process claim batches with a lease
 //! (`for update skip locked`). A batch's subscribers who already have an outcome in the log are
 //! skipped, so a batch taken over after a crash (lease expired) resumes where it stopped. Outcomes
-//! are written in multi-row statements every [`FLUSH_EVERY`] or [`FLUSH_ROWS`]: a crash can repeat
+//! are written in multi-row statements every `FLUSH_EVERY` or `FLUSH_ROWS`: a crash can repeat
 //! only the pushes in flight or finished within that window.
 //!
 //! Within a batch: encryption runs on the blocking pool in chunks (CPU work off the async

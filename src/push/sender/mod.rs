@@ -2,11 +2,11 @@
 //!
 //! Endpoints are URLs strangers gave us, so: redirects are never followed (nothing here follows
 //! them); names are resolved here and only public addresses are connected to unless the operator
-//! added the host ([`connect`]); connects and exchanges have timeouts; at most a few KiB of any
+//! added the host (`connect.rs`); connects and exchanges have timeouts; at most a few KiB of any
 //! answer are read. Logs and errors name the push service's host, never the endpoint (a secret
 //! capability).
 //!
-//! Each push-service origin has a queue and a few workers ([`worker`]). A worker owns one
+//! Each push-service origin has a queue and a few workers (`worker.rs`). A worker owns one
 //! connection and drives it in its own task together with the requests on it: HTTP/1.1 carries
 //! one request at a time, so an origin gets up to `push_concurrency_per_origin` workers; HTTP/2
 //! (chosen by ALPN) carries many, so an origin gets `push_http2_connections` workers sharing the
