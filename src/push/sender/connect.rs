@@ -15,8 +15,8 @@ use std::{
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::Full;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::{self, pki_types::CertificateDer};
 
@@ -62,8 +62,13 @@ pub(super) struct Conn {
 
 pub(super) enum SendRequest {
     H1(http1::SendRequest<Body>),
-    H2(http2::SendRequest<Body>),
+    /// HTTP/2 through the `h2` crate itself rather than hyper's wrapper, which spawns a task
+    /// per request to carry its answer back; here a stream's answer is polled in the worker.
+    H2(h2::client::SendRequest<Bytes>),
 }
+
+/// Most bytes of answer headers we accept on HTTP/2 (the push services send a few hundred).
+const MAX_H2_HEADER_BYTES: u32 = 16 * 1024;
 
 pub(super) struct Connector {
     tls: tokio_rustls::TlsConnector,
@@ -133,11 +138,11 @@ async fn handshake<T>(io: T, h2: bool) -> Result<Conn, &'static str>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let io = TokioIo::new(io);
     if h2 {
-        let (send, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io)
+        let (send, conn) = h2::client::Builder::new()
+            .enable_push(false)
+            .max_header_list_size(MAX_H2_HEADER_BYTES)
+            .handshake::<_, Bytes>(io)
             .await
             .map_err(|_| "HTTP/2 handshake error")?;
         Ok(Conn {
@@ -148,7 +153,8 @@ where
             }),
         })
     } else {
-        let (send, conn) = http1::handshake(io).await.map_err(|_| "HTTP/1.1 handshake error")?;
+        let (send, conn) =
+            http1::handshake(TokioIo::new(io)).await.map_err(|_| "HTTP/1.1 handshake error")?;
         Ok(Conn {
             id: next_id(),
             send: SendRequest::H1(send),

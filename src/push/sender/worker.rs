@@ -234,7 +234,8 @@ async fn start(
     // alone (a broken HTTP/2 connection ends its driver, which the worker sees).
     let spoiled_if_h1 = (!h2).then_some(c.id);
 
-    let mut request = Request::new(Body::new(push.body()));
+    let body = push.body();
+    let mut request = Request::new(());
     *request.method_mut() = Method::POST;
     if h2 {
         *request.uri_mut() = uri;
@@ -249,6 +250,7 @@ async fn start(
     h.insert("urgency", HeaderValue::from_static(headers.urgency));
     h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     if let Some(topic) = headers.topic {
         h.insert("topic", topic);
     }
@@ -256,16 +258,41 @@ async fn start(
     h.insert(header::USER_AGENT, USER_AGENT);
 
     let response = match &mut c.send {
-        SendRequest::H1(s) => Either::Left(s.send_request(request)),
-        SendRequest::H2(s) => Either::Right(s.send_request(request)),
+        SendRequest::H1(s) => {
+            let (head, ()) = request.into_parts();
+            Either::Left(s.send_request(Request::from_parts(head, Body::new(body))))
+        }
+        SendRequest::H2(s) => {
+            // The body goes with the headers: h2 holds it until the stream's flow-control
+            // window opens (it is one small frame, well inside the initial window).
+            let sent = s.send_request(request, false).and_then(|(response, mut stream)| {
+                stream.send_data(body, true)?;
+                Ok(response)
+            });
+            match sent {
+                Ok(response) => Either::Right(response),
+                Err(e) => {
+                    // A refused stream leaves the connection usable; a broken one ends its
+                    // driver, which the worker sees.
+                    let error = format!("request error talking to {}: {}", origin.host, h2_reason(&e));
+                    return Err(Done {
+                        push,
+                        attempt: Some(Attempt::Retry { status: None, after: None, error }),
+                        spoiled: None,
+                    });
+                }
+            }
+        }
     };
     let cancel = push.cancelled().clone();
     let timeout = shared.timeout;
     let origin = origin.clone();
     Ok(Box::pin(async move {
         let exchange = async {
-            let response = response.await?;
-            Ok::<_, hyper::Error>(read_answer(response).await)
+            match response {
+                Either::Left(response) => response.await.map(read_h1_answer).map_err(drop)?.await,
+                Either::Right(response) => read_h2_answer(response.await.map_err(drop)?).await,
+            }
         };
         let result = tokio::select! {
             biased;
@@ -282,7 +309,7 @@ async fn start(
             None => Done { push, attempt: None, spoiled: spoiled_if_h1 },
             // Timeouts and refused connections are normal weather on the internet.
             Some(Err(_)) => Done { push, attempt: Some(retry("timeout")), spoiled: spoiled_if_h1 },
-            Some(Ok(Err(_))) => Done { push, attempt: Some(retry("request")), spoiled: spoiled_if_h1 },
+            Some(Ok(Err(()))) => Done { push, attempt: Some(retry("request")), spoiled: spoiled_if_h1 },
             Some(Ok(Ok(answer))) => Done {
                 push,
                 attempt: Some(classify(answer.status, answer.retry_after, &answer.text)),
@@ -299,11 +326,11 @@ async fn ready(c: &mut Conn) -> bool {
         if c.driver.as_mut().poll(cx).is_ready() {
             return Poll::Ready(false);
         }
-        let r = match &mut c.send {
-            SendRequest::H1(s) => s.poll_ready(cx),
-            SendRequest::H2(s) => s.poll_ready(cx),
-        };
-        r.map(|r| r.is_ok())
+        match &mut c.send {
+            SendRequest::H1(s) => s.poll_ready(cx).map(|r| r.is_ok()),
+            // Pending while the push service's stream limit holds back a stream we opened.
+            SendRequest::H2(s) => s.poll_ready(cx).map(|r| r.is_ok()),
+        }
     })
     .await
 }
@@ -316,26 +343,81 @@ struct Answer {
     complete: bool,
 }
 
-async fn read_answer(response: http::Response<hyper::body::Incoming>) -> Answer {
-    let status = response.status();
-    let retry_after =
-        response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-    let mut body = response.into_body();
-    let mut buf = Vec::new();
-    let mut complete = true;
+async fn read_h1_answer(response: http::Response<hyper::body::Incoming>) -> Result<Answer, ()> {
+    let (head, mut body) = response.into_parts();
+    let mut text = AnswerText::default();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
-            complete = false;
+            text.complete = false;
             break;
         };
-        if let Ok(data) = frame.into_data() {
-            let room = MAX_ANSWER_BYTES.saturating_sub(buf.len());
-            buf.extend_from_slice(&data[..data.len().min(room)]);
-            if data.len() > room {
-                complete = false; // the rest is not read: the connection is closed instead
-                break;
-            }
+        if let Ok(data) = frame.into_data()
+            && !text.take(&data)
+        {
+            break;
         }
     }
-    Answer { status, retry_after, text: String::from_utf8_lossy(&buf).into_owned(), complete }
+    Ok(text.answer(&head))
+}
+
+async fn read_h2_answer(response: http::Response<h2::RecvStream>) -> Result<Answer, ()> {
+    let (head, mut body) = response.into_parts();
+    let mut text = AnswerText::default();
+    while let Some(data) = body.data().await {
+        let Ok(data) = data else {
+            text.complete = false;
+            break;
+        };
+        // Give the window back, or a long answer would stall the connection.
+        let _ = body.flow_control().release_capacity(data.len());
+        if !text.take(&data) {
+            break;
+        }
+    }
+    Ok(text.answer(&head))
+}
+
+/// The first [`MAX_ANSWER_BYTES`] of an answer's body.
+struct AnswerText {
+    buf: Vec<u8>,
+    complete: bool,
+}
+
+impl Default for AnswerText {
+    fn default() -> Self {
+        Self { buf: Vec::new(), complete: true }
+    }
+}
+
+impl AnswerText {
+    /// Keeps what fits; false when the rest of the body will not be read.
+    fn take(&mut self, data: &[u8]) -> bool {
+        let room = MAX_ANSWER_BYTES.saturating_sub(self.buf.len());
+        self.buf.extend_from_slice(&data[..data.len().min(room)]);
+        if data.len() > room {
+            self.complete = false; // the rest is not read: the connection is closed instead
+            return false;
+        }
+        true
+    }
+
+    fn answer(self, head: &http::response::Parts) -> Answer {
+        let retry_after =
+            head.headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        Answer {
+            status: head.status,
+            retry_after,
+            text: String::from_utf8_lossy(&self.buf).into_owned(),
+            complete: self.complete,
+        }
+    }
+}
+
+/// An HTTP/2 error for the log: the stream or connection error code, never the endpoint.
+fn h2_reason(e: &h2::Error) -> String {
+    match e.reason() {
+        Some(reason) => format!("HTTP/2 {reason:?}"),
+        None if e.is_io() => "connection closed".to_string(),
+        None => "HTTP/2 error".to_string(),
+    }
 }
