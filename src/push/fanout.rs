@@ -263,11 +263,21 @@ impl Fanout {
                 encrypted
             })
             .await?;
+            // Submitted together (see `Sender::submit_all`); when the in-flight limit stops us
+            // midway, what is gathered goes first, since waiting on permits while holding
+            // unsent pushes could wait forever under a small limit.
+            let mut ready: Vec<Box<dyn Push>> = Vec::with_capacity(CRYPTO_CHUNK);
             for (target, body) in encrypted {
-                let permit = tokio::select! {
-                    p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closes"),
-                    _ = stop.cancelled() => break 'chunks,
-                    _ = shutdown.cancelled() => break 'chunks,
+                let permit = match self.in_flight.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        self.sender.submit_all(ready.drain(..));
+                        tokio::select! {
+                            p = self.in_flight.clone().acquire_owned() => p.expect("semaphore never closes"),
+                            _ = stop.cancelled() => break 'chunks,
+                            _ = shutdown.cancelled() => break 'chunks,
+                        }
+                    }
                 };
                 let mut delivery = Box::new(Delivery {
                     run: run.clone(),
@@ -280,11 +290,12 @@ impl Fanout {
                 match body {
                     Ok(b) => {
                         delivery.body = b.into();
-                        self.sender.submit(delivery);
+                        ready.push(delivery);
                     }
                     Err(e) => delivery.record("failed", None, None, Some(format!("encryption: {e}"))),
                 }
             }
+            self.sender.submit_all(ready);
         }
         drop(run);
         writer.await??;

@@ -225,7 +225,8 @@ async fn a_push_service_behind_a_private_ca_is_reached_only_when_its_ca_is_confi
 
 /// Requests are spread over `push_http2_connections` clients, so over as many HTTP/2
 /// connections: one at a time (one request in flight), every client connects once and is
-/// reused after; all pushes on one connection would show one handshake.
+/// reused after; all pushes on one connection would show one handshake. The alert is the
+/// long sample article, so each body goes as several DATA frames, and arrives whole.
 #[tokio::test]
 async fn pushes_are_spread_over_the_configured_http2_connections() {
     let app = TestApp::spawn_with(|s| {
@@ -239,11 +240,23 @@ async fn pushes_are_spread_over_the_configured_http2_connections() {
     let (_, key) = app.get_json("/api/v1/push/vapid-public-key").await;
     double.set_vapid_key(key["publicKey"].as_str().unwrap());
     bulk_subscribe(&app, &double, 0..12, &[], Behaviour::Accept).await;
-    let alert = app.flag("Üç bağlantı", &[]).await;
+    let (headline, summary) = crate::helpers::sample_article();
+    let image =
+        format!("https://www.burdurweb.com/images/haber/{}-buyuk-boy.jpg", "putin-ukrayna-".repeat(12));
+    let r = app
+        .post_alert(json!({ "headline": headline, "summary": summary, "url": "https://www.burdurweb.com/haber/putin", "image": image }))
+        .await;
+    assert_eq!(r.status(), 201);
+    let alert: Value = r.json().await.unwrap();
     let f = wait_done(&app, alert["id"].as_str().unwrap(), Duration::from_secs(30)).await;
     assert_eq!(f["sent"], 12);
     assert_eq!(double.violations(), Vec::<String>::new());
     assert!(double.received().iter().all(|r| r.version == axum::http::Version::HTTP_2));
+    let r = &double.received()[0];
+    assert!(serde_json::to_vec(&r.payload).unwrap().len() > 1000, "a body of more than one frame");
+    assert_eq!(r.payload["notification"]["title"], format!("SON DAKİKA: {headline}"));
+    assert_eq!(r.payload["notification"]["image"], image);
+    assert!(summary.starts_with(r.payload["notification"]["body"].as_str().unwrap().trim_end_matches('…')));
     assert_eq!(double.tls_handshakes.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
 

@@ -69,6 +69,51 @@ pub(super) enum SendRequest {
 
 /// Most bytes of answer headers we accept on HTTP/2 (the push services send a few hundred).
 const MAX_H2_HEADER_BYTES: u32 = 16 * 1024;
+/// The largest HTTP/2 DATA frame we send (a push body goes in one frame or a few).
+///
+/// h2 copies frames under 1 KiB into its 16 KiB write buffer (256 bytes over a transport with
+/// vectored writes, which [`CopyWrites`] hides), and writes every larger one to the socket
+/// by itself, flushing first: with bodies of about 1.1 KiB that is one write, through TLS and
+/// the kernel, per push. Under the threshold, a dozen pushes share one write.
+pub(super) const H2_DATA_FRAME: usize = 1000;
+
+/// A transport that does not offer vectored writes, so that h2 copies small frames into its
+/// write buffer rather than chaining each to the socket (see [`H2_DATA_FRAME`]).
+struct CopyWrites<T>(T);
+
+impl<T: AsyncRead + Unpin> AsyncRead for CopyWrites<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CopyWrites<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
 
 pub(super) struct Connector {
     tls: tokio_rustls::TlsConnector,
@@ -139,6 +184,7 @@ where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     if h2 {
+        let io = CopyWrites(io);
         let (send, conn) = h2::client::Builder::new()
             .enable_push(false)
             .max_header_list_size(MAX_H2_HEADER_BYTES)

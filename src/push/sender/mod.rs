@@ -126,12 +126,40 @@ impl Sender {
     /// [`Push::finish`]. Never waits: callers bound what they submit (the fan-out's in-flight
     /// limit), so the queues are bounded by that.
     pub fn submit(&self, push: Box<dyn Push>) {
-        let origin = self.origin(push.origin(), push.host());
-        origin.queue.lock().expect("push queue").push_back(push);
-        origin.notify.notify_one();
-        // A new worker when none is waiting for work and the origin has room for one more.
-        if origin.waiting.load(Ordering::Acquire) == 0 && origin.add_worker(&self.shared) {
-            tokio::spawn(worker::run(self.shared.clone(), origin));
+        self.submit_all(std::iter::once(push));
+    }
+
+    /// [`Sender::submit`] for many pushes at once: each origin's share is queued under one
+    /// lock before any worker is woken, so a worker finds them together and sends them
+    /// together (over HTTP/2, in one write) instead of racing the producer one by one.
+    pub fn submit_all(&self, pushes: impl IntoIterator<Item = Box<dyn Push>>) {
+        // Pushes of one origin mostly come in runs (subscribers are not sorted by push
+        // service, but most are on one or two), so a short list beats a map here.
+        type Group = (Arc<Origin>, Vec<Box<dyn Push>>);
+        let mut groups: Vec<Group> = Vec::new();
+        for push in pushes {
+            match groups.iter_mut().find(|(o, _)| o.name == push.origin()) {
+                Some((_, group)) => group.push(push),
+                None => groups.push((self.origin(push.origin(), push.host()), vec![push])),
+            }
+        }
+        for (origin, group) in groups {
+            let n = group.len();
+            origin.queue.lock().expect("push queue").extend(group);
+            // One wake-up per push, as many workers as are waiting (the rest is a stored permit).
+            for _ in 0..n.min(origin.max_workers(&self.shared)) {
+                origin.notify.notify_one();
+            }
+            // New workers when none is waiting for work, up to one per push and the origin's
+            // limit (its HTTP/2 connections, or its concurrency over HTTP/1.1).
+            if origin.waiting.load(Ordering::Acquire) == 0 {
+                for _ in 0..n {
+                    if !origin.add_worker(&self.shared) {
+                        break;
+                    }
+                    tokio::spawn(worker::run(self.shared.clone(), origin.clone()));
+                }
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use super::{
     Attempt, HTTP1, HTTP2, Origin, Push, Shared,
     answer::{classify, parse_retry_after},
-    connect::{Body, Conn, SendRequest},
+    connect::{Body, Conn, H2_DATA_FRAME, SendRequest},
 };
 
 /// Most bytes of a push service's answer we read (error texts are short).
@@ -263,9 +263,13 @@ async fn start(
             Either::Left(s.send_request(Request::from_parts(head, Body::new(body))))
         }
         SendRequest::H2(s) => {
-            // The body goes with the headers: h2 holds it until the stream's flow-control
-            // window opens (it is one small frame, well inside the initial window).
+            // The body goes with the headers: h2 holds it until the flow-control windows open.
+            // In frames small enough for h2 to gather many pushes into one write.
             let sent = s.send_request(request, false).and_then(|(response, mut stream)| {
+                let mut body = body;
+                while body.len() > H2_DATA_FRAME {
+                    stream.send_data(body.split_to(H2_DATA_FRAME), false)?;
+                }
                 stream.send_data(body, true)?;
                 Ok(response)
             });
@@ -323,6 +327,13 @@ async fn start(
 /// becomes ready once the previous answer is read to its end). False if it closed.
 async fn ready(c: &mut Conn) -> bool {
     poll_fn(|cx| {
+        // An HTTP/2 connection that takes a stream is not driven first: requests started
+        // back to back then leave in one write when the worker next polls the driver.
+        if let SendRequest::H2(s) = &mut c.send
+            && let Poll::Ready(r) = s.poll_ready(cx)
+        {
+            return Poll::Ready(r.is_ok());
+        }
         if c.driver.as_mut().poll(cx).is_ready() {
             return Poll::Ready(false);
         }
