@@ -52,26 +52,48 @@ fn expand<const N: usize>(prk: &hkdf::Prk, info: &[&[u8]]) -> Result<[u8; N], Ec
     Ok(out)
 }
 
+/// Length of the body [`encrypt`] makes of `plaintext_len` bytes: header, record, tag.
+pub const fn body_len(plaintext_len: usize) -> usize {
+    HEADER_LEN + plaintext_len + 1 + 16
+}
+
 /// Encrypts `plaintext` for a subscriber: returns the complete request body (header + record).
 pub fn encrypt(ua_public: &[u8; 65], auth: &[u8; 16], plaintext: &[u8]) -> Result<Vec<u8>, EceError> {
+    let mut body = vec![0; body_len(plaintext.len())];
+    encrypt_to(ua_public, auth, plaintext, &mut body)?;
+    Ok(body)
+}
+
+/// [`encrypt`] into `out`, exactly [`body_len`] bytes long, so that a caller can put many
+/// bodies in one allocation (bodies of about 1 KiB are where glibc's malloc is slowest).
+pub fn encrypt_to(
+    ua_public: &[u8; 65],
+    auth: &[u8; 16],
+    plaintext: &[u8],
+    out: &mut [u8],
+) -> Result<(), EceError> {
     let rng = SystemRandom::new();
     let mut salt = [0u8; 16];
     rng.fill(&mut salt).map_err(|_| EceError::Crypto)?;
     // A fresh key per message (RFC 8291 §3.1); used once, like an ephemeral key.
     let private = agreement::PrivateKey::generate(&ECDH_P256).map_err(|_| EceError::Crypto)?;
-    encrypt_with(ua_public, auth, plaintext, &private, salt)
+    encrypt_with(ua_public, auth, plaintext, &private, salt, out)
 }
 
-/// [`encrypt`] with a given key and salt (for the RFC 8291 test vector).
+/// [`encrypt_to`] with a given key and salt (for the RFC 8291 test vector).
 fn encrypt_with(
     ua_public: &[u8; 65],
     auth: &[u8; 16],
     plaintext: &[u8],
     private: &agreement::PrivateKey,
     salt: [u8; 16],
-) -> Result<Vec<u8>, EceError> {
+    out: &mut [u8],
+) -> Result<(), EceError> {
     if plaintext.len() > MAX_PLAINTEXT {
         return Err(EceError::TooLarge(plaintext.len()));
+    }
+    if out.len() != body_len(plaintext.len()) {
+        return Err(EceError::Crypto);
     }
     let as_public = private.compute_public_key().map_err(|_| EceError::Crypto)?;
     let as_public: [u8; 65] = as_public.as_ref().try_into().map_err(|_| EceError::Crypto)?;
@@ -88,20 +110,21 @@ fn encrypt_with(
     let cek: [u8; 16] = expand(&prk, &[b"Content-Encoding: aes128gcm\0"])?;
     let nonce: [u8; 12] = expand(&prk, &[b"Content-Encoding: nonce\0"])?;
 
-    let mut body = Vec::with_capacity(HEADER_LEN + plaintext.len() + 1 + 16);
-    body.extend_from_slice(&salt);
-    body.extend_from_slice(&RECORD_SIZE.to_be_bytes());
-    body.push(65);
-    body.extend_from_slice(&as_public);
-    let mut record = Vec::with_capacity(plaintext.len() + 1 + 16);
-    record.extend_from_slice(plaintext);
-    record.push(0x02); // the last (and only) record; no padding
+    let (header, rest) = out.split_at_mut(HEADER_LEN);
+    header[..16].copy_from_slice(&salt);
+    header[16..20].copy_from_slice(&RECORD_SIZE.to_be_bytes());
+    header[20] = 65;
+    header[21..].copy_from_slice(&as_public);
+    let (record, tag) = rest.split_at_mut(plaintext.len() + 1);
+    record[..plaintext.len()].copy_from_slice(plaintext);
+    record[plaintext.len()] = 0x02; // the last (and only) record; no padding
     let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &cek).map_err(|_| EceError::Crypto)?);
     // Record sequence number 0: the nonce is used as derived.
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut record)
+    let sealed = key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), record)
         .map_err(|_| EceError::Crypto)?;
-    body.extend_from_slice(&record);
-    Ok(body)
+    tag.copy_from_slice(sealed.as_ref());
+    Ok(())
 }
 
 /// Decrypts an `aes128gcm` body with the subscriber's private key (what a browser does). Used by
@@ -172,7 +195,8 @@ mod tests {
             "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN",
         );
         let private = agreement::PrivateKey::from_private_key(&ECDH_P256, &as_private).unwrap();
-        let body = encrypt_with(&ua_public, &auth, plaintext, &private, salt).unwrap();
+        let mut body = vec![0; body_len(plaintext.len())];
+        encrypt_with(&ua_public, &auth, plaintext, &private, salt, &mut body).unwrap();
         assert_eq!(body, expected);
         assert_eq!(decrypt(&ua_private, &ua_public, &auth, &body).unwrap(), plaintext);
     }

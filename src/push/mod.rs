@@ -4,6 +4,7 @@
 //! - [`subscription`]: validates what browsers hand us (endpoint allowlist, key shapes);
 //! - [`vapid`]: the installation's key pair and cached signed tokens (RFC 8292);
 //! - [`ece`]: message encryption (RFC 8291, aes128gcm);
+//! - [`encryptor`]: the threads the fan-out's encryption runs on;
 //! - [`payload`]: the notification JSON, ≤ 2 KiB, Declarative Web Push compatible;
 //! - [`sender`]: SSRF-safe sending: per push-service queues and workers that each drive one
 //!   connection, per-origin limits and pauses, answer classes;
@@ -11,6 +12,7 @@
 //! - [`store`]: subscriptions, jobs, batches, the delivery log and figures.
 
 pub mod ece;
+pub mod encryptor;
 pub mod fanout;
 pub mod payload;
 pub mod sender;
@@ -85,7 +87,7 @@ impl Push {
                 lease: Duration::from_secs(settings.push_lease_secs),
                 topic: settings.push_topic.clone(),
             },
-        );
+        )?;
         Ok(Some(Self { vapid, sender, fanout, allow }))
     }
 }
