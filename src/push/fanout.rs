@@ -8,8 +8,9 @@
 //! are written in multi-row statements every `FLUSH_EVERY` or `FLUSH_ROWS`: a crash can repeat
 //! only the pushes in flight or finished within that window.
 //!
-//! Within a batch: encryption runs on the blocking pool in chunks (CPU work off the async
-//! threads), sends are bounded globally and per push-service origin, and retries back off with
+//! Within a batch: encryption runs on the encryption threads in chunks (CPU work off the async
+//! threads; see [`super::encryptor`]), a chunk's pushes are queued for sending together, sends
+//! are bounded globally and per push-service origin, and retries back off with
 //! jitter while the alert's TTL lasts. A retraction seen by the hub stops a batch within a
 //! second; what was not sent is logged `skipped`.
 
@@ -235,7 +236,7 @@ impl Fanout {
         });
 
         let stop = alert.cancelled.clone();
-        // Targets are moved into the blocking pool and on into their push, never cloned.
+        // Targets are moved to an encryption thread and on into their push, never cloned.
         let mut targets = targets.into_iter();
         'chunks: loop {
             if stop.is_cancelled() || shutdown.is_cancelled() {

@@ -12,7 +12,10 @@
 //! (chosen by ALPN) carries many, so an origin gets `push_http2_connections` workers sharing the
 //! per-origin concurrency as streams. Pushes wait in the queue, not in tasks of their own: a push
 //! costs no task, no pool checkout and no hand-off between tasks (measured in the server: 10–20 %
-//! less CPU per push than sending each with reqwest; BENCHMARKS.md, "Third pass").
+//! less CPU per push than sending each with reqwest; BENCHMARKS.md, "Third pass"). HTTP/1.1 goes
+//! through hyper's client connection; HTTP/2 through the h2 crate directly, with bodies cut into
+//! frames that h2 gathers, so that the pushes a worker starts together share one socket write
+//! (BENCHMARKS.md, "Fourth pass").
 //!
 //! A 429 pauses that origin's workers, not the others'; a VAPID rejection stops only that origin.
 //! What to do with an answer (log it, retry it later) is the caller's: see [`Push::finish`].
