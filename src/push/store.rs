@@ -311,12 +311,17 @@ pub async fn record(
     tx.commit().await
 }
 
+/// Stamps the milestones the job's counts have just reached. With the time of the update, not
+/// `now()`: that is when the transaction began, and flushes run concurrently, so a flush that
+/// began earlier but took the job's row later would stamp 100 % before another's 95 %. The row
+/// lock orders the updates, and `clock_timestamp()` (evaluated after the lock, in column
+/// order) keeps the stamps in that order.
 async fn mark_milestones(tx: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<()> {
     sqlx::query(
         "update push_jobs set
-            reached_50_at = coalesce(reached_50_at, case when (sent+failed+gone+expired+skipped) * 100 >= targeted * 50 then now() end),
-            reached_95_at = coalesce(reached_95_at, case when (sent+failed+gone+expired+skipped) * 100 >= targeted * 95 then now() end),
-            reached_100_at = coalesce(reached_100_at, case when (sent+failed+gone+expired+skipped) >= targeted then now() end)
+            reached_50_at = coalesce(reached_50_at, case when (sent+failed+gone+expired+skipped) * 100 >= targeted * 50 then clock_timestamp() end),
+            reached_95_at = coalesce(reached_95_at, case when (sent+failed+gone+expired+skipped) * 100 >= targeted * 95 then clock_timestamp() end),
+            reached_100_at = coalesce(reached_100_at, case when (sent+failed+gone+expired+skipped) >= targeted then clock_timestamp() end)
          where alert_id = $1",
     )
     .bind(alert_id)
@@ -374,7 +379,7 @@ pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
     .await?;
     sqlx::query(
         "update push_jobs set state = case when state = 'cancelled' then state else 'done' end,
-                reached_100_at = coalesce(reached_100_at, now())
+                reached_100_at = coalesce(reached_100_at, clock_timestamp())
          where alert_id = $1 and not exists (
             select 1 from push_batches where alert_id = $1 and state <> 'done')",
     )
