@@ -293,10 +293,10 @@ async fn start(
     let origin = origin.clone();
     Ok(Box::pin(async move {
         let exchange = async {
-            match response {
-                Either::Left(response) => response.await.map(read_h1_answer).map_err(drop)?.await,
+            Ok(match response {
+                Either::Left(response) => read_h1_answer(response.await.map_err(drop)?).await,
                 Either::Right(response) => read_h2_answer(response.await.map_err(drop)?).await,
-            }
+            })
         };
         let result = tokio::select! {
             biased;
@@ -354,7 +354,7 @@ struct Answer {
     complete: bool,
 }
 
-async fn read_h1_answer(response: http::Response<hyper::body::Incoming>) -> Result<Answer, ()> {
+async fn read_h1_answer(response: http::Response<hyper::body::Incoming>) -> Answer {
     let (head, mut body) = response.into_parts();
     let mut text = AnswerText::default();
     while let Some(frame) = body.frame().await {
@@ -368,10 +368,10 @@ async fn read_h1_answer(response: http::Response<hyper::body::Incoming>) -> Resu
             break;
         }
     }
-    Ok(text.answer(&head))
+    text.answer(&head)
 }
 
-async fn read_h2_answer(response: http::Response<h2::RecvStream>) -> Result<Answer, ()> {
+async fn read_h2_answer(response: http::Response<h2::RecvStream>) -> Answer {
     let (head, mut body) = response.into_parts();
     let mut text = AnswerText::default();
     while let Some(data) = body.data().await {
@@ -385,7 +385,7 @@ async fn read_h2_answer(response: http::Response<h2::RecvStream>) -> Result<Answ
             break;
         }
     }
-    Ok(text.answer(&head))
+    text.answer(&head)
 }
 
 /// The first [`MAX_ANSWER_BYTES`] of an answer's body.
