@@ -783,3 +783,63 @@ async fn two_processes_share_one_fan_out_without_double_sends() {
     a.terminate().await;
     b.terminate().await;
 }
+
+/// The 50/95/100 % milestones follow the order in which flushes of outcomes reach the job, not
+/// the order in which their transactions began: here the flush of the last five outcomes begins
+/// first and is held up (another writer has an uncommitted outcome for one of its subscribers)
+/// while the flush of the first 95 begins later and passes 95 %. Stamped with the start of the
+/// transaction, 100 % would come 300 ms before 95 %.
+#[tokio::test]
+async fn milestones_keep_their_order_when_flushes_overlap() {
+    use sondakika::push::store::{self, Outcome};
+    // Push is off in this app: nothing but this test writes the alert's job.
+    let app = TestApp::spawn().await;
+    let alert = app.flag("Kilometre taşları sırayla", &[]).await;
+    let id: uuid::Uuid = alert["id"].as_str().unwrap().parse().unwrap();
+    store::maintain_partitions(&app.pool, 30).await.unwrap();
+    let day: chrono::NaiveDate = sqlx::query_scalar(
+        "update push_jobs set state = 'running', targeted = 100 where alert_id = $1 returning alert_day",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let outcomes = |ids: std::ops::Range<i64>| -> Vec<Outcome> {
+        ids.map(|i| Outcome {
+            subscription_id: i,
+            status: "sent",
+            http_status: Some(201),
+            attempts: 1,
+            push_host: "fcm.googleapis.com".into(),
+            latency_ms: Some(5),
+            error: None,
+        })
+        .collect()
+    };
+
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "insert into push_deliveries (alert_day, alert_id, subscription_id, status, push_host)
+         values ($1, $2, 99, 'sent', 'fcm.googleapis.com')",
+    )
+    .bind(day)
+    .bind(id)
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    let late = tokio::spawn({
+        let pool = app.pool.clone();
+        async move { store::record(&pool, id, day, &outcomes(95..100)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!late.is_finished(), "the first flush waits on the uncommitted outcome");
+    store::record(&app.pool, id, day, &outcomes(0..95)).await.unwrap();
+    blocker.rollback().await.unwrap();
+    late.await.unwrap().unwrap();
+
+    let mut conn = app.pool.acquire().await.unwrap();
+    let f = store::figures(&mut conn, id).await.unwrap().unwrap();
+    assert_eq!(f.sent, 100);
+    let (m50, m95, m100) = (f.ms_to_50.unwrap(), f.ms_to_95.unwrap(), f.ms_to_100.unwrap());
+    assert!(m50 <= m95 && m95 <= m100, "milestones out of order: {m50} / {m95} / {m100} ms");
+}
