@@ -19,13 +19,10 @@ pub struct Encryptor {
 }
 
 impl Encryptor {
-    /// `threads` = 0: one per core. They run only while a fan-out has work for them; the
-    /// fan-out's workers (`push_workers`) each wait for their chunk, so that many run at once.
-    pub fn new(threads: usize) -> std::io::Result<Self> {
-        let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+    /// One thread per core. They run only while a fan-out has work for them; the fan-out's
+    /// workers (`push_workers`) each wait for their chunk, so at most that many run at once.
+    pub fn new() -> std::io::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         // Unbounded, but each fan-out worker waits for its chunk before it sends the next, so
         // at most `push_workers` chunks are ever queued.
         let (jobs, queue) = mpsc::channel::<Job>();

@@ -82,7 +82,7 @@ impl Fanout {
             pool,
             sender,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
-            encryptor: Encryptor::new(0)?,
+            encryptor: Encryptor::new()?,
             settings,
             alerts: Mutex::new(HashMap::new()),
         }))
