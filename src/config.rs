@@ -53,8 +53,8 @@ pub struct Settings {
     pub pg_bin_dir: Option<PathBuf>,
     /// Size of the database connection pool of this process.
     pub db_pool_size: u32,
-    /// Threads of the async runtime; 0: one per CPU core. Push encryption runs on other
-    /// threads, so on a small machine that sends many pushes, fewer leaves it a core.
+    /// Threads of the async runtime; 0: one per CPU core. Push encryption runs on threads of
+    /// its own (`push::encryptor`), not on these.
     pub worker_threads: usize,
 
     /// Address the HTTP server listens on.

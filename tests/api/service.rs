@@ -204,8 +204,10 @@ async fn a_database_with_a_newer_schema_is_refused() {
     assert!(msg.contains("newer than this sondakika"), "{msg}");
 }
 
-/// `worker_threads` sizes the server's async runtime (counted from the child's thread names:
-/// tokio names its async workers `tokio-rt-worker`, its blocking threads otherwise).
+/// `worker_threads` sizes the server's async runtime, counted from the child's thread names.
+/// tokio gives its blocking-pool threads the same name as its async workers, but starts them
+/// only for blocking work (file or DNS I/O), which a server just started with push off has not
+/// done: every `tokio-rt-worker` there is an async worker.
 #[tokio::test]
 async fn worker_threads_sizes_the_async_runtime() {
     let db = new_database().await;
