@@ -249,41 +249,7 @@ impl Fanout {
             let payload = alert.payload.clone();
             let encrypted = self
                 .encryptor
-                .run(move || {
-                    let cpu = thread_cpu_time();
-                    // The chunk's bodies share one allocation (each a `Bytes` view of it, freed
-                    // with the last): one malloc per chunk instead of one ~1 KiB malloc per push.
-                    // A body kept for a retry keeps its chunk's allocation, ~70 KiB, alive; the
-                    // in-flight limit bounds how many.
-                    let len = ece::body_len(payload.len());
-                    let mut bodies = bytes::BytesMut::with_capacity(len * chunk.len());
-                    let encrypted = chunk
-                        .into_iter()
-                        .map(|t| {
-                            let body = match (
-                                <[u8; 65]>::try_from(t.p256dh.as_slice()),
-                                <[u8; 16]>::try_from(t.auth.as_slice()),
-                            ) {
-                                (Ok(p), Ok(a)) => {
-                                    bodies.resize(len, 0);
-                                    match ece::encrypt_to(&p, &a, &payload, &mut bodies) {
-                                        Ok(()) => Ok(bodies.split().freeze()),
-                                        Err(e) => {
-                                            bodies.clear();
-                                            Err(e.to_string())
-                                        }
-                                    }
-                                }
-                                _ => Err("stored keys have the wrong length".to_string()),
-                            };
-                            (t, body)
-                        })
-                        .collect::<Vec<_>>();
-                    if let (Some(before), Some(after)) = (cpu, thread_cpu_time()) {
-                        metrics::push_encryption_cpu(after.saturating_sub(before));
-                    }
-                    encrypted
-                })
+                .run(move || encrypt_chunk(chunk, &payload))
                 .await
                 .ok_or_else(|| anyhow::anyhow!("encrypting a chunk of pushes panicked"))?;
             // Submitted together (see `Sender::submit_all`); when the in-flight limit stops us
@@ -340,6 +306,40 @@ impl Fanout {
         tracing::debug!(alert_id = %batch.alert_id, first_id = batch.first_id, count, elapsed_ms = started.elapsed().as_millis() as u64, "push batch done");
         Ok(())
     }
+}
+
+/// Encrypts a chunk's bodies (on an encryption thread). They share one allocation, each a
+/// `Bytes` view of it freed with the last: one malloc per chunk instead of one ~1 KiB malloc per
+/// push. A body kept for a retry keeps its chunk's allocation, ~70 KiB, alive; the in-flight
+/// limit bounds how many.
+fn encrypt_chunk(chunk: Vec<Target>, payload: &[u8]) -> Vec<(Target, Result<bytes::Bytes, String>)> {
+    let cpu = thread_cpu_time();
+    let len = ece::body_len(payload.len());
+    let mut bodies = bytes::BytesMut::with_capacity(len * chunk.len());
+    let encrypted = chunk
+        .into_iter()
+        .map(|t| {
+            let keys = (<[u8; 65]>::try_from(t.p256dh.as_slice()), <[u8; 16]>::try_from(t.auth.as_slice()));
+            let body = match keys {
+                (Ok(p), Ok(a)) => {
+                    bodies.resize(len, 0);
+                    match ece::encrypt_to(&p, &a, payload, &mut bodies) {
+                        Ok(()) => Ok(bodies.split().freeze()),
+                        Err(e) => {
+                            bodies.clear();
+                            Err(e.to_string())
+                        }
+                    }
+                }
+                _ => Err("stored keys have the wrong length".to_string()),
+            };
+            (t, body)
+        })
+        .collect();
+    if let (Some(before), Some(after)) = (cpu, thread_cpu_time()) {
+        metrics::push_encryption_cpu(after.saturating_sub(before));
+    }
+    encrypted
 }
 
 fn outcome(

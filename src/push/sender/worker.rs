@@ -258,10 +258,7 @@ async fn start(
     h.insert(header::USER_AGENT, USER_AGENT);
 
     let response = match &mut c.send {
-        SendRequest::H1(s) => {
-            let (head, ()) = request.into_parts();
-            Either::Left(s.send_request(Request::from_parts(head, Body::new(body))))
-        }
+        SendRequest::H1(s) => Either::Left(s.send_request(request.map(|()| Body::new(body)))),
         SendRequest::H2(s) => {
             // The body goes with the headers: h2 holds it until the flow-control windows open.
             // In frames small enough for h2 to gather many pushes into one write.
