@@ -61,9 +61,11 @@ fn hash(token: &str) -> Vec<u8> {
 /// Creates a token and returns it in clear: the only time it exists outside the editor's hands.
 pub async fn create(pool: &PgPool, name: &str, role: Role) -> anyhow::Result<(i64, String)> {
     let name_chars = name.chars().count();
-    if name.trim().is_empty() || name_chars > 100 {
+    if name_chars > 100 {
         anyhow::bail!("--name must be 1 to 100 characters");
     }
+    crate::alerts::domain::check_text("name", name, crate::alerts::domain::Lines::Single)
+        .map_err(|e| anyhow::anyhow!("--{e}"))?;
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));

@@ -2,6 +2,12 @@
 //! a URL is always http(s). Text is kept byte-exact (no trimming, no normalisation), so Turkish
 //! letters such as İ ı ş ğ come back exactly as the editor typed them. Lengths are counted in
 //! characters, not bytes: "İ" is one character of two bytes.
+//!
+//! Every text a stranger or an editor sends passes [`check_text`] first: the one byte-level
+//! gate (control characters, bidi overrides, whitespace at the edges, invisible-only text), used
+//! by the push subscription's fields, query parameters and token names too. URLs are kept in
+//! their WHATWG-serialised form, the form every browser and our push client would use anyway,
+//! and bounded in bytes after serialisation, so nothing that reaches an index can exceed it.
 
 use std::fmt;
 
@@ -15,6 +21,10 @@ pub const MAX_LABEL_CHARS: usize = 40;
 pub const MAX_TOPICS: usize = 20;
 pub const MAX_TOPIC_CHARS: usize = 40;
 pub const MAX_URL_CHARS: usize = 2048;
+/// A serialised URL is ASCII (non-ASCII letters become `%XX` escapes, up to 12 bytes for one
+/// character), so it is bounded in bytes as well. `url:` + this stays well below PostgreSQL's
+/// btree row limit (2,704 bytes) on `alerts.dedupe_key`.
+pub const MAX_URL_BYTES: usize = 2048;
 pub const MAX_ARTICLE_ID_CHARS: usize = 200;
 pub const MAX_REASON_CHARS: usize = 500;
 pub const MIN_TTL_SECS: u32 = 60;
@@ -43,33 +53,148 @@ impl fmt::Display for FieldError {
     }
 }
 
-fn has_control(s: &str, allow_newlines: bool) -> bool {
-    s.chars().any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\r' || c == '\t')))
+/// Whether a text field may span lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    /// Headlines, labels, ids, URLs, names: one line.
+    Single,
+    /// `summary` and a retraction's `reason`: `\n` is allowed inside, because an editor pastes a
+    /// paragraph break and notifications and tickers show it (JSON escapes it in every frame).
+    /// Only `\n`: a `\r` or a tab is a control character like any other.
+    Multi,
 }
 
-/// Text of bounded length, without control characters.
-fn text(field: &str, value: &str, max: usize, allow_newlines: bool) -> Result<String, FieldError> {
-    let chars = value.chars().count();
-    if value.trim().is_empty() {
+/// Characters that reorder the text around them: embeddings and overrides (U+202A–U+202E) and
+/// isolates (U+2066–U+2069). An override made a headline display a spoofed file name. The marks
+/// U+200E/U+200F stay allowed: they change no order beyond their neighbour and mixed-script
+/// text needs them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Unicode's format characters (general category Cf): invisible, they only steer rendering.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
+/// Characters that show nothing: whitespace, format characters, and the letters and marks that
+/// render blank (the Braille blank, the Hangul fillers, variation selectors, the combining
+/// grapheme joiner, Khmer's inherent vowels, Mongolian's variation selectors).
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || is_format(c)
+        || matches!(
+            c,
+            '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FFA0}'
+                | '\u{E0100}'..='\u{E01EF}'
+        )
+}
+
+/// What may not stand at either end of a text: whitespace, format characters and blank
+/// letters. Variation selectors and combining marks may (an emoji "❤️" ends in U+FE0F).
+fn is_blank(c: char) -> bool {
+    c.is_whitespace()
+        || is_format(c)
+        || matches!(c, '\u{115F}' | '\u{1160}' | '\u{2800}' | '\u{3164}' | '\u{FFA0}')
+}
+
+/// The byte-level gate for every text that reaches the database or a reader's screen. Refuses,
+/// naming `field`: empty text; control characters (C0, DEL, C1; in [`Lines::Multi`] text `\n`
+/// is allowed), and the Unicode line and paragraph separators; bidi embeddings, overrides and
+/// isolates; whitespace or invisible characters at either end; text that is invisible
+/// throughout (zero-width spaces, U+2800, Hangul fillers). Everything else, Turkish letters and
+/// curly quotes included, passes untouched: this checks, it never rewrites.
+pub fn check_text(field: &str, value: &str, lines: Lines) -> Result<(), FieldError> {
+    if value.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
     }
+    for (i, c) in value.chars().enumerate() {
+        let newline_ok = lines == Lines::Multi && c == '\n';
+        if (c.is_control() && !newline_ok) || matches!(c, '\u{2028}' | '\u{2029}') {
+            let what = if c == '\n' || c == '\r' || c == '\u{2028}' || c == '\u{2029}' {
+                "a line break"
+            } else {
+                "a control character"
+            };
+            return Err(FieldError::new(
+                field,
+                format!("must not contain {what} (U+{:04X} at character {})", c as u32, i + 1),
+            ));
+        }
+        if is_bidi_control(c) {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "must not contain bidirectional embedding, override or isolate characters \
+                     (U+{:04X} at character {}): they make text display in another order than \
+                     it reads",
+                    c as u32,
+                    i + 1
+                ),
+            ));
+        }
+    }
+    if value.chars().all(is_invisible) {
+        return Err(FieldError::new(field, "must contain visible characters"));
+    }
+    let first = value.chars().next().expect("not empty");
+    let last = value.chars().next_back().expect("not empty");
+    if is_blank(first) || is_blank(last) {
+        return Err(FieldError::new(field, "must not begin or end with whitespace or invisible characters"));
+    }
+    Ok(())
+}
+
+/// Text of bounded length that passes [`check_text`].
+fn text(field: &str, value: &str, max: usize, lines: Lines) -> Result<String, FieldError> {
+    let chars = value.chars().count();
     if chars > max {
         return Err(FieldError::new(field, format!("must be at most {max} characters (got {chars})")));
     }
-    if has_control(value, allow_newlines) {
-        return Err(FieldError::new(field, "must not contain control characters"));
-    }
+    check_text(field, value, lines)?;
     Ok(value.to_string())
 }
 
 macro_rules! text_newtype {
-    ($name:ident, $field:literal, $max:expr, $newlines:expr) => {
+    ($name:ident, $field:literal, $max:expr, $lines:expr) => {
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(String);
         impl $name {
             pub fn parse(value: &str) -> Result<Self, FieldError> {
-                text($field, value, $max, $newlines).map(Self)
+                text($field, value, $max, $lines).map(Self)
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -78,11 +203,11 @@ macro_rules! text_newtype {
     };
 }
 
-text_newtype!(Headline, "headline", MAX_HEADLINE_CHARS, false);
-text_newtype!(Summary, "summary", MAX_SUMMARY_CHARS, true);
-text_newtype!(Label, "label", MAX_LABEL_CHARS, false);
-text_newtype!(ArticleId, "article_id", MAX_ARTICLE_ID_CHARS, false);
-text_newtype!(Reason, "reason", MAX_REASON_CHARS, true);
+text_newtype!(Headline, "headline", MAX_HEADLINE_CHARS, Lines::Single);
+text_newtype!(Summary, "summary", MAX_SUMMARY_CHARS, Lines::Multi);
+text_newtype!(Label, "label", MAX_LABEL_CHARS, Lines::Single);
+text_newtype!(ArticleId, "article_id", MAX_ARTICLE_ID_CHARS, Lines::Single);
+text_newtype!(Reason, "reason", MAX_REASON_CHARS, Lines::Multi);
 
 /// A topic slug: lowercase ASCII letters, digits and dashes (`gundem`, `burdur`, `spor`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -163,7 +288,11 @@ impl Topics {
     }
 }
 
-/// An absolute http(s) URL with a host.
+/// An absolute http(s) URL with a host, in its WHATWG-serialised form (what a browser's address
+/// bar and our push payload use: Turkish letters in a path become `%C5%9F`, a host becomes
+/// punycode). Stored serialised, so that what was validated is what is stored and compared:
+/// the parser silently drops tabs and newlines and trims spaces, and those never reach the
+/// database or a reader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct WebUrl(String);
@@ -173,6 +302,7 @@ impl WebUrl {
         if value.chars().count() > MAX_URL_CHARS {
             return Err(FieldError::new(field, format!("must be at most {MAX_URL_CHARS} characters")));
         }
+        check_text(field, value, Lines::Single)?;
         let url = Url::parse(value)
             .map_err(|e| FieldError::new(field, format!("`{value}` is not a valid URL ({e})")))?;
         let scheme_ok =
@@ -187,8 +317,18 @@ impl WebUrl {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(FieldError::new(field, "must not contain a user name or password"));
         }
-        // Keep what the editor sent (the parser would percent-encode Turkish letters in paths).
-        Ok(Self(value.to_string()))
+        let serialised = String::from(url);
+        if serialised.len() > MAX_URL_BYTES {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "must be at most {MAX_URL_BYTES} bytes once serialised (got {}; a non-ASCII \
+                     letter takes 6 to 12)",
+                    serialised.len()
+                ),
+            ));
+        }
+        Ok(Self(serialised))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -432,8 +572,78 @@ mod tests {
 
     #[test]
     fn text_is_kept_byte_exact() {
-        let s = "  İzmir'de şiddetli ğüöç  ";
+        let s = "İzmir'de şiddetli “rüzgâr” ğüöç ‘ı’ — 4,2";
         assert_eq!(Headline::parse(s).unwrap().as_str(), s);
+        let multi = "AFAD açıkladı.\n\nCan kaybı yok.";
+        assert_eq!(Summary::parse(multi).unwrap().as_str(), multi);
+        // Emoji sequences keep their joiners and a trailing variation selector.
+        for emoji in ["Kırmızı alarm ❤️ 👩‍🚒", "Kırmızı alarm ❤️"] {
+            assert_eq!(Headline::parse(emoji).unwrap().as_str(), emoji);
+        }
+    }
+
+    #[test]
+    fn hostile_text_is_refused_naming_the_field() {
+        for (value, why) in [
+            ("a\u{0}b", "control"),
+            ("a\u{7}b", "control"),
+            ("a\u{7F}b", "control"),
+            ("a\u{85}b", "control"),
+            ("a\u{9B}b", "control"),
+            ("a\tb", "control"),
+            ("a\nb", "line break"),
+            ("a\rb", "line break"),
+            ("a\u{2028}b", "line break"),
+            ("evil\u{202E}gpj.exe", "bidirectional"),
+            ("a\u{202A}b", "bidirectional"),
+            ("a\u{2066}b\u{2069}", "bidirectional"),
+            (" Başlık", "begin or end"),
+            ("Başlık ", "begin or end"),
+            ("\u{A0}Başlık", "begin or end"),
+            ("\u{200B}Başlık", "begin or end"),
+            ("Başlık\u{FEFF}", "begin or end"),
+            ("\u{200B}\u{200C}\u{200D}", "visible"),
+            ("\u{2800}\u{2800}", "visible"),
+            ("\u{3164}", "visible"),
+            ("\u{115F}\u{1160}", "visible"),
+            ("\u{FFA0}", "visible"),
+            ("   ", "visible"),
+            ("", "empty"),
+        ] {
+            let err = Headline::parse(value).unwrap_err();
+            assert_eq!(err.field, "headline");
+            assert!(err.message.contains(why), "{value:?}: {}", err.message);
+        }
+        // Multi-line fields take `\n` but nothing else of the kind.
+        assert!(Summary::parse("a\nb").is_ok());
+        for bad in ["a\r\nb", "a\tb", "a\n", "\nb", "a\u{0}b", "\n\n"] {
+            assert_eq!(Summary::parse(bad).unwrap_err().field, "summary", "{bad:?}");
+        }
+        assert_eq!(Reason::parse("x\u{202E}y").unwrap_err().field, "reason");
+    }
+
+    #[test]
+    fn urls_are_stored_serialised_and_bounded_in_bytes() {
+        let u = WebUrl::parse("url", "HTTPS://Www.Example.com.tr/haber/görüşme?q=ş#ç", false).unwrap();
+        assert_eq!(u.as_str(), "https://www.example.com.tr/haber/g%C3%B6r%C3%BC%C5%9Fme?q=%C5%9F#%C3%A7");
+        for (bad, why) in [
+            (" https://www.example.com.tr/x", "begin or end"),
+            ("\thttps://www.example.com.tr/x", "control"),
+            ("https://www.example.com.tr/x\n", "line break"),
+            ("https://www.example.com.tr/a\nb", "line break"),
+            ("https://www.example.com.tr/a\u{0}b", "control"),
+            ("https://www.example.com.tr/\u{202E}gpj.exe", "bidirectional"),
+        ] {
+            let err = WebUrl::parse("url", bad, false).unwrap_err();
+            assert!(err.message.contains(why), "{bad:?}: {}", err.message);
+        }
+        // 1,000 CJK characters are 1,000 characters but 9,000 bytes once serialised.
+        let cjk = format!("https://www.example.com.tr/{}", "漢".repeat(1000));
+        let err = WebUrl::parse("url", &cjk, false).unwrap_err();
+        assert!(err.message.contains("bytes once serialised"), "{}", err.message);
+        // What `dedupe_key` can hold stays below PostgreSQL's btree row limit.
+        assert!("url:".len() + MAX_URL_BYTES < 2704);
+        assert!("article:".len() + 4 * MAX_ARTICLE_ID_CHARS < 2704);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::alerts::domain::{Lines, check_text};
 
 /// JSON body: requires `application/json`, a body within the limit, valid JSON, known fields and
 /// the right types. Errors say which field and why.
@@ -132,6 +133,10 @@ fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> 
     // error names the parameter.
     let mut map = serde_json::Map::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        // The same byte-level gate as bodies (an empty value is allowed: `topics=` means all).
+        if !v.is_empty() {
+            check_text(&k, &v, Lines::Single).map_err(|e| ApiError::Validation(vec![e]))?;
+        }
         map.insert(k.into_owned(), serde_json::Value::String(v.into_owned()));
     }
     serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(|err| {

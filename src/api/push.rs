@@ -22,7 +22,10 @@ use super::{error::ApiError, extract::Json};
 use crate::{
     alerts::domain::{FieldError, Topics},
     app::AppState,
-    push::{Push, store, subscription::SubscriptionJson},
+    push::{
+        Push, store,
+        subscription::{SubscriptionJson, normalise_endpoint},
+    },
 };
 
 pub type PublicLimiter = DefaultKeyedRateLimiter<std::net::IpAddr>;
@@ -113,13 +116,21 @@ async fn subscribe(
     if !matches!(locale.as_str(), "tr" | "en") {
         errors.push(FieldError::new("locale", "must be `tr` or `en`"));
     }
+    let replaces = req
+        .replaces
+        .as_deref()
+        .map(|old| normalise_endpoint("replaces", old))
+        .transpose()
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
     let (Some(subscription), Some(topics)) = (subscription, topics) else {
         return Err(ApiError::Validation(errors));
     };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    if let Some(old) = req.replaces.as_deref()
+    if let Some(old) = replaces.as_deref()
         && old != subscription.endpoint
     {
         store::delete_subscription(&state.db, old).await?;
@@ -153,9 +164,8 @@ async fn unsubscribe(
 ) -> Result<StatusCode, ApiError> {
     push(&state)?;
     let endpoint = req.endpoint.ok_or_else(|| ApiError::field("endpoint", "is required"))?;
-    if endpoint.chars().count() > crate::push::subscription::MAX_ENDPOINT_CHARS {
-        return Err(ApiError::field("endpoint", "is longer than any endpoint we store"));
-    }
+    // Normalised as at subscribing, so the browser's raw endpoint finds the stored one.
+    let endpoint = normalise_endpoint("endpoint", &endpoint).map_err(|e| ApiError::Validation(vec![e]))?;
     if store::delete_subscription(&state.db, &endpoint).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

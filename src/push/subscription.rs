@@ -13,9 +13,13 @@ use base64::{
 use serde::Deserialize;
 use url::Url;
 
-use crate::alerts::domain::FieldError;
+use crate::alerts::domain::{FieldError, Lines, check_text};
 
 pub const MAX_ENDPOINT_CHARS: usize = 1000;
+/// The stored (serialised, ASCII) endpoint is bounded in bytes too: it is the unique key of
+/// `push_subscriptions`, and a btree row holds at most 2,704 bytes. Real endpoints are 150 to
+/// 500 bytes (FCM, Mozilla, Apple, WNS).
+pub const MAX_ENDPOINT_BYTES: usize = 1000;
 
 /// Push services of the major browsers, matched as the host or a subdomain of it.
 pub const DEFAULT_PUSH_HOSTS: &[&str] = &[
@@ -83,6 +87,34 @@ fn decode_b64(field: &str, value: &str) -> Result<Vec<u8>, FieldError> {
         .map_err(|_| FieldError::new(field, "must be base64url (padded or not)"))
 }
 
+/// An endpoint in the one form it is stored and looked up in: checked byte by byte
+/// ([`check_text`]), parsed, and WHATWG-serialised (the form browsers hand out already, so a
+/// browser's raw endpoint and the stored one compare equal), at most [`MAX_ENDPOINT_BYTES`].
+/// Used for subscribing, for `replaces` and for unsubscribing alike, so all three agree.
+pub fn normalise_endpoint(field: &str, value: &str) -> Result<String, FieldError> {
+    let chars = value.chars().count();
+    if chars > MAX_ENDPOINT_CHARS {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_ENDPOINT_CHARS} characters (got {chars})"),
+        ));
+    }
+    check_text(field, value, Lines::Single)?;
+    let url = Url::parse(value).map_err(|e| FieldError::new(field, format!("is not a valid URL ({e})")))?;
+    let serialised = String::from(url);
+    if serialised.len() > MAX_ENDPOINT_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "must be at most {MAX_ENDPOINT_BYTES} bytes once serialised (got {}; a non-ASCII \
+                 character takes 6 to 12)",
+                serialised.len()
+            ),
+        ));
+    }
+    Ok(serialised)
+}
+
 /// Validates an endpoint URL against the allowlist.
 pub fn parse_endpoint(field: &str, value: &str, allow: &Allowlist) -> Result<(String, String), FieldError> {
     let chars = value.chars().count();
@@ -132,8 +164,10 @@ impl SubscriptionJson {
                 errors.push(FieldError::new("subscription.endpoint", "is required"));
                 None
             }
-            Some(e) => match parse_endpoint("subscription.endpoint", e, allow) {
-                Ok((origin, host)) => Some((e.to_string(), origin, host)),
+            Some(e) => match normalise_endpoint("subscription.endpoint", e).and_then(|endpoint| {
+                parse_endpoint("subscription.endpoint", &endpoint, allow).map(|(o, h)| (endpoint, o, h))
+            }) {
+                Ok(parts) => Some(parts),
                 Err(err) => {
                     errors.push(err);
                     None
@@ -242,6 +276,30 @@ mod tests {
         assert!(parse_endpoint("e", &long, &allow()).unwrap_err().message.contains("at most 1000"));
         // Operator hosts may use http and other ports.
         assert!(parse_endpoint("e", "http://push.example.net:8080/x", &allow()).is_ok());
+    }
+
+    #[test]
+    fn endpoints_are_checked_byte_by_byte_and_serialised() {
+        let e = "https://fcm.googleapis.com/fcm/send/abc:APA91";
+        assert_eq!(normalise_endpoint("endpoint", e).unwrap(), e, "a browser's endpoint is unchanged");
+        assert_eq!(
+            normalise_endpoint("endpoint", "HTTPS://FCM.googleapis.com:443/fcm/send/a b").unwrap(),
+            "https://fcm.googleapis.com/fcm/send/a%20b"
+        );
+        for (bad, why) in [
+            ("https://fcm.googleapis.com/fcm/send/a\u{0}b", "control"),
+            ("  https://fcm.googleapis.com/fcm/send/x", "begin or end"),
+            ("\thttps://fcm.googleapis.com/fcm/send/x", "control"),
+            ("https://fcm.googleapis.com/fcm/send/a\nb", "line break"),
+            ("https://fcm.googleapis.com/fcm/send/\u{202E}x", "bidirectional"),
+        ] {
+            let err = normalise_endpoint("endpoint", bad).unwrap_err();
+            assert_eq!(err.field, "endpoint");
+            assert!(err.message.contains(why), "{bad:?}: {}", err.message);
+        }
+        let cjk = format!("https://fcm.googleapis.com/fcm/send/{}", "漢".repeat(900));
+        let err = normalise_endpoint("endpoint", &cjk).unwrap_err();
+        assert!(err.message.contains("bytes once serialised"), "{}", err.message);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod editor_api;
 mod helpers;
+mod hostile_input;
 mod push;
 mod push_double;
 mod service;
