@@ -12,14 +12,13 @@ use std::{
 };
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use axum::{
     Extension, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderMap, HeaderName, HeaderValue, Method, header},
+    middleware,
 };
 use sqlx::PgPool;
-use std::future::IntoFuture;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::{
@@ -31,9 +30,10 @@ use tower_http::{
 };
 
 use crate::{
-    api::{self, error::ApiError, extract::BodyLimit},
+    api::{self, edge, error::ApiError, extract::BodyLimit},
     config::Settings,
     db::{self, Database},
+    server::{self, limits::ConnectionLimits},
     stream::{self, Admission, hub::Hub, protocol::Limits},
     workers,
 };
@@ -81,12 +81,31 @@ pub struct Application {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     state: AppState,
+    connection_limits: Arc<ConnectionLimits>,
     /// Keeps the private PostgreSQL running for as long as the application lives.
     database: Database,
 }
 
 impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let open_files = server::limits::open_file_limit();
+        let max_tcp = server::limits::total_cap(&settings, open_files).map_err(anyhow::Error::msg)?;
+        if settings.max_connections > max_tcp {
+            tracing::warn!(
+                max_connections = settings.max_connections,
+                max_tcp,
+                "max_connections is above the TCP connection cap, which then bounds tickers first"
+            );
+        }
+        if settings.trust_forwarded_for && settings.max_tcp_connections_per_ip < max_tcp {
+            tracing::warn!(
+                max_tcp_connections_per_ip = settings.max_tcp_connections_per_ip,
+                "behind a proxy (trust_forwarded_for) every connection comes from the proxy, and this \
+                 caps the proxy's connections: set max_tcp_connections_per_ip to max_tcp_connections \
+                 and limit each client at the proxy"
+            );
+        }
+        let connection_limits = ConnectionLimits::new(max_tcp, settings.max_tcp_connections_per_ip);
         let database = Database::locate(&settings).await?;
         let pool = db::connect(database.options.clone(), settings.db_pool_size).await?;
         db::migrate(&pool).await?;
@@ -130,7 +149,7 @@ impl Application {
             shutdown,
             tracker: TaskTracker::new(),
         };
-        Ok(Self { listener, metrics_listener, state, database })
+        Ok(Self { listener, metrics_listener, state, connection_limits, database })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -142,7 +161,7 @@ impl Application {
     }
 
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self { listener, metrics_listener, state, database } = self;
+        let Self { listener, metrics_listener, state, connection_limits, database } = self;
         let shutdown = state.shutdown.clone();
         workers::spawn_all(&state);
 
@@ -158,19 +177,18 @@ impl Application {
                     .await;
             });
         }
-        tracing::info!(addr = %listener.local_addr()?, "sondakika is listening");
-        let send_buffer = state.settings.tcp_send_buffer_bytes;
-        let listener = listener.tap_io(move |tcp| {
-            // Alerts are small and must not wait for Nagle's algorithm.
-            let _ = tcp.set_nodelay(true);
-            if send_buffer > 0 {
-                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
-            }
-        });
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            max_tcp_connections = connection_limits.max_total(),
+            "sondakika is listening"
+        );
         let grace = state.settings.shutdown_grace();
-        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
+        let edge = server::Edge {
+            limits: connection_limits,
+            header_read_timeout: state.settings.header_read_timeout(),
+            send_buffer: state.settings.tcp_send_buffer_bytes,
+        };
+        let server = server::serve(listener, app, edge, shutdown.clone());
         // Shutdown is bounded as a whole: once the signal comes, requests, streams and workers
         // share one deadline of `shutdown_grace_secs`.
         let deadline = async {
@@ -181,10 +199,7 @@ impl Application {
         let mut ends_at = None;
         loop {
             tokio::select! {
-                result = &mut server => {
-                    result.context("HTTP server failed")?;
-                    break;
-                }
+                () = &mut server => break,
                 at = &mut deadline, if ends_at.is_none() => ends_at = Some(at),
                 _ = tokio::time::sleep_until(ends_at.unwrap_or_else(tokio::time::Instant::now)), if ends_at.is_some() => {
                     tracing::warn!(?grace, "requests still open at the end of the grace period; closing them");
@@ -227,7 +242,7 @@ pub fn router(state: AppState) -> Router {
         .max_age(Duration::from_secs(3600));
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
 
-    let x_request_id = HeaderName::from_static("x-request-id");
+    let x_request_id = edge::X_REQUEST_ID;
     Router::new()
         .nest("/api/v1", api::alerts::router().merge(api::push::router(state.clone())))
         .merge(stream::router())
@@ -238,7 +253,9 @@ pub fn router(state: AppState) -> Router {
         .layer(Extension(BodyLimit(limit)))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(middleware::map_request(edge::bound_uri))
         .layer(cors)
+        .layer(middleware::map_response(edge::problem_json_errors))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 // Route templates, not raw paths: low cardinality, and no ids or tokens in names.
@@ -249,6 +266,7 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(middleware::map_request(edge::bound_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
         .with_state(state)
 }

@@ -71,6 +71,19 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Time limit for one API request.
     pub request_timeout_secs: u64,
+    /// Seconds a connection on the main port has to send a complete request head, counted from
+    /// when it opens and again from the end of each answer on a kept-alive connection: it bounds
+    /// half-sent requests and idle keep-alive connections alike. Beyond, the connection is
+    /// closed without an answer.
+    pub header_read_timeout_secs: u64,
+    /// Most TCP connections (requests, keep-alive and tickers together) this process holds on
+    /// the main port; at the cap, accepting pauses until one closes. 0: the open-file limit minus
+    /// a reserve for the database pool, push connections and files. Must stay below that.
+    pub max_tcp_connections: usize,
+    /// Most TCP connections to the main port from one client address (IPv6: one /64); beyond,
+    /// a connection is answered 429 at once and closed. Behind `trust_forwarded_for` the peer
+    /// is the proxy, so this caps the proxy: set it to `max_tcp_connections` there.
+    pub max_tcp_connections_per_ip: usize,
 
     /// Kernel send buffer per accepted connection, in bytes (0: the kernel's autotuning, which
     /// lets a stalled reader pin up to 4 MiB). Bounds memory held for slow readers and lets them
@@ -168,6 +181,9 @@ impl Default for Settings {
             trust_forwarded_for: false,
             max_body_bytes: 64 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 20,
+            max_tcp_connections: 0,
+            max_tcp_connections_per_ip: 256,
             tcp_send_buffer_bytes: 128 * 1024,
             max_connections: 15_000,
             max_connections_per_ip: 64,
@@ -272,6 +288,8 @@ impl Settings {
             ("db_pool_size", self.db_pool_size as u64),
             ("max_body_bytes", self.max_body_bytes as u64),
             ("request_timeout_secs", self.request_timeout_secs),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("max_tcp_connections_per_ip", self.max_tcp_connections_per_ip as u64),
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("client_queue", self.client_queue as u64),
@@ -298,6 +316,18 @@ impl Settings {
         }
         if self.worker_threads > 1024 {
             return bad("worker_threads", "must be at most 1024 (0: one per CPU core)".into());
+        }
+        if self.header_read_timeout_secs > 300 {
+            return bad("header_read_timeout_secs", "must be at most 300".into());
+        }
+        if self.max_tcp_connections_per_ip < self.max_connections_per_ip {
+            return bad(
+                "max_tcp_connections_per_ip",
+                format!(
+                    "must be at least max_connections_per_ip ({}): every ticker is a TCP connection",
+                    self.max_connections_per_ip
+                ),
+            );
         }
         if self.push_http2_connections > 64 {
             return bad("push_http2_connections", "must be at most 64".into());
@@ -375,6 +405,9 @@ impl Settings {
     }
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs)
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod push;
+pub mod server;
 pub mod stream;
 pub mod telemetry;
 pub mod web;

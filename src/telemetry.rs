@@ -46,6 +46,15 @@ fn describe() {
     use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("sondakika_stream_connections", "Open ticker connections (WebSocket and SSE)");
     describe_counter!("sondakika_stream_connections_rejected_total", "Ticker connections refused, by reason");
+    describe_gauge!("sondakika_http_connections", "Open TCP connections on the main port (tickers included)");
+    describe_counter!(
+        "sondakika_http_connections_refused_total",
+        "TCP connections on the main port refused at accept, by reason"
+    );
+    describe_counter!(
+        "sondakika_http_accept_paused_total",
+        "Times accepting paused because the process held max_tcp_connections"
+    );
     describe_counter!(
         "sondakika_alerts_published_total",
         "Alerts published through the API or the scheduler"
@@ -99,6 +108,18 @@ pub mod metrics {
     }
     pub fn connection_rejected(reason: &'static str) {
         counter!("sondakika_stream_connections_rejected_total", "reason" => reason).increment(1);
+    }
+    pub fn http_connection_opened() {
+        gauge!("sondakika_http_connections").increment(1.0);
+    }
+    pub fn http_connection_closed() {
+        gauge!("sondakika_http_connections").decrement(1.0);
+    }
+    pub fn http_connection_refused(reason: &'static str) {
+        counter!("sondakika_http_connections_refused_total", "reason" => reason).increment(1);
+    }
+    pub fn http_accept_paused() {
+        counter!("sondakika_http_accept_paused_total").increment(1);
     }
     pub fn alert_published() {
         counter!("sondakika_alerts_published_total").increment(1);

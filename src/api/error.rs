@@ -189,3 +189,33 @@ fn internal() -> (&'static str, &'static str, String, Option<&'static str>, Opti
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A problem+json body for an error answered outside a handler (by a layer, by hyper, by the
+/// accept loop), where there is no [`ApiError`] to describe it: typed by its status.
+pub fn problem_for_status(status: StatusCode, detail: impl Into<String>) -> Vec<u8> {
+    let (kind, title) = match status {
+        StatusCode::BAD_REQUEST => ("/problems/bad-request", "Bad request"),
+        StatusCode::NOT_FOUND => ("/problems/not-found", "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("/problems/method-not-allowed", "Method not allowed"),
+        StatusCode::REQUEST_TIMEOUT => ("/problems/request-timeout", "Request timeout"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("/problems/payload-too-large", "The request body is too large"),
+        StatusCode::URI_TOO_LONG => ("/problems/uri-too-long", "URI too long"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ("/problems/headers-too-large", "Request header fields too large")
+        }
+        StatusCode::TOO_MANY_REQUESTS => ("/problems/too-many-requests", "Too many requests"),
+        StatusCode::SERVICE_UNAVAILABLE => ("/problems/unavailable", "Service temporarily unavailable"),
+        // RFC 9457: "about:blank" says the status is all there is to know.
+        _ => ("about:blank", status.canonical_reason().unwrap_or("Error")),
+    };
+    let problem =
+        Problem { kind, title, status: status.as_u16(), detail: detail.into(), field: None, errors: None };
+    serde_json::to_vec(&problem).expect("problem serialises")
+}
+
+/// [`problem_for_status`] as a response.
+pub fn problem_response(status: StatusCode, detail: impl Into<String>) -> Response {
+    let mut response = (status, problem_for_status(status, detail)).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response
+}

@@ -1,5 +1,9 @@
 //! `/healthz` (the process is alive), `/readyz` (the database answers and is migrated) and
 //! `/metrics` (Prometheus text format).
+//!
+//! `/metrics` on the main port is for admins only (an editor token with role admin): it tells a
+//! stranger how busy the service is and which push services its readers use. On `metrics_bind`,
+//! a private address, it needs no token.
 
 use axum::{
     Router,
@@ -10,7 +14,7 @@ use axum::{
 };
 
 use super::error::ApiError;
-use crate::{app::AppState, db, telemetry};
+use crate::{app::AppState, auth::Editor, db, telemetry};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -41,12 +45,21 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::
     }
 }
 
-/// `/metrics` on the main listener, unless it was moved to `metrics_bind`.
-async fn metrics_on_main(state: State<AppState>) -> Response {
+/// `/metrics` on the main listener, for admins, unless it was moved to `metrics_bind`.
+async fn metrics_on_main(state: State<AppState>, editor: Result<Editor, ApiError>) -> Response {
     if state.settings.metrics_bind.is_some() {
         return ApiError::NotFound("metrics are served on the metrics_bind address".into()).into_response();
     }
-    metrics(state).await
+    match editor {
+        Err(e) => e.into_response(),
+        Ok(editor) if editor.role != "admin" => ApiError::Forbidden(
+            "metrics on the main port need an admin token (sondakika token create --role admin), \
+             or set metrics_bind to serve them on a private address"
+                .into(),
+        )
+        .into_response(),
+        Ok(_) => metrics(state).await,
+    }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

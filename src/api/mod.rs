@@ -4,6 +4,7 @@
 //! JSON or an [`error::ApiError`]. They never panic on input.
 
 pub mod alerts;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;

@@ -190,6 +190,14 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `/metrics` on the main port, read with an admin token (it requires one).
+    pub async fn metrics(&self) -> String {
+        let (_, admin) = auth::create(&self.pool, "Metrics", auth::Role::Admin).await.unwrap();
+        let r = self.http.get(self.url("/metrics")).bearer_auth(admin).send().await.unwrap();
+        assert_eq!(r.status(), 200, "/metrics with an admin token");
+        r.text().await.unwrap()
+    }
+
     pub async fn ticker(&self, query: &str) -> Ticker {
         Ticker::connect(&format!("ws://{}/ws{query}", self.addr)).await
     }

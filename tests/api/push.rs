@@ -433,7 +433,7 @@ async fn a_vapid_rejection_stops_the_origin_and_deletes_no_subscription() {
             .await
             .unwrap();
     assert!(why.contains("VAPID"), "{why}");
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("sondakika_push_vapid_rejected_total"));
 }
 
@@ -771,8 +771,19 @@ async fn two_processes_share_one_fan_out_without_double_sends() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(double.accepted_counts().values().all(|n| *n == 1), "no double sends");
+    let (_, admin) =
+        sondakika::auth::create(&app.pool, "Metrics", sondakika::auth::Role::Admin).await.unwrap();
     for server in [a.addr, b.addr] {
-        let m = reqwest::get(format!("http://{server}/metrics")).await.unwrap().text().await.unwrap();
+        let m = app
+            .http
+            .get(format!("http://{server}/metrics"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let sent: f64 = m
             .lines()
             .filter(|l| l.starts_with("sondakika_push_attempts_total") && l.contains("result=\"sent\""))

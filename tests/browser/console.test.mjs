@@ -67,9 +67,20 @@ async function sendAndConfirm(page) {
   await dialog.waitFor({ state: "hidden" });
 }
 
+/** An admin token, which /metrics on the main port requires; created on first use. */
+let adminToken;
+function admin() {
+  adminToken ??= spawnSync(bin, ["token", "create", "--name", "Metrics", "--role", "admin"], {
+    env: server.env,
+    encoding: "utf8",
+  }).stdout.trim();
+  return adminToken;
+}
+
 /** Open ticker connections (WebSocket + SSE) as the server counts them. */
 async function tickerConnections() {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const headers = { authorization: `Bearer ${admin()}` };
+  const text = await (await fetch(`${server.url}/metrics`, { headers })).text();
   return text
     .split("\n")
     .filter((l) => l.startsWith("sondakika_stream_connections{") || l.startsWith("sondakika_stream_connections "))
