@@ -38,6 +38,9 @@ use crate::{
     workers,
 };
 
+/// Connections `metrics_bind` holds at once (part of the open-file reserve).
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
 /// Everything a request handler or a connection task may need. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -105,7 +108,7 @@ impl Application {
                  and limit each client at the proxy"
             );
         }
-        let connection_limits = ConnectionLimits::new(max_tcp, settings.max_tcp_connections_per_ip);
+        let connection_limits = ConnectionLimits::new("main", max_tcp, settings.max_tcp_connections_per_ip);
         let database = Database::locate(&settings).await?;
         let pool = db::connect(database.options.clone(), settings.db_pool_size).await?;
         db::migrate(&pool).await?;
@@ -170,12 +173,14 @@ impl Application {
             let metrics_app = Router::new()
                 .route("/metrics", axum::routing::get(api::health::metrics))
                 .with_state(state.clone());
-            let stop = shutdown.clone();
-            state.tracker.spawn(async move {
-                let _ = axum::serve(metrics_listener, metrics_app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-            });
+            // The same loop as the main port's, with caps of its own: a scraper needs one or two
+            // connections, and these are outside max_tcp_connections (in the file reserve).
+            let edge = server::Edge {
+                limits: ConnectionLimits::new("metrics", METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS),
+                header_read_timeout: state.settings.header_read_timeout(),
+                send_buffer: 0,
+            };
+            state.tracker.spawn(server::serve(metrics_listener, metrics_app, edge, shutdown.clone()));
         }
         tracing::info!(
             addr = %listener.local_addr()?,

@@ -46,14 +46,17 @@ fn describe() {
     use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("sondakika_stream_connections", "Open ticker connections (WebSocket and SSE)");
     describe_counter!("sondakika_stream_connections_rejected_total", "Ticker connections refused, by reason");
-    describe_gauge!("sondakika_http_connections", "Open TCP connections on the main port (tickers included)");
+    describe_gauge!(
+        "sondakika_http_connections",
+        "Open TCP connections, by port (main: tickers included; metrics: metrics_bind)"
+    );
     describe_counter!(
         "sondakika_http_connections_refused_total",
-        "TCP connections on the main port refused at accept, by reason"
+        "TCP connections refused at accept, by port and reason"
     );
     describe_counter!(
         "sondakika_http_accept_paused_total",
-        "Times accepting paused because the process held max_tcp_connections"
+        "Times accepting paused because a port held its connection cap (main: max_tcp_connections)"
     );
     describe_counter!(
         "sondakika_alerts_published_total",
@@ -109,17 +112,17 @@ pub mod metrics {
     pub fn connection_rejected(reason: &'static str) {
         counter!("sondakika_stream_connections_rejected_total", "reason" => reason).increment(1);
     }
-    pub fn http_connection_opened() {
-        gauge!("sondakika_http_connections").increment(1.0);
+    pub fn http_connection_opened(port: &'static str) {
+        gauge!("sondakika_http_connections", "port" => port).increment(1.0);
     }
-    pub fn http_connection_closed() {
-        gauge!("sondakika_http_connections").decrement(1.0);
+    pub fn http_connection_closed(port: &'static str) {
+        gauge!("sondakika_http_connections", "port" => port).decrement(1.0);
     }
-    pub fn http_connection_refused(reason: &'static str) {
-        counter!("sondakika_http_connections_refused_total", "reason" => reason).increment(1);
+    pub fn http_connection_refused(port: &'static str, reason: &'static str) {
+        counter!("sondakika_http_connections_refused_total", "port" => port, "reason" => reason).increment(1);
     }
-    pub fn http_accept_paused() {
-        counter!("sondakika_http_accept_paused_total").increment(1);
+    pub fn http_accept_paused(port: &'static str) {
+        counter!("sondakika_http_accept_paused_total", "port" => port).increment(1);
     }
     pub fn alert_published() {
         counter!("sondakika_alerts_published_total").increment(1);

@@ -47,6 +47,8 @@ impl AddressKey {
 }
 
 pub struct ConnectionLimits {
+    /// `main` or `metrics`: the metrics' label.
+    port: &'static str,
     total: Arc<Semaphore>,
     max_total: usize,
     max_per_address: usize,
@@ -70,13 +72,14 @@ impl Drop for ConnectionSlot {
                 held.remove(&self.key);
             }
         }
-        metrics::http_connection_closed();
+        metrics::http_connection_closed(self.limits.port);
     }
 }
 
 impl ConnectionLimits {
-    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
+    pub fn new(port: &'static str, max_total: usize, max_per_address: usize) -> Arc<Self> {
         Arc::new(Self {
+            port,
             total: Arc::new(Semaphore::new(max_total)),
             max_total,
             max_per_address,
@@ -97,7 +100,7 @@ impl ConnectionLimits {
         if let Ok(permit) = self.total.clone().try_acquire_owned() {
             return permit;
         }
-        metrics::http_accept_paused();
+        metrics::http_accept_paused(self.port);
         tracing::warn!(max = self.max_total, "connection cap reached: accepting paused until one closes");
         self.total.clone().acquire_owned().await.expect("the connection semaphore is never closed")
     }
@@ -114,11 +117,11 @@ impl ConnectionLimits {
         let n = held.entry(key).or_insert(0);
         if *n >= self.max_per_address {
             drop(held);
-            metrics::http_connection_refused("per_address");
+            metrics::http_connection_refused(self.port, "per_address");
             return Err(permit);
         }
         *n += 1;
-        metrics::http_connection_opened();
+        metrics::http_connection_opened(self.port);
         Ok(ConnectionSlot { _permit: permit, limits: self.clone(), key })
     }
 }

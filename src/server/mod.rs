@@ -1,6 +1,7 @@
 //! The main port's HTTP server: our own accept loop on hyper, because a public port must bound
 //! what a stranger can hold open and `axum::serve` bounds nothing (no header-read timeout, no
-//! cap per address or in total).
+//! cap per address or in total). `metrics_bind` is served by the same loop, with small caps of
+//! its own.
 //!
 //! - [`limits`]: the process-wide connection cap, kept below the open-file limit (at the cap,
 //!   accepting pauses), and the per-address cap (over it, an immediate 429 and close);
