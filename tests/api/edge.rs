@@ -380,3 +380,23 @@ async fn a_request_open_at_shutdown_still_gets_its_answer() {
     assert_eq!(answer.header("connection"), Some("close"), "no further request on it");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn tickers_outlive_the_header_read_timeout() {
+    let app = TestApp::spawn_with(|s| s.header_read_timeout_secs = 1).await;
+    let mut ws = app.ticker("").await;
+    ws.expect("hello").await;
+    let mut sse = app.http.get(app.url("/sse")).send().await.unwrap();
+    assert_eq!(sse.status(), 200);
+    // Three header-read timeouts later both are still open and get the alert.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.flag("Uzun süren bağlantı", &[]).await;
+    assert_eq!(ws.expect("alert").await["headline"], "Uzun süren bağlantı");
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !text.contains("Uzun süren bağlantı") {
+        let chunk = tokio::time::timeout_at(deadline, sse.chunk()).await.expect("the alert within 10 s");
+        let chunk = chunk.unwrap().expect("the stream is still open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
