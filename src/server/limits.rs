@@ -15,6 +15,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{config::Settings, telemetry::metrics};
@@ -27,6 +28,9 @@ const FILE_RESERVE: u64 = 256;
 /// Fewest HTTP connections a process may be left with: below this the open-file limit is a
 /// mistake to be fixed (e.g. systemd's `LimitNOFILE=`), not a setting to run with.
 const MIN_CONNECTIONS: u64 = 64;
+
+/// At most one log line per this interval about the process being at its cap.
+const PAUSE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The key one client's connections are counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,6 +57,9 @@ pub struct ConnectionLimits {
     max_total: usize,
     max_per_address: usize,
     held: Mutex<HashMap<AddressKey, usize>>,
+    /// When accepting last paused, so that a client keeping the process at its cap does not
+    /// flood the log (the metric counts every pause).
+    last_pause_logged: Mutex<Option<Instant>>,
 }
 
 /// One accepted connection's place in both counts; dropping it frees both. It travels with the
@@ -84,6 +91,7 @@ impl ConnectionLimits {
             max_total,
             max_per_address,
             held: Mutex::new(HashMap::new()),
+            last_pause_logged: Mutex::new(None),
         })
     }
 
@@ -101,7 +109,17 @@ impl ConnectionLimits {
             return permit;
         }
         metrics::http_accept_paused(self.port);
-        tracing::warn!(max = self.max_total, "connection cap reached: accepting paused until one closes");
+        {
+            let mut last = self.last_pause_logged.lock().expect("pause log lock");
+            if last.is_none_or(|at| at.elapsed() >= PAUSE_LOG_INTERVAL) {
+                *last = Some(Instant::now());
+                tracing::warn!(
+                    port = self.port,
+                    max = self.max_total,
+                    "connection cap reached: accepting paused until one closes"
+                );
+            }
+        }
         self.total.clone().acquire_owned().await.expect("the connection semaphore is never closed")
     }
 
