@@ -23,7 +23,9 @@ use crate::{
     alerts::domain::{FieldError, Topics},
     app::AppState,
     push::{
-        Push, store,
+        Push,
+        receipt::BadReceipt,
+        store,
         subscription::{SubscriptionJson, normalise_endpoint},
     },
 };
@@ -221,26 +223,72 @@ async fn live(
 struct ReceiptRequest {
     alert_id: Option<String>,
     event: Option<String>,
+    /// `data.receipt` of the push: `<subscription id>.<token>`.
+    receipt: Option<String>,
 }
 
+/// `POST /push/receipts`: a service worker reports a push shown or clicked. It counts only with
+/// the receipt token that push carried, once per event per delivery, and never for a retracted
+/// alert (see `push::receipt`). 202 when counted, and also for a repeat of a counted receipt
+/// (a retry after a lost answer is normal and changes nothing); 422 naming the field for a
+/// receipt this server did not make for this alert; 409 when it cannot count (retracted, or the
+/// push was not sent), with `Retry-After` when the push's outcome is not logged yet.
 async fn receipt(
     State(state): State<AppState>,
     Json(req): Json<ReceiptRequest>,
-) -> Result<StatusCode, ApiError> {
-    let alert_id = req
-        .alert_id
-        .as_deref()
-        .ok_or_else(|| ApiError::field("alert_id", "is required"))?
-        .parse::<uuid::Uuid>()
-        .map_err(|_| ApiError::field("alert_id", "is not an alert id"))?;
-    let clicked = match req.event.as_deref() {
-        Some("shown") => false,
-        Some("clicked") => true,
-        _ => return Err(ApiError::field("event", "must be `shown` or `clicked`")),
-    };
-    if store::add_receipt(&state.db, alert_id, clicked).await? {
-        Ok(StatusCode::ACCEPTED)
-    } else {
-        Err(ApiError::field("alert_id", "there is no published alert with this id"))
+) -> Result<Response, ApiError> {
+    let push = push(&state)?;
+    let mut errors = Vec::new();
+    let alert_id = match req.alert_id.as_deref().map(str::parse::<uuid::Uuid>) {
+        None => Err(FieldError::new("alert_id", "is required")),
+        Some(Err(_)) => Err(FieldError::new("alert_id", "is not an alert id")),
+        Some(Ok(id)) => Ok(id),
     }
+    .map_err(|e| errors.push(e))
+    .ok();
+    let event = match req.event.as_deref() {
+        Some("shown") => Some(store::ReceiptEvent::Shown),
+        Some("clicked") => Some(store::ReceiptEvent::Clicked),
+        _ => {
+            errors.push(FieldError::new("event", "must be `shown` or `clicked`"));
+            None
+        }
+    };
+    if req.receipt.is_none() {
+        errors.push(FieldError::new("receipt", "is required: the push's `data.receipt`, as it arrived"));
+    }
+    let (Some(alert_id), Some(event), Some(receipt)) = (alert_id, event, req.receipt.as_deref()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let subscription_id = push.receipts.verify(alert_id, receipt).map_err(|e| match e {
+        BadReceipt::Malformed => ApiError::field(
+            "receipt",
+            "is not a receipt: the push's `data.receipt` (`<subscription id>.<token>`), unchanged",
+        ),
+        BadReceipt::Forged => ApiError::field(
+            "receipt",
+            "was not issued for a push of this alert: receipts count only for pushes this server sent",
+        ),
+    })?;
+    let detail = match store::add_receipt(&state.db, alert_id, subscription_id, event).await? {
+        store::Receipt::Counted | store::Receipt::AlreadyCounted => {
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
+        store::Receipt::UnknownAlert => {
+            return Err(ApiError::field("alert_id", "there is no published alert with this id"));
+        }
+        store::Receipt::Retracted => "the alert was retracted; receipts for it are not counted".to_string(),
+        store::Receipt::NotSent(status) => {
+            format!("this push was not delivered (its outcome is `{status}`); receipts count only for pushes sent")
+        }
+        store::Receipt::NotLogged => {
+            let mut r = ApiError::Conflict(
+                "this push's outcome is not logged yet; send the receipt again after `Retry-After` seconds".into(),
+            )
+            .into_response();
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("2"));
+            return Ok(r);
+        }
+    };
+    Err(ApiError::Conflict(detail))
 }

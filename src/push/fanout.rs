@@ -53,7 +53,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// What every send of one alert shares, built once per process.
 struct AlertPush {
-    payload: bytes::Bytes,
+    /// Each subscriber's payload differs only in its receipt token.
+    payload: Arc<payload::Template>,
     topics: Vec<String>,
     urgency: &'static str,
     expires_at: DateTime<Utc>,
@@ -176,7 +177,7 @@ impl Fanout {
         let mut conn = self.pool.acquire().await?;
         let Some(alert) = alerts::get(&mut conn, id).await? else { return Ok(None) };
         let push = Arc::new(AlertPush {
-            payload: payload::build(&alert).into(),
+            payload: Arc::new(payload::Template::new(&alert, self.settings.receipts.clone())),
             urgency: match alert.urgency.as_str() {
                 "very-low" => "very-low",
                 "low" => "low",
@@ -311,19 +312,21 @@ impl Fanout {
 /// Encrypts a chunk's bodies (on an encryption thread). They share one allocation, each a
 /// `Bytes` view of it freed with the last: one malloc per chunk instead of one ~1 KiB malloc per
 /// push. A body kept for a retry keeps its chunk's allocation, ~70 KiB, alive; the in-flight
-/// limit bounds how many.
-fn encrypt_chunk(chunk: Vec<Target>, payload: &[u8]) -> Vec<(Target, Result<bytes::Bytes, String>)> {
+/// limit bounds how many. Each subscriber's plaintext (its own receipt in the shared payload) is
+/// written into one reused buffer.
+fn encrypt_chunk(chunk: Vec<Target>, payload: &payload::Template) -> Vec<(Target, Result<bytes::Bytes, String>)> {
     let cpu = thread_cpu_time();
-    let len = ece::body_len(payload.len());
-    let mut bodies = bytes::BytesMut::with_capacity(len * chunk.len());
+    let mut plaintext = Vec::with_capacity(payload.max_len());
+    let mut bodies = bytes::BytesMut::with_capacity(ece::body_len(payload.max_len()) * chunk.len());
     let encrypted = chunk
         .into_iter()
         .map(|t| {
             let keys = (<[u8; 65]>::try_from(t.p256dh.as_slice()), <[u8; 16]>::try_from(t.auth.as_slice()));
             let body = match keys {
                 (Ok(p), Ok(a)) => {
-                    bodies.resize(len, 0);
-                    match ece::encrypt_to(&p, &a, payload, &mut bodies) {
+                    payload.write(t.id, &mut plaintext);
+                    bodies.resize(ece::body_len(plaintext.len()), 0);
+                    match ece::encrypt_to(&p, &a, &plaintext, &mut bodies) {
                         Ok(()) => Ok(bodies.split().freeze()),
                         Err(e) => {
                             bodies.clear();

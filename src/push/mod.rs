@@ -6,6 +6,7 @@
 //! - [`ece`]: message encryption (RFC 8291, aes128gcm);
 //! - [`encryptor`]: the threads the fan-out's encryption runs on;
 //! - [`payload`]: the notification JSON, ≤ 2 KiB, Declarative Web Push compatible;
+//! - [`receipt`]: the per-push tokens that tie shown/clicked receipts to a sent push;
 //! - [`sender`]: SSRF-safe sending: per push-service queues and workers that each drive one
 //!   connection, per-origin limits and pauses, answer classes;
 //! - [`fanout`]: the durable, multi-process fan-out;
@@ -15,6 +16,7 @@ pub mod ece;
 pub mod encryptor;
 pub mod fanout;
 pub mod payload;
+pub mod receipt;
 pub mod sender;
 pub mod store;
 pub mod subscription;
@@ -35,6 +37,8 @@ pub struct PushSettings {
     pub max_attempts: u32,
     pub lease: Duration,
     pub topic: Option<String>,
+    /// Signs each push's receipt token.
+    pub receipts: receipt::ReceiptKey,
 }
 
 /// Everything push needs at run time; absent when `vapid_subject` is not set.
@@ -43,6 +47,8 @@ pub struct Push {
     pub sender: Arc<sender::Sender>,
     pub fanout: Arc<fanout::Fanout>,
     pub allow: subscription::Allowlist,
+    /// Verifies the receipt tokens of shown/clicked receipts.
+    pub receipts: receipt::ReceiptKey,
 }
 
 impl Push {
@@ -57,6 +63,7 @@ impl Push {
             vapid::Vapid::load(pool, settings.vapid_private_key.as_ref(), subject, settings.vapid_rotate)
                 .await?,
         );
+        let receipts = receipt::ReceiptKey::load(pool).await?;
         let allow = subscription::Allowlist {
             standard: subscription::DEFAULT_PUSH_HOSTS.iter().map(|s| s.to_string()).collect(),
             extra: settings.push_extra_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -86,9 +93,10 @@ impl Push {
                 max_attempts: settings.push_max_attempts,
                 lease: Duration::from_secs(settings.push_lease_secs),
                 topic: settings.push_topic.clone(),
+                receipts: receipts.clone(),
             },
         )?;
-        Ok(Some(Self { vapid, sender, fanout, allow }))
+        Ok(Some(Self { vapid, sender, fanout, allow, receipts }))
     }
 }
 

@@ -471,21 +471,95 @@ pub async fn deliveries(
     .await
 }
 
-/// Counts a receipt from a service worker. False if the alert does not exist.
-pub async fn add_receipt(pool: &PgPool, alert_id: Uuid, clicked: bool) -> sqlx::Result<bool> {
-    let n = sqlx::query(
-        "insert into alert_stats (alert_id, push_shown, push_clicked)
-         select id, $2, $3 from alerts where id = $1 and status <> 'scheduled'
-         on conflict (alert_id) do update set
-            push_shown = alert_stats.push_shown + excluded.push_shown,
-            push_clicked = alert_stats.push_clicked + excluded.push_clicked",
-    )
+/// What a service worker reports about a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptEvent {
+    Shown,
+    Clicked,
+}
+
+impl ReceiptEvent {
+    /// The event's column in the delivery log (`<name>_at`) and in `alert_stats` (`push_<name>`).
+    fn name(self) -> &'static str {
+        match self {
+            Self::Shown => "shown",
+            Self::Clicked => "clicked",
+        }
+    }
+}
+
+/// What became of a receipt whose token verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Receipt {
+    /// Stamped on its delivery and counted in the figures.
+    Counted,
+    /// This event was already counted for this delivery: nothing changes.
+    AlreadyCounted,
+    /// The alert was retracted: receipts for it are not counted.
+    Retracted,
+    /// The delivery has an outcome other than `sent` (failed, expired, skipped, gone).
+    NotSent(String),
+    /// No outcome is logged for this delivery: the push is in flight or its outcome not yet
+    /// flushed (the log is written in batches, and a fast browser can beat it), or the alert or
+    /// its log is gone.
+    NotLogged,
+    /// There is no published alert with this id.
+    UnknownAlert,
+}
+
+/// Counts a receipt for one delivery: stamps the event on its log row, only if the push was
+/// sent, the event not yet stamped and the alert not retracted, and counts it in the figures
+/// only when the row changed, in one statement. So each event counts once per delivery, and
+/// `shown`/`clicked` never exceed `sent`; two concurrent receipts for one delivery meet on the
+/// row's lock, and the second finds the stamp set.
+pub async fn add_receipt(
+    pool: &PgPool,
+    alert_id: Uuid,
+    subscription_id: i64,
+    event: ReceiptEvent,
+) -> sqlx::Result<Receipt> {
+    let name = event.name();
+    let counted = sqlx::query(&format!(
+        "with delivery as (
+            update push_deliveries d set {name}_at = now()
+            from push_jobs j join alerts a on a.id = j.alert_id
+            where j.alert_id = $1 and a.status <> 'retracted'
+              and d.alert_day = j.alert_day and d.alert_id = $1 and d.subscription_id = $2
+              and d.status = 'sent' and d.{name}_at is null
+            returning d.alert_id)
+         insert into alert_stats (alert_id, push_{name}) select alert_id, 1 from delivery
+         on conflict (alert_id) do update set push_{name} = alert_stats.push_{name} + 1"
+    ))
     .bind(alert_id)
-    .bind(if clicked { 0i64 } else { 1 })
-    .bind(if clicked { 1i64 } else { 0 })
+    .bind(subscription_id)
     .execute(pool)
+    .await?
+    .rows_affected()
+        > 0;
+    if counted {
+        return Ok(Receipt::Counted);
+    }
+    // Not counted: find out why, for an answer the service worker (and its author) can act on.
+    let why: Option<(String, Option<String>, Option<bool>)> = sqlx::query_as(&format!(
+        "select a.status, d.status, d.{name}_at is not null from alerts a
+         left join push_jobs j on j.alert_id = a.id
+         left join push_deliveries d
+                on d.alert_day = j.alert_day and d.alert_id = a.id and d.subscription_id = $2
+         where a.id = $1"
+    ))
+    .bind(alert_id)
+    .bind(subscription_id)
+    .fetch_optional(pool)
     .await?;
-    Ok(n.rows_affected() > 0)
+    Ok(match why {
+        None => Receipt::UnknownAlert,
+        Some((alert, _, _)) if alert == "retracted" => Receipt::Retracted,
+        Some((alert, _, _)) if alert == "scheduled" => Receipt::UnknownAlert,
+        Some((_, None, _)) => Receipt::NotLogged,
+        Some((_, Some(status), _)) if status != "sent" => Receipt::NotSent(status),
+        // Stamped by an earlier receipt (or by a concurrent one in the meantime).
+        Some(_) => Receipt::AlreadyCounted,
+    })
 }
 
 /// Creates the daily delivery-log partitions for the next days and drops those older than
