@@ -129,6 +129,40 @@ async fn wait_done(app: &TestApp, id: &str, limit: Duration) -> Value {
     panic!("the fan-out did not finish: {last}");
 }
 
+/// The receipt each subscriber's push of an alert carried, as the double decrypted it.
+fn receipts_of(double: &PushDouble, alert_id: &str) -> HashMap<u64, String> {
+    double
+        .received()
+        .iter()
+        .filter(|r| r.payload["notification"]["data"]["id"] == alert_id)
+        .map(|r| {
+            let receipt = r.payload["notification"]["data"]["receipt"].as_str();
+            (r.subscriber, receipt.expect("every push carries a receipt").to_string())
+        })
+        .collect()
+}
+
+/// Posts a receipt as a service worker does; `receipt: None` leaves the field out.
+async fn post_receipt(app: &TestApp, alert_id: &str, event: &str, receipt: Option<&str>) -> reqwest::Response {
+    let mut body = json!({ "alert_id": alert_id, "event": event });
+    if let Some(r) = receipt {
+        body["receipt"] = json!(r);
+    }
+    app.http.post(app.url("/api/v1/push/receipts")).json(&body).send().await.unwrap()
+}
+
+/// The status of an answer, and the field a 422 names.
+async fn refusal(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (status, body["field"].clone())
+}
+
+async fn shown_clicked(app: &TestApp, id: &str) -> (i64, i64) {
+    let f = figures(app, id).await;
+    (f["shown"].as_i64().unwrap(), f["clicked"].as_i64().unwrap())
+}
+
 async fn delivery_counts(app: &TestApp, alert_id: &str) -> HashMap<String, i64> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "select status, count(*) from push_deliveries where alert_id = $1::uuid group by status",
@@ -627,19 +661,20 @@ async fn the_public_key_receipts_and_rate_limits_work_as_documented() {
     let a = app.flag("Okundu mu?", &[]).await;
     let id = a["id"].as_str().unwrap();
     wait_done(&app, id, Duration::from_secs(30)).await;
+    let receipts = receipts_of(&double, id);
     let receipt = |event: &str, alert: &str| {
         app.http
             .post(app.url("/api/v1/push/receipts"))
-            .json(&json!({ "alert_id": alert, "event": event }))
+            .json(&json!({ "alert_id": alert, "event": event, "receipt": receipts[&0] }))
             .send()
     };
     assert_eq!(receipt("shown", id).await.unwrap().status(), 202);
-    assert_eq!(receipt("shown", id).await.unwrap().status(), 202);
+    assert_eq!(receipt("shown", id).await.unwrap().status(), 202, "a repeat is answered, not counted");
     assert_eq!(receipt("clicked", id).await.unwrap().status(), 202);
     assert_eq!(receipt("clicked", "01a21e93-0238-74e3-bb0a-bf9f99ed6f40").await.unwrap().status(), 422);
     assert_eq!(receipt("liked", id).await.unwrap().status(), 422);
     let f = figures(&app, id).await;
-    assert_eq!((f["shown"].as_i64(), f["clicked"].as_i64()), (Some(2), Some(1)));
+    assert_eq!((f["shown"].as_i64(), f["clicked"].as_i64()), (Some(1), Some(1)));
     let (_, list) = app.get_json("/api/v1/alerts").await;
     assert_eq!(list["items"][0]["push"]["clicked"], 1, "the list carries push figures too");
 
@@ -853,4 +888,172 @@ async fn milestones_keep_their_order_when_flushes_overlap() {
     assert_eq!(f.sent, 100);
     let (m50, m95, m100) = (f.ms_to_50.unwrap(), f.ms_to_95.unwrap(), f.ms_to_100.unwrap());
     assert!(m50 <= m95 && m95 <= m100, "milestones out of order: {m50} / {m95} / {m100} ms");
+}
+
+#[tokio::test]
+async fn a_sent_pushs_receipt_counts_once_per_event() {
+    let (app, double) = push_app(|_| {}).await;
+    bulk_subscribe(&app, &double, 0..3, &[], Behaviour::Accept).await;
+    let a = app.flag("Okundu mu?", &[]).await;
+    let id = a["id"].as_str().unwrap();
+    wait_done(&app, id, Duration::from_secs(30)).await;
+    let receipts = receipts_of(&double, id);
+    assert_eq!(receipts.len(), 3);
+    assert_eq!(receipts.values().collect::<std::collections::HashSet<_>>().len(), 3, "one receipt per delivery");
+
+    for _ in 0..3 {
+        assert_eq!(post_receipt(&app, id, "shown", Some(&receipts[&0])).await.status(), 202);
+    }
+    assert_eq!(shown_clicked(&app, id).await, (1, 0), "shown once, however often it is reported");
+    for _ in 0..3 {
+        assert_eq!(post_receipt(&app, id, "clicked", Some(&receipts[&0])).await.status(), 202);
+    }
+    assert_eq!(post_receipt(&app, id, "shown", Some(&receipts[&1])).await.status(), 202);
+    assert_eq!(shown_clicked(&app, id).await, (2, 1));
+    // The delivery log says which pushes were shown and clicked.
+    let stamped: (i64, i64) = sqlx::query_as(
+        "select count(shown_at), count(clicked_at) from push_deliveries where alert_id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stamped, (2, 1));
+
+    // A browser faster than the delivery log (written every 100 ms) is told to come back.
+    let third: i64 = receipts[&2].split('.').next().unwrap().parse().unwrap();
+    sqlx::query("delete from push_deliveries where alert_id = $1::uuid and subscription_id = $2")
+        .bind(id)
+        .bind(third)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let r = post_receipt(&app, id, "shown", Some(&receipts[&2])).await;
+    assert_eq!(r.status(), 409);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(shown_clicked(&app, id).await, (2, 1));
+}
+
+#[tokio::test]
+async fn forged_borrowed_and_missing_receipts_are_refused_naming_the_field() {
+    let (app, double) = push_app(|_| {}).await;
+    bulk_subscribe(&app, &double, 0..2, &["burdur"], Behaviour::Accept).await;
+    bulk_subscribe(&app, &double, 2..3, &["spor"], Behaviour::Accept).await;
+    let a = app.flag("Burdur'da deprem", &["burdur"]).await;
+    let b = app.flag("Maç ertelendi", &["spor"]).await;
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    wait_done(&app, a, Duration::from_secs(30)).await;
+    wait_done(&app, b, Duration::from_secs(30)).await;
+    let receipts = receipts_of(&double, a);
+    let (id0, token0) = receipts[&0].split_once('.').unwrap();
+    let (id1, _) = receipts[&1].split_once('.').unwrap();
+    assert_ne!(id0, id1);
+
+    let refused = [
+        // What anybody could send before: no receipt at all.
+        (a, None),
+        // A token made up, of the right shape.
+        (a, Some(format!("{id0}.{}", B64.encode([0x5au8; 16])))),
+        // Subscriber 0's token presented for subscriber 1.
+        (a, Some(format!("{id1}.{token0}"))),
+        // Subscriber 0's receipt for an alert it was never sent (another topic).
+        (b, Some(receipts[&0].clone())),
+        // Not a receipt.
+        (a, Some("1".into())),
+        (a, Some(format!("{id0}.{token0}x"))),
+        (a, Some(format!("-{id0}.{token0}"))),
+    ];
+    for (alert, receipt) in &refused {
+        for event in ["shown", "clicked"] {
+            let r = post_receipt(&app, alert, event, receipt.as_deref()).await;
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+            assert_eq!(refusal(r).await, (422, json!("receipt")), "{receipt:?} for {alert}");
+        }
+    }
+    assert_eq!(shown_clicked(&app, a).await, (0, 0));
+    assert_eq!(shown_clicked(&app, b).await, (0, 0));
+    // The genuine receipt still counts.
+    assert_eq!(post_receipt(&app, a, "clicked", Some(&receipts[&0])).await.status(), 202);
+    assert_eq!(shown_clicked(&app, a).await, (0, 1));
+}
+
+#[tokio::test]
+async fn receipts_for_a_retracted_alert_are_refused() {
+    let (app, double) = push_app(|_| {}).await;
+    bulk_subscribe(&app, &double, 0..2, &[], Behaviour::Accept).await;
+    let a = app.flag("Yanlış haber", &[]).await;
+    let id = a["id"].as_str().unwrap();
+    wait_done(&app, id, Duration::from_secs(30)).await;
+    let receipts = receipts_of(&double, id);
+    assert_eq!(post_receipt(&app, id, "shown", Some(&receipts[&0])).await.status(), 202);
+    let r = app.editor(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), None).await;
+    assert_eq!(r.status(), 200);
+
+    for (receipt, event) in [(Some(&receipts[&0]), "clicked"), (Some(&receipts[&1]), "shown"), (None, "clicked")] {
+        let r = post_receipt(&app, id, event, receipt.map(String::as_str)).await;
+        assert_ne!(r.status(), 202, "{event} with {receipt:?} after the retraction");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        if receipt.is_some() {
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["status"], 409);
+            assert!(body["detail"].as_str().unwrap().contains("retracted"), "{body}");
+        }
+    }
+    assert_eq!(shown_clicked(&app, id).await, (1, 0), "only the receipt from before the retraction");
+}
+
+/// The issue's attack (600 `clicked` from ten addresses on an alert nobody was sent) and every
+/// receipt a real reader's browser could send, many times over, concurrently.
+#[tokio::test]
+async fn shown_and_clicked_never_exceed_the_pushes_sent() {
+    let (app, double) = push_app(|s| s.trust_forwarded_for = true).await;
+    // Published before anybody subscribed: targeted = 0.
+    let nobody = app.flag("Kimseye gitmedi", &[]).await;
+    let nobody = nobody["id"].as_str().unwrap();
+    assert_eq!(wait_done(&app, nobody, Duration::from_secs(30)).await["targeted"], 0);
+    bulk_subscribe(&app, &double, 0..20, &[], Behaviour::Accept).await;
+    bulk_subscribe(&app, &double, 20..25, &[], Behaviour::Status(410)).await;
+    bulk_subscribe(&app, &double, 25..30, &[], Behaviour::Status(400)).await;
+    let a = app.flag("Sayılar doğru mu?", &[]).await;
+    let id = a["id"].as_str().unwrap();
+    let f = wait_done(&app, id, Duration::from_secs(30)).await;
+    assert_eq!((f["sent"].as_i64(), f["gone"].as_i64(), f["failed"].as_i64()), (Some(20), Some(5), Some(5)));
+    // The double decrypted every push, also those it refused: their receipts are real too.
+    let receipts = receipts_of(&double, id);
+    assert_eq!(receipts.len(), 30);
+
+    let mut posts = Vec::new();
+    for n in 0..600 {
+        // Ten addresses, as in the issue.
+        let from = format!("198.51.100.{}", n % 10);
+        let forged = json!({ "alert_id": nobody, "event": "clicked" });
+        posts.push((from.clone(), forged));
+        let receipt = &receipts[&(n as u64 % 30)];
+        for event in ["shown", "clicked"] {
+            posts.push((from.clone(), json!({ "alert_id": id, "event": event, "receipt": receipt })));
+        }
+    }
+    use futures_util::StreamExt;
+    let answers: Vec<_> = futures_util::stream::iter(posts.iter().map(|(from, body)| {
+        app.http.post(app.url("/api/v1/push/receipts")).header("x-forwarded-for", from).json(body).send()
+    }))
+    .buffer_unordered(64)
+    .collect()
+    .await;
+    let mut statuses = HashMap::<u16, usize>::new();
+    for a in answers {
+        *statuses.entry(a.unwrap().status().as_u16()).or_default() += 1;
+    }
+    assert_eq!(statuses.get(&500), None, "{statuses:?}");
+    assert_eq!(shown_clicked(&app, nobody).await, (0, 0), "{statuses:?}");
+    let f = figures(&app, id).await;
+    let (sent, shown, clicked) = (f["sent"].as_i64().unwrap(), f["shown"].as_i64().unwrap(), f["clicked"].as_i64().unwrap());
+    assert!(shown <= sent && clicked <= sent, "sent {sent}, shown {shown}, clicked {clicked}: {statuses:?}");
+    assert_eq!((shown, clicked), (20, 20), "every push sent was reported, once each");
+    // Receipts of pushes that failed or were gone are refused as not sent.
+    let r = post_receipt(&app, id, "shown", Some(&receipts[&22])).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], 409);
+    assert!(body["detail"].as_str().unwrap().contains("`gone`"), "{body}");
 }
