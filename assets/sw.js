@@ -53,18 +53,39 @@
 
   var UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-  /** Tells the server a notification was shown or clicked (never fails the event). */
-  function receipt(alertId, event) {
-    if (!alertId || !UUID.test(alertId) || !sampled()) return Promise.resolve();
-    return server().then(function (base) {
+  /** A push's receipt as the server wrote it: `<subscription id>.<token>`. */
+  var RECEIPT = /^[0-9]{1,19}\.[A-Za-z0-9_-]{22}$/;
+  /** How often a receipt that beat the server's delivery log is sent again. */
+  var RECEIPT_RETRIES = 3;
+
+  /**
+   * Tells the server a notification was shown or clicked (never fails the event). The receipt
+   * token the push carried ties it to that push: it counts once per event, only for a push the
+   * server sent. The server logs its pushes in batches, so a fast browser can report one before
+   * it is logged: the answer is then 409 with Retry-After, and the worker tries again.
+   */
+  function receipt(data, event) {
+    if (!data || !data.alertId || !UUID.test(data.alertId) || !RECEIPT.test(data.receipt || "") || !sampled()) {
+      return Promise.resolve();
+    }
+    var body = JSON.stringify({ alert_id: data.alertId, event: event, receipt: data.receipt });
+    function send(base, triesLeft) {
       return fetch(base + "/api/v1/push/receipts", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ alert_id: alertId, event: event }),
+        body: body,
         credentials: "omit",
         keepalive: true
+      }).then(function (res) {
+        var wait = Number(res.headers.get("Retry-After"));
+        if (res.status !== 409 || !(wait > 0) || triesLeft <= 0) return;
+        return new Promise(function (r) { setTimeout(r, Math.min(wait, 10) * 1000); }).then(function () {
+          return send(base, triesLeft - 1);
+        });
       });
-    }).catch(function () { /* offline: the figure is a sample anyway */ });
+    }
+    return server().then(function (base) { return send(base, RECEIPT_RETRIES); })
+      .catch(function () { /* offline: the figure is a sample anyway */ });
   }
 
   function text(v, max) {
@@ -99,7 +120,13 @@
       body: text(n.body || n.message || "", 500),
       lang: typeof n.lang === "string" ? n.lang : "tr",
       dir: "auto",
-      data: { url: url, alertId: typeof d.id === "string" ? d.id : null, kind: d.kind || "alert", seq: d.seq || null }
+      data: {
+        url: url,
+        alertId: typeof d.id === "string" ? d.id : null,
+        receipt: typeof d.receipt === "string" ? d.receipt : null,
+        kind: d.kind || "alert",
+        seq: d.seq || null
+      }
     };
     if (typeof n.tag === "string" && n.tag) {
       options.tag = n.tag;
@@ -131,7 +158,7 @@
           return self.registration.showNotification(n.title, { body: n.options.body, tag: n.options.tag, data: n.options.data });
         });
       }).then(function () {
-        return receipt(n.options.data.alertId, "shown");
+        return receipt(n.options.data, "shown");
       })
     );
   });
@@ -143,7 +170,7 @@
     var url = data.url;
     event.waitUntil(
       Promise.all([
-        receipt(data.alertId, "clicked"),
+        receipt(data, "clicked"),
         self.clients.matchAll({ type: "window", includeUncontrolled: true }).then(function (windows) {
           var strip = function (u) { return String(u).split("#")[0]; };
           for (var i = 0; i < windows.length; i++) {

@@ -243,7 +243,9 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("last-event-id"),
         ])
-        .expose_headers([header::LOCATION, HeaderName::from_static("x-request-id")])
+        // Retry-After: a service worker on a news site's origin waits as told (429, and a
+        // receipt that beat the delivery log).
+        .expose_headers([header::LOCATION, header::RETRY_AFTER, HeaderName::from_static("x-request-id")])
         .max_age(Duration::from_secs(3600));
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
 

@@ -16,6 +16,7 @@
   const MAX_HEADLINE = 200;
   const MAX_SUMMARY = 500;
   const MAX_PAYLOAD = 2048; // src/push/payload.rs MAX_PAYLOAD_BYTES
+  const RECEIPT_ROOM = "~".repeat(42); // src/push/payload.rs RECEIPT_ROOM
   const POLL_MS = 1000;
   const WATCH_MAX_MS = 5 * 60 * 1000;
   const REQUEST_TIMEOUT_MS = 20000;
@@ -623,7 +624,8 @@
   /**
    * The push payload as src/push/payload.rs builds it, and what build() does to make it fit
    * 2048 bytes: drop the image, then shorten the body, then the title. The alert id is a UUID
-   * (36 characters whatever its value) and the seq is the next one we expect.
+   * (36 characters whatever its value), the seq is the next one we expect, and room is kept for
+   * the longest receipt token (payload.rs RECEIPT_ROOM, 42 characters).
    */
   function estimatePayload(body) {
     const id = "00000000-0000-7000-8000-000000000000";
@@ -637,7 +639,7 @@
       const n = { title, body: text, navigate: body.url, lang: "tr", tag: `sondakika-${id}` };
       if (withImage && image !== null) n.image = image;
       n.timestamp = timestamp;
-      n.data = { kind: "alert", id, seq, label: LABEL, topics };
+      n.data = { kind: "alert", id, seq, label: LABEL, topics, receipt: RECEIPT_ROOM };
       return utf8Length(JSON.stringify({ web_push: 8030, notification: n }));
     };
     const full = render(titleFull, bodyFull, true);

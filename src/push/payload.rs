@@ -251,4 +251,51 @@ mod tests {
             }
         }
     }
+
+    /// What the receipt adds to a push's cost on an encryption thread. A measurement, not a
+    /// check: `cargo test --lib per_push_cost -- --ignored --nocapture` (BENCHMARKS.md).
+    #[test]
+    #[ignore = "a measurement"]
+    fn per_push_cost_of_the_receipt() {
+        use std::time::{Duration, Instant};
+
+        use aws_lc_rs::agreement::{ECDH_P256, PrivateKey};
+
+        let (headline, summary) = ("Burdur'da 4,2 büyüklüğünde deprem", "AFAD ilk verileri paylaştı; can kaybı bildirilmedi.");
+        let a = alert(headline, Some(summary), "https://www.burdurweb.com/haber/burdur-deprem");
+        let template = Template::new(&a, ReceiptKey::from_secret(&[3u8; 32]));
+        let shared = build(&a);
+        let ua: [u8; 65] =
+            PrivateKey::generate(&ECDH_P256).unwrap().compute_public_key().unwrap().as_ref().try_into().unwrap();
+        let auth = [9u8; 16];
+        let n = 5_000;
+        let mut plaintext = Vec::with_capacity(template.max_len());
+        let mut out = vec![0u8; super::super::ece::body_len(template.max_len())];
+        let per_push = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+        let (mut before, mut after, mut receipt_only) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..3 {
+            let t = Instant::now();
+            for _ in 0..n {
+                let len = super::super::ece::body_len(shared.len());
+                super::super::ece::encrypt_to(&ua, &auth, &shared, &mut out[..len]).unwrap();
+            }
+            before = before.min(per_push(t.elapsed()));
+            let t = Instant::now();
+            for id in 0..n {
+                template.write(1_000_000 + id, &mut plaintext);
+                let len = super::super::ece::body_len(plaintext.len());
+                super::super::ece::encrypt_to(&ua, &auth, &plaintext, &mut out[..len]).unwrap();
+            }
+            after = after.min(per_push(t.elapsed()));
+            let t = Instant::now();
+            for id in 0..n {
+                template.write(1_000_000 + id, &mut plaintext);
+            }
+            receipt_only = receipt_only.min(per_push(t.elapsed()));
+        }
+        println!(
+            "payload {} bytes; µs per push: one shared payload {before:.2}, each its own receipt {after:.2} (writing the receipt alone {receipt_only:.2})",
+            plaintext.len()
+        );
+    }
 }

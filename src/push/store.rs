@@ -448,6 +448,9 @@ pub struct DeliveryRow {
     pub latency_ms: Option<i32>,
     pub error: Option<String>,
     pub finished_at: DateTime<Utc>,
+    /// When the reader's browser reported the push shown and clicked (receipts).
+    pub shown_at: Option<DateTime<Utc>>,
+    pub clicked_at: Option<DateTime<Utc>>,
 }
 
 pub async fn deliveries(
@@ -458,7 +461,8 @@ pub async fn deliveries(
     limit: i64,
 ) -> sqlx::Result<Vec<DeliveryRow>> {
     sqlx::query_as(
-        "select d.subscription_id, d.status, d.http_status, d.attempts, d.push_host, d.latency_ms, d.error, d.finished_at
+        "select d.subscription_id, d.status, d.http_status, d.attempts, d.push_host, d.latency_ms, d.error,
+                d.finished_at, d.shown_at, d.clicked_at
          from push_deliveries d join push_jobs j on j.alert_id = d.alert_id and j.alert_day = d.alert_day
          where d.alert_id = $1 and ($2::text is null or d.status = $2) and d.subscription_id > $3
          order by d.subscription_id limit $4",

@@ -919,6 +919,10 @@ async fn a_sent_pushs_receipt_counts_once_per_event() {
     .await
     .unwrap();
     assert_eq!(stamped, (2, 1));
+    let (_, page) = app.get_json(&format!("/api/v1/alerts/{id}/deliveries")).await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.iter().filter(|d| d["shown_at"].is_string()).count(), 2, "{page}");
+    assert_eq!(items.iter().filter(|d| d["clicked_at"].is_string()).count(), 1, "{page}");
 
     // A browser faster than the delivery log (written every 100 ms) is told to come back.
     let third: i64 = receipts[&2].split('.').next().unwrap().parse().unwrap();

@@ -371,7 +371,7 @@ test("composing: counters count characters, the push-size meter follows payload.
   const url = await page.locator("#url").inputValue();
   const payload = JSON.stringify({
     web_push: 8030,
-    notification: { title, body, navigate: url, lang: "tr", tag: `sondakika-${"0".repeat(36)}`, timestamp: Date.now(), data: { kind: "alert", id: "0".repeat(36), seq: 1, label: "SON DAKİKA", topics: [] } },
+    notification: { title, body, navigate: url, lang: "tr", tag: `sondakika-${"0".repeat(36)}`, timestamp: Date.now(), data: { kind: "alert", id: "0".repeat(36), seq: 1, label: "SON DAKİKA", topics: [], receipt: "0".repeat(42) } },
   });
   const size = Buffer.byteLength(payload);
   assert.ok(size <= 2048 && size > 2000, `delivered payload ${size} bytes`);

@@ -5,6 +5,8 @@
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { createServer } from "node:net";
+import { createServer as createHttpServer } from "node:http";
+import { createECDH, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -78,6 +80,73 @@ export async function startServer(options = {}) {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** What a server needs to send pushes to a {@link startPushDouble} on loopback. */
+export const PUSH_DOUBLE_ENV = { SONDAKIKA_PUSH_EXTRA_HOSTS: "localhost", SONDAKIKA_PUSH_EXTRA_HOSTS_ALLOW_HTTP: "true" };
+
+/**
+ * A push service on loopback that accepts every push and decrypts it (RFC 8291, aes128gcm) with
+ * the keys of the subscriptions it handed out: the payload the server really sent, receipt token
+ * and all, to hand to the browser's service worker. (tests/api/push_double.rs is the strict one.)
+ */
+export async function startPushDouble() {
+  const subscribers = new Map();
+  const received = [];
+  const server = createHttpServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      const id = Number((req.url.match(/^\/push\/(\d+)$/) || [])[1]);
+      const sub = subscribers.get(id);
+      if (!sub) {
+        res.writeHead(404).end();
+        return;
+      }
+      try {
+        received.push({ subscriber: id, payload: decryptPush(Buffer.concat(chunks), sub) });
+        res.writeHead(201).end();
+      } catch (e) {
+        res.writeHead(400).end(String(e));
+      }
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const origin = `http://localhost:${server.address().port}`;
+  return {
+    received,
+    /** A new subscriber's `PushSubscription.toJSON()`. */
+    subscription(id) {
+      const ecdh = createECDH("prime256v1");
+      ecdh.generateKeys();
+      const auth = randomBytes(16);
+      subscribers.set(id, { ecdh, auth });
+      return {
+        endpoint: `${origin}/push/${id}`,
+        expirationTime: null,
+        keys: { p256dh: ecdh.getPublicKey().toString("base64url"), auth: auth.toString("base64url") },
+      };
+    },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+/** RFC 8291 / RFC 8188 decryption of one aes128gcm body with a subscriber's keys. */
+function decryptPush(body, { ecdh, auth }) {
+  const salt = body.subarray(0, 16);
+  const keyLength = body[20];
+  const serverKey = body.subarray(21, 21 + keyLength);
+  const record = body.subarray(21 + keyLength);
+  const info = Buffer.concat([Buffer.from("WebPush: info\0"), ecdh.getPublicKey(), serverKey]);
+  const ikm = Buffer.from(hkdfSync("sha256", ecdh.computeSecret(serverKey), auth, info, 32));
+  const cek = Buffer.from(hkdfSync("sha256", ikm, salt, Buffer.from("Content-Encoding: aes128gcm\0"), 16));
+  const nonce = Buffer.from(hkdfSync("sha256", ikm, salt, Buffer.from("Content-Encoding: nonce\0"), 12));
+  const decipher = createDecipheriv("aes-128-gcm", cek, nonce);
+  decipher.setAuthTag(record.subarray(record.length - 16));
+  const padded = Buffer.concat([decipher.update(record.subarray(0, record.length - 16)), decipher.final()]);
+  // The last record ends with the delimiter 2, then zero padding.
+  const end = padded.lastIndexOf(2);
+  return JSON.parse(padded.subarray(0, end).toString("utf8"));
 }
 
 /** Debian's Chromium, headless, with the flags that work on these machines. */

@@ -9,7 +9,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID, webcrypto } from "node:crypto";
 import { createServer } from "node:http";
-import { startServer, launchBrowser, api, screenshotPath } from "./harness.mjs";
+import { startServer, startPushDouble, PUSH_DOUBLE_ENV, launchBrowser, api, screenshotPath } from "./harness.mjs";
 
 const HEADLINE = "Burdur'da deprem: İlk açıklama geldi — ğüşıöç";
 const ticker = '[data-sondakika="ticker"]';
@@ -17,8 +17,8 @@ const alertSel = (id) => `[data-sondakika-alert="${id}"]`;
 
 
 /** A fresh server and browser for one test; cleaned up whatever happens. */
-async function withReader(fn, { contextOptions = {} } = {}) {
-  const [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+async function withReader(fn, { contextOptions = {}, serverOptions = {} } = {}) {
+  const [server, browser] = await Promise.all([startServer(serverOptions), launchBrowser()]);
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "tr-TR", ...contextOptions });
     const page = await context.newPage();
@@ -152,24 +152,31 @@ test("when WebSockets keep failing the ticker falls back to Server-Sent Events",
   });
 });
 
-/** The push payload exactly as src/push/payload.rs builds it for an alert. */
-function pushPayload(alert, kind = "alert") {
-  return {
-    web_push: 8030,
-    notification: {
-      title: `${alert.label}: ${alert.headline}`,
-      body: alert.summary ?? "",
-      navigate: alert.url,
-      lang: "tr",
-      tag: `sondakika-${alert.id}`,
-      timestamp: Date.parse(alert.published_at),
-      data: { kind, id: alert.id, seq: alert.seq, label: alert.label, topics: alert.topics },
-    },
-  };
+/** Subscribes a push double's subscriber `id` to everything, as the site's JavaScript would. */
+async function subscribeDouble(server, pushService, id) {
+  const r = await fetch(`${server.url}/api/v1/push/subscriptions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ subscription: pushService.subscription(id), topics: [], locale: "tr" }),
+  });
+  assert.equal(r.status, 201, await r.text());
+}
+
+/** The payload the server pushed to subscriber `id` for an alert, decrypted by the double. */
+function pushedTo(pushService, id, alertId) {
+  return until(
+    () => pushService.received.find((r) => r.subscriber === id && r.payload.notification.data.id === alertId)?.payload,
+    { what: `the push of ${alertId} to subscriber ${id}` },
+  );
 }
 
 test("the service worker shows a push as a notification, replaces it on an update and reports it shown", async () => {
+  const pushService = await startPushDouble();
   await withReader(async ({ server, context, page, editor }) => {
+    // Two readers' subscriptions on a push double, so that the server really sends (and logs)
+    // pushes: a receipt counts only with the token of a push that was sent.
+    await subscribeDouble(server, pushService, 1);
+    await subscribeDouble(server, pushService, 2);
     await context.grantPermissions(["notifications"], { origin: server.url });
     await page.goto(server.url + "/");
     const cdp = await context.newCDPSession(page);
@@ -211,27 +218,37 @@ test("the service worker shows a push as a notification, replaces it on an updat
         return body.push && body.push.shown >= n ? body.push : null;
       }, { what: `push.shown >= ${n}` });
 
-    await deliver(pushPayload(flagged));
+    const first = await pushedTo(pushService, 1, flagged.id);
+    assert.match(first.notification.data.receipt, /^\d+\.[A-Za-z0-9_-]{22}$/);
+    await deliver(first);
     await shownCount(1);
-    const first = await notifications(tag);
-    assert.equal(first.length, 1, "one notification for the alert");
-    const [shown] = first;
+    const shownFirst = await notifications(tag);
+    assert.equal(shownFirst.length, 1, "one notification for the alert");
+    const [shown] = shownFirst;
     assert.equal(shown.title, `SON DAKİKA: ${HEADLINE}`);
     assert.equal(shown.body, flagged.summary);
     assert.equal(shown.tag, tag);
     assert.equal(shown.icon, `${server.url}/assets/icon.svg`);
     assert.equal(shown.data.url, flagged.url);
     assert.equal(shown.data.alertId, flagged.id);
+    assert.equal(shown.data.receipt, first.notification.data.receipt);
 
+    // The server does not push corrections (yet); the second reader's real push, turned into
+    // one, stands in for it with its own receipt. (The first push's receipt would not count
+    // twice.)
     const corrected = (await editor.correct(flagged.id, { headline: "Burdur'da 4,2 büyüklüğünde deprem" })).body;
-    await deliver(pushPayload(corrected, "update"));
+    const second = await pushedTo(pushService, 2, flagged.id);
+    const n = second.notification;
+    await deliver({ ...second, notification: { ...n, title: `${corrected.label}: ${corrected.headline}`, data: { ...n.data, kind: "update" } } });
     const figures = await shownCount(2);
     const replaced = await notifications(tag);
     assert.equal(replaced.length, 1, "the update replaced the first notification");
     assert.equal(replaced[0].title, "SON DAKİKA: Burdur'da 4,2 büyüklüğünde deprem");
     assert.equal(replaced[0].data.kind, "update");
     assert.equal(figures.clicked, 0);
-  });
+    assert.equal(figures.sent, 2);
+  }, { serverOptions: PUSH_DOUBLE_ENV });
+  await pushService.close();
 });
 
 test("the alerts button subscribes with a well-formed subscription, re-syncs on load and turns off", async () => {
@@ -395,7 +412,8 @@ test("on a news site of another origin: data-target, data-lang, CORS, aggressive
 <article><p>Gövde metni.</p></article>
 <script src="${server.url}/embed/sondakika.js" data-server="${server.url}" data-topics="burdur" data-lang="en" data-target="#son-dakika" defer></script>
 </body></html>`;
-  const pushOn = await startServer({ SONDAKIKA_ALLOWED_ORIGINS: site });
+  const pushService = await startPushDouble();
+  const pushOn = await startServer({ SONDAKIKA_ALLOWED_ORIGINS: site, ...PUSH_DOUBLE_ENV });
   sondakikaUrl = pushOn.url;
   try {
     const browser = await launchBrowser();
@@ -416,6 +434,7 @@ test("on a news site of another origin: data-target, data-lang, CORS, aggressive
       assert.equal(await page.evaluate(() => document.styleSheets.length + document.adoptedStyleSheets.length), 1);
 
       const editor = api(pushOn);
+      await subscribeDouble(pushOn, pushService, 1);
       const other = await editor.flag(alertBody({ headline: "Isparta'da kar yağışı", topics: ["isparta"] }));
       const flagged = await editor.flag(alertBody());
       const link = page.locator(`${alertSel(flagged.body.id)} a`);
@@ -456,7 +475,8 @@ test("on a news site of another origin: data-target, data-lang, CORS, aggressive
         () => [...registrations.values()].find((r) => r.scopeURL === `${site}/` && !r.isDeleted && activated.has(r.registrationId))?.registrationId,
         { what: "the site's activated worker" },
       );
-      await cdp.send("ServiceWorker.deliverPushMessage", { origin: site, registrationId, data: JSON.stringify(pushPayload(flagged.body)) });
+      const pushed = await pushedTo(pushService, 1, flagged.body.id);
+      await cdp.send("ServiceWorker.deliverPushMessage", { origin: site, registrationId, data: JSON.stringify(pushed) });
       await until(async () => (await editor.show(flagged.body.id)).body.push.shown >= 1, { what: "the cross-origin shown receipt" });
       const notes = await page.evaluate(async () =>
         (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({ title: n.title, icon: n.icon })),
@@ -468,6 +488,7 @@ test("on a news site of another origin: data-target, data-lang, CORS, aggressive
     }
   } finally {
     await pushOn.stop();
+    await pushService.close();
     siteServer.close();
   }
 });
