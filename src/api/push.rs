@@ -279,14 +279,18 @@ async fn receipt(
         }
         store::Receipt::Retracted => "the alert was retracted; receipts for it are not counted".to_string(),
         store::Receipt::NotSent(status) => {
-            format!("this push was not delivered (its outcome is `{status}`); receipts count only for pushes sent")
+            format!(
+                "this push was not delivered (its outcome is `{status}`); receipts count only for pushes sent"
+            )
         }
         store::Receipt::NotLogged => {
             let mut r = ApiError::Conflict(
-                "this push's outcome is not logged yet; send the receipt again after `Retry-After` seconds".into(),
+                "this push's outcome is not logged yet; send the receipt again after `Retry-After` seconds"
+                    .into(),
             )
             .into_response();
-            r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("2"));
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("2"));
             return Ok(r);
         }
     };

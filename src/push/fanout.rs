@@ -314,7 +314,10 @@ impl Fanout {
 /// push. A body kept for a retry keeps its chunk's allocation, ~70 KiB, alive; the in-flight
 /// limit bounds how many. Each subscriber's plaintext (its own receipt in the shared payload) is
 /// written into one reused buffer.
-fn encrypt_chunk(chunk: Vec<Target>, payload: &payload::Template) -> Vec<(Target, Result<bytes::Bytes, String>)> {
+fn encrypt_chunk(
+    chunk: Vec<Target>,
+    payload: &payload::Template,
+) -> Vec<(Target, Result<bytes::Bytes, String>)> {
     let cpu = thread_cpu_time();
     let mut plaintext = Vec::with_capacity(payload.max_len());
     let mut bodies = bytes::BytesMut::with_capacity(ece::body_len(payload.max_len()) * chunk.len());

@@ -236,7 +236,9 @@ mod tests {
         // An editor's text holding what looks like the receipt's room changes nothing.
         let tricky = format!("\"{RECEIPT_ROOM}\"");
         let url = format!("https://x.example/{}", "a".repeat(900));
-        for a in [alert(&tricky, Some(&tricky), "https://x.example/a"), alert(&"İ".repeat(200), Some(&long), &url)] {
+        for a in
+            [alert(&tricky, Some(&tricky), "https://x.example/a"), alert(&"İ".repeat(200), Some(&long), &url)]
+        {
             let template = Template::new(&a, key.clone());
             assert!(template.max_len() <= MAX_PAYLOAD_BYTES, "{}", template.max_len());
             assert_eq!(template.suffix, br#""}}}"#, "only closing braces follow the receipt");
@@ -261,12 +263,18 @@ mod tests {
 
         use aws_lc_rs::agreement::{ECDH_P256, PrivateKey};
 
-        let (headline, summary) = ("Burdur'da 4,2 büyüklüğünde deprem", "AFAD ilk verileri paylaştı; can kaybı bildirilmedi.");
+        let (headline, summary) =
+            ("Burdur'da 4,2 büyüklüğünde deprem", "AFAD ilk verileri paylaştı; can kaybı bildirilmedi.");
         let a = alert(headline, Some(summary), "https://www.burdurweb.com/haber/burdur-deprem");
         let template = Template::new(&a, ReceiptKey::from_secret(&[3u8; 32]));
         let shared = build(&a);
-        let ua: [u8; 65] =
-            PrivateKey::generate(&ECDH_P256).unwrap().compute_public_key().unwrap().as_ref().try_into().unwrap();
+        let ua: [u8; 65] = PrivateKey::generate(&ECDH_P256)
+            .unwrap()
+            .compute_public_key()
+            .unwrap()
+            .as_ref()
+            .try_into()
+            .unwrap();
         let auth = [9u8; 16];
         let n = 5_000;
         let mut plaintext = Vec::with_capacity(template.max_len());

@@ -56,7 +56,9 @@ impl ReceiptKey {
     /// The stored key, or a new one stored for every other process (the first insert wins).
     pub async fn load(pool: &PgPool) -> anyhow::Result<Self> {
         let mut fresh = [0u8; 32];
-        SystemRandom::new().fill(&mut fresh).map_err(|_| anyhow::anyhow!("no randomness for the receipt key"))?;
+        SystemRandom::new()
+            .fill(&mut fresh)
+            .map_err(|_| anyhow::anyhow!("no randomness for the receipt key"))?;
         sqlx::query("insert into push_receipt_key (id, secret) values (1, $1) on conflict (id) do nothing")
             .bind(fresh.as_slice())
             .execute(pool)
@@ -146,9 +148,18 @@ mod tests {
     #[test]
     fn malformed_receipts_are_told_apart_from_forged_ones() {
         let a = Uuid::now_v7();
-        for bad in ["", "42", "42.", ".AAAAAAAAAAAAAAAAAAAAAA", "-1.AAAAAAAAAAAAAAAAAAAAAA", "+1.AAAAAAAAAAAAAAAAAAAAAA",
-            "99999999999999999999.AAAAAAAAAAAAAAAAAAAAAA", "1.AAAA", "1.AAAAAAAAAAAAAAAAAAAAA!", "1.AAAAAAAAAAAAAAAAAAAAAAA="]
-        {
+        for bad in [
+            "",
+            "42",
+            "42.",
+            ".AAAAAAAAAAAAAAAAAAAAAA",
+            "-1.AAAAAAAAAAAAAAAAAAAAAA",
+            "+1.AAAAAAAAAAAAAAAAAAAAAA",
+            "99999999999999999999.AAAAAAAAAAAAAAAAAAAAAA",
+            "1.AAAA",
+            "1.AAAAAAAAAAAAAAAAAAAAA!",
+            "1.AAAAAAAAAAAAAAAAAAAAAAA=",
+        ] {
             assert_eq!(key().verify(a, bad), Err(BadReceipt::Malformed), "{bad:?}");
         }
         assert_eq!(key().verify(a, "1.AAAAAAAAAAAAAAAAAAAAAA"), Err(BadReceipt::Forged));

@@ -143,7 +143,12 @@ fn receipts_of(double: &PushDouble, alert_id: &str) -> HashMap<u64, String> {
 }
 
 /// Posts a receipt as a service worker does; `receipt: None` leaves the field out.
-async fn post_receipt(app: &TestApp, alert_id: &str, event: &str, receipt: Option<&str>) -> reqwest::Response {
+async fn post_receipt(
+    app: &TestApp,
+    alert_id: &str,
+    event: &str,
+    receipt: Option<&str>,
+) -> reqwest::Response {
     let mut body = json!({ "alert_id": alert_id, "event": event });
     if let Some(r) = receipt {
         body["receipt"] = json!(r);
@@ -899,7 +904,11 @@ async fn a_sent_pushs_receipt_counts_once_per_event() {
     wait_done(&app, id, Duration::from_secs(30)).await;
     let receipts = receipts_of(&double, id);
     assert_eq!(receipts.len(), 3);
-    assert_eq!(receipts.values().collect::<std::collections::HashSet<_>>().len(), 3, "one receipt per delivery");
+    assert_eq!(
+        receipts.values().collect::<std::collections::HashSet<_>>().len(),
+        3,
+        "one receipt per delivery"
+    );
 
     for _ in 0..3 {
         assert_eq!(post_receipt(&app, id, "shown", Some(&receipts[&0])).await.status(), 202);
@@ -994,7 +1003,9 @@ async fn receipts_for_a_retracted_alert_are_refused() {
     let r = app.editor(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), None).await;
     assert_eq!(r.status(), 200);
 
-    for (receipt, event) in [(Some(&receipts[&0]), "clicked"), (Some(&receipts[&1]), "shown"), (None, "clicked")] {
+    for (receipt, event) in
+        [(Some(&receipts[&0]), "clicked"), (Some(&receipts[&1]), "shown"), (None, "clicked")]
+    {
         let r = post_receipt(&app, id, event, receipt.map(String::as_str)).await;
         assert_ne!(r.status(), 202, "{event} with {receipt:?} after the retraction");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
@@ -1052,7 +1063,8 @@ async fn shown_and_clicked_never_exceed_the_pushes_sent() {
     assert_eq!(statuses.get(&500), None, "{statuses:?}");
     assert_eq!(shown_clicked(&app, nobody).await, (0, 0), "{statuses:?}");
     let f = figures(&app, id).await;
-    let (sent, shown, clicked) = (f["sent"].as_i64().unwrap(), f["shown"].as_i64().unwrap(), f["clicked"].as_i64().unwrap());
+    let (sent, shown, clicked) =
+        (f["sent"].as_i64().unwrap(), f["shown"].as_i64().unwrap(), f["clicked"].as_i64().unwrap());
     assert!(shown <= sent && clicked <= sent, "sent {sent}, shown {shown}, clicked {clicked}: {statuses:?}");
     assert_eq!((shown, clicked), (20, 20), "every push sent was reported, once each");
     // Receipts of pushes that failed or were gone are refused as not sent.
