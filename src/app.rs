@@ -56,7 +56,7 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Web Push, when `vapid_subject` is set.
     pub push: Option<Arc<crate::push::Push>>,
-    pub public_limiter: Arc<api::push::PublicLimiter>,
+    pub public_limiter: Arc<api::limits::PublicLimits>,
 }
 
 impl AppState {
@@ -142,7 +142,7 @@ impl Application {
         let push = crate::push::Push::build(&settings, &pool).await?.map(Arc::new);
         let state = AppState {
             push,
-            public_limiter: api::push::limiter(settings.public_rate_per_minute),
+            public_limiter: Arc::new(api::limits::PublicLimits::new(&settings)),
             db: pool,
             admission: Arc::new(Admission::new(settings.max_connections, settings.max_connections_per_ip)),
             origins: Arc::new(settings.origins()),
@@ -251,7 +251,10 @@ pub fn router(state: AppState) -> Router {
 
     let x_request_id = edge::X_REQUEST_ID;
     Router::new()
-        .nest("/api/v1", api::alerts::router().merge(api::push::router(state.clone())))
+        .nest(
+            "/api/v1",
+            api::alerts::router().merge(api::tokens::router()).merge(api::push::router(state.clone())),
+        )
         .merge(stream::router())
         .merge(api::health::router())
         .merge(crate::web::router())

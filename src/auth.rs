@@ -1,4 +1,9 @@
-//! Editor tokens: created by the CLI, presented as `Authorization: Bearer <token>`.
+//! Editor tokens: created by the CLI or by an admin over HTTP, presented as
+//! `Authorization: Bearer <token>` (the scheme in any case, as RFC 9110 says).
+//!
+//! Two roles: an **editor** flags, corrects and retracts alerts and reads the figures; an
+//! **admin** may do all that and manage tokens ([`Admin`] guards those endpoints; later
+//! admin-only endpoints take the same extractor).
 //!
 //! A token is `sdk_` + 32 random bytes in base64url. Only its SHA-256 is stored; a lookup by hash
 //! on every request makes revocation immediate. A fast hash is right here: the token has 256 bits
@@ -15,7 +20,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use crate::{api::error::ApiError, app::AppState};
+use crate::{
+    alerts::domain::{FieldError, Lines, check_text},
+    api::error::ApiError,
+    app::AppState,
+};
 
 const PREFIX: &str = "sdk_";
 
@@ -33,6 +42,14 @@ impl Role {
             Self::Admin => "admin",
         }
     }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "editor" => Some(Self::Editor),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
 }
 
 /// The authenticated caller of an editor endpoint.
@@ -40,7 +57,27 @@ impl Role {
 pub struct Editor {
     pub id: i64,
     pub name: String,
-    pub role: String,
+    pub role: Role,
+}
+
+/// The authenticated caller of an admin-only endpoint: an [`Editor`] whose token has the admin
+/// role. Anyone else with a valid token gets 403.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Editor);
+
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// A token's name (who it is for): 1 to 100 characters through the shared text check.
+pub fn parse_name(name: &str) -> Result<String, FieldError> {
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(FieldError::new(
+            "name",
+            format!("must be at most {MAX_NAME_CHARS} characters (got {chars})"),
+        ));
+    }
+    check_text("name", name, Lines::Single)?;
+    Ok(name.to_string())
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -60,12 +97,7 @@ fn hash(token: &str) -> Vec<u8> {
 
 /// Creates a token and returns it in clear: the only time it exists outside the editor's hands.
 pub async fn create(pool: &PgPool, name: &str, role: Role) -> anyhow::Result<(i64, String)> {
-    let name_chars = name.chars().count();
-    if name_chars > 100 {
-        anyhow::bail!("--name must be 1 to 100 characters");
-    }
-    crate::alerts::domain::check_text("name", name, crate::alerts::domain::Lines::Single)
-        .map_err(|e| anyhow::anyhow!("--{e}"))?;
+    parse_name(name).map_err(|e| anyhow::anyhow!("--{e}"))?;
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
@@ -121,7 +153,16 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Editor>, 
     .bind(hash(token))
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(id, name, role)| Editor { id, name, role }))
+    // The column's check constraint allows only these two; anything else is no role at all.
+    Ok(row.and_then(|(id, name, role)| Some(Editor { id, name, role: Role::parse(&role)? })))
+}
+
+/// The token of an `Authorization` header value: the `Bearer` scheme in any letter case
+/// (RFC 9110 §11.1: schemes are case-insensitive), one or more spaces, the token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 impl FromRequestParts<AppState> for Editor {
@@ -135,13 +176,43 @@ impl FromRequestParts<AppState> for Editor {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
+            .and_then(bearer_token)
             .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <token>`"))?;
         let editor = authenticate(&state.db, token)
             .await?
             .ok_or(ApiError::Unauthorized("this token is unknown or has been revoked"))?;
         tracing::Span::current().record("editor_id", editor.id);
         Ok(editor)
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let editor = Editor::from_request_parts(parts, state).await?;
+        if editor.role != Role::Admin {
+            return Err(ApiError::Forbidden(
+                "this needs an admin token: editors flag, correct and retract alerts; admins also \
+                 manage tokens"
+                    .into(),
+            ));
+        }
+        Ok(Self(editor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer sdk_x", "bearer sdk_x", "BEARER sdk_x", "bEaReR  sdk_x"] {
+            assert_eq!(bearer_token(header), Some("sdk_x"), "{header}");
+        }
+        for header in ["Basic sdk_x", "Bearer", "Bearer ", "Bearersdk_x", "sdk_x"] {
+            assert_eq!(bearer_token(header), None, "{header}");
+        }
     }
 }

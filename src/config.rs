@@ -150,8 +150,15 @@ pub struct Settings {
     pub subscription_max_idle_days: u32,
     /// Days of delivery logs kept.
     pub delivery_retention_days: u32,
-    /// Requests per minute per client address to the public push endpoints.
+    /// Requests per minute per client (IPv4 address or IPv6 /64) to the public push endpoints,
+    /// besides subscription refreshes and receipts; new subscriptions also count here.
     pub public_rate_per_minute: u32,
+    /// `POST /api/v1/push/subscriptions` per minute per client: a subscribed reader's page load
+    /// refreshes its subscription, so this is about page loads behind one address.
+    pub public_subscribe_rate_per_minute: u32,
+    /// `POST /api/v1/push/receipts` per minute per client (one `shown`, maybe one `clicked`, per
+    /// push and reader).
+    pub public_receipt_rate_per_minute: u32,
     /// Fraction (0–1) of `shown`/`clicked` receipts service workers report.
     pub receipt_sample_rate: f64,
 
@@ -212,7 +219,16 @@ impl Default for Settings {
             push_topic: None,
             subscription_max_idle_days: 60,
             delivery_retention_days: 30,
-            public_rate_per_minute: 60,
+            // A newsroom or a campus behind one NAT: ~100 readers each loading a page a minute
+            // while news breaks (each load reads /live once; the key is cached for an hour),
+            // while new subscriptions (a reader's click, once per browser) stay at 2 a second.
+            public_rate_per_minute: 120,
+            // Every page load of a subscribed reader: 600 page loads a minute behind one address,
+            // 10 upserts a second at most, which PostgreSQL does not notice.
+            public_subscribe_rate_per_minute: 600,
+            // One `shown` per push and reader, arriving within seconds of an alert: 600 readers
+            // behind one address each get their receipt counted.
+            public_receipt_rate_per_minute: 600,
             receipt_sample_rate: 1.0,
             dev_assets_dir: None,
             log_format: LogFormat::Text,
@@ -308,6 +324,8 @@ impl Settings {
             ("subscription_max_idle_days", self.subscription_max_idle_days as u64),
             ("delivery_retention_days", self.delivery_retention_days as u64),
             ("public_rate_per_minute", self.public_rate_per_minute as u64),
+            ("public_subscribe_rate_per_minute", self.public_subscribe_rate_per_minute as u64),
+            ("public_receipt_rate_per_minute", self.public_receipt_rate_per_minute as u64),
         ];
         for (name, value) in positive {
             if value == 0 {

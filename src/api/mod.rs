@@ -8,4 +8,6 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod push;
+pub mod tokens;

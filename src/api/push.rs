@@ -2,23 +2,27 @@
 //! the VAPID public key, subscribing and unsubscribing, and shown/clicked receipts.
 //!
 //! They are open to the internet: CORS limits browsers to the allowed origins, every request is
-//! rate-limited per client address, bodies are small and validated before anything is stored.
+//! rate-limited per client network in its own budget (see `limits`), bodies are small and
+//! validated before anything is stored.
 
-use std::{net::SocketAddr, num::NonZeroU32, sync::Arc};
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{
-    Router,
+    Extension, Router,
     extract::{ConnectInfo, Request, State},
-    http::StatusCode,
+    http::{Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{error::ApiError, extract::Json};
+use super::{
+    error::ApiError,
+    extract::Json,
+    limits::{Budget, client_key},
+};
 use crate::{
     alerts::domain::{FieldError, Topics},
     app::AppState,
@@ -30,13 +34,6 @@ use crate::{
     },
 };
 
-pub type PublicLimiter = DefaultKeyedRateLimiter<std::net::IpAddr>;
-
-pub fn limiter(per_minute: u32) -> Arc<PublicLimiter> {
-    let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-    Arc::new(RateLimiter::keyed(Quota::per_minute(rate)))
-}
-
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/push/vapid-public-key", get(public_key))
@@ -46,26 +43,29 @@ pub fn router(state: AppState) -> Router<AppState> {
         .layer(middleware::from_fn_with_state(state, rate_limit))
 }
 
+/// The client a public request is counted against (see `limits::client_key`).
+#[derive(Clone, Copy)]
+struct Client(IpAddr);
+
 async fn rate_limit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    let ip = state.client_ip(req.headers(), peer);
-    match state.public_limiter.check_key(&ip) {
-        Ok(()) => next.run(req).await,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            ApiError::TooManyRequests {
-                retry_after_secs: wait.as_secs().max(1),
-                detail: format!(
-                    "at most {} requests a minute from one address to the public push API",
-                    state.settings.public_rate_per_minute
-                ),
-            }
-            .into_response()
+    let client = client_key(state.client_ip(req.headers(), peer));
+    let path = req.uri().path();
+    let budget = match *req.method() {
+        Method::POST if path.ends_with("/push/subscriptions") => Budget::Subscribe,
+        Method::POST if path.ends_with("/push/receipts") => Budget::Receipts,
+        _ => Budget::General,
+    };
+    match state.public_limiter.check(budget, client) {
+        Ok(()) => {
+            req.extensions_mut().insert(Client(client));
+            next.run(req).await
         }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -99,6 +99,7 @@ struct SubscribeRequest {
 
 async fn subscribe(
     State(state): State<AppState>,
+    Extension(Client(client)): Extension<Client>,
     Json(req): Json<SubscribeRequest>,
 ) -> Result<Response, ApiError> {
     let push = push(&state)?;
@@ -131,6 +132,11 @@ async fn subscribe(
     };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
+    }
+    // Refreshing costs only the subscribe budget; a new subscription costs the general one too,
+    // so a stranger creates subscriptions no faster than before the budgets were split.
+    if !store::subscription_exists(&state.db, &subscription.endpoint).await? {
+        state.public_limiter.check(Budget::General, client)?;
     }
     if let Some(old) = replaces.as_deref()
         && old != subscription.endpoint

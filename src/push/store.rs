@@ -47,6 +47,14 @@ pub async fn upsert_subscription(
     Ok(if inserted { Upserted::Created(id) } else { Upserted::Updated(id) })
 }
 
+/// Whether a subscription with this (normalised) endpoint is stored, active or not.
+pub async fn subscription_exists(pool: &PgPool, endpoint: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("select exists (select 1 from push_subscriptions where endpoint = $1)")
+        .bind(endpoint)
+        .fetch_one(pool)
+        .await
+}
+
 /// Removes a subscription (the reader turned alerts off). Its delivery log rows stay.
 pub async fn delete_subscription(pool: &PgPool, endpoint: &str) -> sqlx::Result<bool> {
     let n = sqlx::query("delete from push_subscriptions where endpoint = $1")

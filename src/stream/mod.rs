@@ -108,6 +108,49 @@ pub struct StreamQuery {
 pub struct StreamRequest {
     pub topics: Topics,
     pub since: Option<i64>,
+    /// The `since` the client sent when it was above the service's head (a different or
+    /// restored database, or a made-up number): the connection starts afresh instead, with
+    /// `replay.reset` in its hello. `since` is then `None`.
+    pub reset_from: Option<i64>,
+}
+
+impl StreamRequest {
+    /// The hello's `replay`: present when the client sent `since`.
+    pub fn replay(&self, count: usize, truncated: bool) -> Option<protocol::Replay> {
+        match (self.reset_from, self.since) {
+            (Some(asked), _) => {
+                Some(protocol::Replay { since: asked, count: 0, truncated: true, reset: true })
+            }
+            (None, Some(since)) => Some(protocol::Replay { since, count, truncated, reset: false }),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Treats a `since` above the head as a reset. A client cannot have seen an event above the
+/// newest one; left as it was, the connection would skip every event up to that number, which
+/// for a made-up `since` means forever. This process's hub may lag the database by a moment
+/// (another process just published), so a `since` above the local head is checked against the
+/// database's sequence before it counts as above the head. If the database cannot be asked, the
+/// client is trusted, as before: tickers keep working while the database is away.
+pub async fn check_since(state: &AppState, request: &mut StreamRequest) {
+    let Some(since) = request.since else { return };
+    if since <= state.hub.head() {
+        return;
+    }
+    let head: Result<i64, _> =
+        sqlx::query_scalar("select case when is_called then last_value else 0 end from stream_seq")
+            .fetch_one(&state.db)
+            .await;
+    match head {
+        Ok(head) if since > head => {
+            tracing::debug!(since, head, "since above the head: starting afresh");
+            request.reset_from = Some(since);
+            request.since = None;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "cannot check since against the database; trusting it"),
+    }
 }
 
 impl StreamQuery {
@@ -128,7 +171,7 @@ impl StreamQuery {
                 })
             })
             .transpose()?;
-        Ok(StreamRequest { topics, since })
+        Ok(StreamRequest { topics, since, reset_from: None })
     }
 }
 
@@ -155,7 +198,8 @@ fn admit(
     if state.shutdown.is_cancelled() {
         return Err(ApiError::Unavailable("the server is shutting down; reconnect".into()));
     }
-    let ip = state.client_ip(headers, peer);
+    // Counted per network like the public API: one IPv6 /64 is one client.
+    let ip = crate::api::limits::client_key(state.client_ip(headers, peer));
     let slot = state.admission.admit(ip, transport)?;
     Ok((request, slot))
 }

@@ -124,6 +124,9 @@ pub struct Replay {
     pub count: usize,
     /// True when the client missed more than can be replayed: it should reload its state.
     pub truncated: bool,
+    /// True when `since` was above the newest event: nothing is replayed, the connection starts
+    /// at the hello's `seq`, and the client should reload its state and take that `seq`.
+    pub reset: bool,
 }
 
 #[derive(Serialize)]

@@ -34,19 +34,20 @@ pub async fn stream(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<StreamQuery>,
 ) -> Response {
-    let (request, slot) = match admit(&state, &headers, peer, query, "sse") {
+    let (mut request, slot) = match admit(&state, &headers, peer, query, "sse") {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let StreamRequest { topics, since } = request;
-    let sub = state.hub.subscribe(since);
-    let replay: VecDeque<_> = sub.replay.into_iter().filter(|e| topics.wants(&e.topics)).collect();
+    super::check_since(&state, &mut request).await;
+    let sub = state.hub.subscribe(request.since);
+    let replay: VecDeque<_> = sub.replay.into_iter().filter(|e| request.topics.wants(&e.topics)).collect();
     let hello = protocol::hello(
         sub.head,
-        &topics.to_strings(),
-        since.map(|s| protocol::Replay { since: s, count: replay.len(), truncated: sub.truncated }),
+        &request.topics.to_strings(),
+        request.replay(replay.len(), sub.truncated),
         &state.limits,
     );
+    let StreamRequest { topics, since, .. } = request;
     // `retry:` tells the browser's EventSource how long to wait before reconnecting.
     let first = Bytes::from(format!("retry: 3000\n{}", String::from_utf8_lossy(&control("hello", &hello))));
     let keepalive = state.settings.ping_interval();

@@ -56,6 +56,8 @@ pub async fn upgrade(
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
+    let mut request = request;
+    super::check_since(&state, &mut request).await;
     // tungstenite's default read buffer is 128 KiB, zero-filled before every read: resident per
     // connection and cleared on every wake-up. Client frames are small (≤ MAX_CLIENT_MESSAGE), so
     // 1 KiB suffices and grows when a larger frame comes (BENCHMARKS.md: 135 → 4.4 KiB per idle
@@ -80,8 +82,8 @@ enum End {
 
 async fn run(socket: WebSocket, state: AppState, request: StreamRequest, _slot: Slot) {
     let (mut sink, mut stream) = socket.split();
-    let StreamRequest { mut topics, since } = request;
-    let sub = state.hub.subscribe(since);
+    let sub = state.hub.subscribe(request.since);
+    let since = request.since;
     let mut receiver = sub.receiver;
     let write_timeout = state.settings.write_timeout();
     // Everything up to the hub's head comes from the replay; the channel only carries newer
@@ -90,13 +92,15 @@ async fn run(socket: WebSocket, state: AppState, request: StreamRequest, _slot: 
     // talked to, or behind the database.
     let head = sub.head.max(since.unwrap_or(0));
 
-    let replay: Vec<Arc<StreamEvent>> = sub.replay.into_iter().filter(|e| topics.wants(&e.topics)).collect();
+    let replay: Vec<Arc<StreamEvent>> =
+        sub.replay.into_iter().filter(|e| request.topics.wants(&e.topics)).collect();
     let hello = protocol::hello(
         sub.head,
-        &topics.to_strings(),
-        since.map(|s| protocol::Replay { since: s, count: replay.len(), truncated: sub.truncated }),
+        &request.topics.to_strings(),
+        request.replay(replay.len(), sub.truncated),
         &state.limits,
     );
+    let mut topics = request.topics;
     let mut end = send(&mut sink, Message::Text(hello.into()), write_timeout).await.err();
     if end.is_none() {
         for event in &replay {

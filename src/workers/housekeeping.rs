@@ -34,7 +34,6 @@ async fn once(state: &AppState) -> sqlx::Result<()> {
     push::store::maintain_partitions(pool, state.settings.delivery_retention_days).await?;
     let stale =
         push::store::drop_stale_subscriptions(pool, state.settings.subscription_max_idle_days).await?;
-    state.public_limiter.retain_recent();
     tracing::debug!(keys, events, stale_subscriptions = stale, "housekeeping done");
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! - the stream follower (`stream::hub::follow`): new events → this process's tickers;
 //! - [`scheduler`]: publishes scheduled alerts when due (`for update skip locked`);
 //! - the stats flusher: this process's ticker counts → `alert_stats`, once a second;
-//! - [`housekeeping`]: expires idempotency keys and old stream events.
+//! - [`housekeeping`]: expires idempotency keys and old stream events;
+//! - the limiter sweep: forgets rate-limit entries of idle clients every minute, so their
+//!   memory follows recent clients only.
 //!
 //! Each worker watches the shutdown token and finishes its current step before returning.
 
@@ -27,6 +29,16 @@ pub fn spawn_all(state: &AppState) {
     if let Some(push) = &state.push {
         t.spawn(push.fanout.clone().run(state.hub.clone(), state.shutdown.clone()));
     }
+    let s = state.clone();
+    t.spawn(async move {
+        let mut every = tokio::time::interval(crate::api::limits::SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = s.shutdown.cancelled() => return,
+                _ = every.tick() => s.public_limiter.retain_recent(),
+            }
+        }
+    });
     let s = state.clone();
     t.spawn(async move {
         let mut every = tokio::time::interval(STATS_EVERY);

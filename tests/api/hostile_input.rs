@@ -370,3 +370,48 @@ async fn a_token_name_with_a_bidi_override_is_refused_by_the_cli() {
         sqlx::query_scalar("select name from editor_tokens").fetch_all(&app.pool).await.unwrap();
     assert_eq!(names, vec!["Ayşe Yılmaz".to_string()]);
 }
+
+#[tokio::test]
+async fn a_ticker_with_since_above_the_head_starts_afresh_and_gets_new_alerts() {
+    let app = TestApp::spawn().await;
+    app.flag("Önceki haber", &[]).await;
+    // WebSocket: a made-up position far above the head.
+    let mut ticker = app.ticker("?since=1000000000").await;
+    let hello = ticker.expect("hello").await;
+    assert_eq!(hello["seq"], 1);
+    assert_eq!(hello["replay"]["since"], 1_000_000_000i64);
+    assert_eq!(hello["replay"]["reset"], true, "{hello}");
+    assert_eq!(hello["replay"]["truncated"], true);
+    assert_eq!(hello["replay"]["count"], 0);
+
+    // SSE with Last-Event-ID above the head, as a browser sends after a database restore.
+    let mut sse = app.http.get(app.url("/sse")).header("last-event-id", "999999999").send().await.unwrap();
+    assert_eq!(sse.status(), 200);
+
+    app.flag("Burdur'da deprem", &[]).await;
+    let alert = ticker.expect("alert").await;
+    assert_eq!(alert["headline"], "Burdur'da deprem");
+
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !text.contains("Burdur'da deprem") {
+        let chunk = tokio::time::timeout_at(deadline, sse.chunk()).await.expect("the alert over SSE in time");
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap().expect("stream open")));
+    }
+    assert!(text.contains("\"reset\":true"), "{text}");
+}
+
+#[tokio::test]
+async fn a_since_above_this_process_but_not_the_database_is_trusted() {
+    let app = TestApp::spawn().await;
+    // Another process has taken seqs up to 50 that this one's hub has not seen yet.
+    sqlx::query("select setval('stream_seq', 50)").execute(&app.pool).await.unwrap();
+    let mut ticker = app.ticker("?since=40").await;
+    let hello = ticker.expect("hello").await;
+    assert_eq!(hello["replay"]["reset"], false, "{hello}");
+    assert_eq!(hello["replay"]["since"], 40);
+    // A new event above 40 still arrives.
+    app.flag("Burdur'da deprem", &[]).await;
+    let alert = ticker.expect("alert").await;
+    assert_eq!(alert["seq"], 51);
+}
