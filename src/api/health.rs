@@ -14,7 +14,7 @@ use axum::{
 };
 
 use super::error::ApiError;
-use crate::{app::AppState, auth::Editor, db, telemetry};
+use crate::{app::AppState, auth::Admin, db, telemetry};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -46,19 +46,19 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::
 }
 
 /// `/metrics` on the main listener, for admins, unless it was moved to `metrics_bind`.
-async fn metrics_on_main(state: State<AppState>, editor: Result<Editor, ApiError>) -> Response {
+async fn metrics_on_main(state: State<AppState>, admin: Result<Admin, ApiError>) -> Response {
     if state.settings.metrics_bind.is_some() {
         return ApiError::NotFound("metrics are served on the metrics_bind address".into()).into_response();
     }
-    match editor {
-        Err(e) => e.into_response(),
-        Ok(editor) if editor.role != "admin" => ApiError::Forbidden(
+    match admin {
+        Ok(_) => metrics(state).await,
+        Err(ApiError::Forbidden(_)) => ApiError::Forbidden(
             "metrics on the main port need an admin token (sondakika token create --role admin), \
              or set metrics_bind to serve them on a private address"
                 .into(),
         )
         .into_response(),
-        Ok(_) => metrics(state).await,
+        Err(e) => e.into_response(),
     }
 }
 

@@ -656,7 +656,12 @@ async fn every_bad_subscription_is_refused_with_422_and_nothing_stored() {
 
 #[tokio::test]
 async fn the_public_key_receipts_and_rate_limits_work_as_documented() {
-    let (app, double) = push_app(|s| s.public_rate_per_minute = 30).await;
+    let (app, double) = push_app(|s| {
+        s.public_rate_per_minute = 30;
+        // Receipts have a budget of their own.
+        s.public_receipt_rate_per_minute = 30;
+    })
+    .await;
     let (status, key) = app.get_json("/api/v1/push/vapid-public-key").await;
     assert_eq!(status, 200);
     let raw = B64.decode(key["publicKey"].as_str().unwrap()).unwrap();
