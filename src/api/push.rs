@@ -5,7 +5,7 @@
 //! rate-limited per client network in its own budget (see `limits`), bodies are small and
 //! validated before anything is stored.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::{
     Extension, Router,
@@ -21,7 +21,7 @@ use serde_json::json;
 use super::{
     error::ApiError,
     extract::Json,
-    limits::{Budget, client_key},
+    limits::{AddressKey, Budget, client_key},
 };
 use crate::{
     alerts::domain::{FieldError, Topics},
@@ -45,7 +45,7 @@ pub fn router(state: AppState) -> Router<AppState> {
 
 /// The client a public request is counted against (see `limits::client_key`).
 #[derive(Clone, Copy)]
-struct Client(IpAddr);
+struct Client(AddressKey);
 
 async fn rate_limit(
     State(state): State<AppState>,

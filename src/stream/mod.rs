@@ -14,7 +14,7 @@ pub mod ws;
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -28,7 +28,9 @@ use axum::{
 };
 use serde::Deserialize;
 
-use crate::{alerts::domain::Topics, api::error::ApiError, app::AppState, telemetry::metrics};
+use crate::{
+    alerts::domain::Topics, api::error::ApiError, api::limits::AddressKey, app::AppState, telemetry::metrics,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", get(ws::upgrade)).route("/sse", get(sse::stream))
@@ -39,13 +41,13 @@ pub struct Admission {
     max_total: usize,
     max_per_ip: usize,
     total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<HashMap<AddressKey, usize>>,
 }
 
 /// A held connection slot; dropping it frees the slot.
 pub struct Slot {
     admission: Arc<Admission>,
-    ip: IpAddr,
+    ip: AddressKey,
     transport: &'static str,
 }
 
@@ -72,7 +74,7 @@ impl Admission {
         self.total.load(Ordering::Acquire)
     }
 
-    fn admit(self: &Arc<Self>, ip: IpAddr, transport: &'static str) -> Result<Slot, ApiError> {
+    fn admit(self: &Arc<Self>, ip: AddressKey, transport: &'static str) -> Result<Slot, ApiError> {
         let mut per_ip = self.per_ip.lock().expect("admission lock");
         if self.total.load(Ordering::Acquire) >= self.max_total {
             metrics::connection_rejected("server_full");

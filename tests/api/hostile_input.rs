@@ -172,6 +172,17 @@ async fn byte_level_bad_input_on_every_field_gets_422_naming_it_never_500() {
             }),
         ));
     }
+    {
+        let id = id.clone();
+        cases.push((
+            "receipt",
+            "1.AAAAAAAAAAAAAAAAAAAAAA".into(),
+            Box::new(move |v| {
+                let body = json!({ "alert_id": id, "event": "shown", "receipt": v });
+                (Method::POST, "/api/v1/push/receipts".into(), Some(body))
+            }),
+        ));
+    }
     // Query parameters, percent-encoded as a browser would send them.
     let query = |path: &'static str, param: &'static str| -> Build {
         Box::new(move |v: String| {

@@ -95,3 +95,20 @@ async fn subscription_refreshes_and_receipts_do_not_exhaust_the_general_budget()
     assert_eq!(subscribe_from(&app, office, 1).await, 429);
     assert_eq!(subscribe_from(&app, office, 0).await, 200, "while refreshing still works");
 }
+
+#[tokio::test]
+async fn ticker_connection_caps_count_an_ipv6_64_as_one_client() {
+    let app = TestApp::spawn_with(|s| {
+        s.trust_forwarded_for = true;
+        s.max_connections_per_ip = 2;
+    })
+    .await;
+    let sse = |ip: &'static str| app.http.get(app.url("/sse")).header("x-forwarded-for", ip).send();
+    let a = sse("2001:db8:5:6::1").await.unwrap();
+    let b = sse("2001:db8:5:6::2").await.unwrap();
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let c = sse("2001:db8:5:6::3").await.unwrap();
+    assert_eq!(c.status(), 429, "a third stream from the same /64");
+    let d = sse("2001:db8:5:7::1").await.unwrap();
+    assert_eq!(d.status(), 200, "another /64 is another client");
+}
