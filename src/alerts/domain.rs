@@ -223,11 +223,15 @@ impl Topic {
         if ok {
             Ok(Self(value.to_string()))
         } else {
+            // The value is echoed so the editor sees which one; a long one only in part, so an
+            // error never carries a stranger's 60 KB back (or into a log line).
+            let shown: String = value.chars().take(MAX_TOPIC_CHARS + 1).collect();
+            let more = if shown.len() < value.len() { "…" } else { "" };
             Err(FieldError::new(
                 field,
                 format!(
-                    "`{value}` is not a topic slug: use 1-{MAX_TOPIC_CHARS} lowercase ASCII letters, \
-                     digits and dashes, e.g. `gundem` for \"Gündem\""
+                    "`{shown}{more}` is not a topic slug: use 1-{MAX_TOPIC_CHARS} lowercase ASCII \
+                     letters, digits and dashes, e.g. `gundem` for \"Gündem\""
                 ),
             ))
         }
@@ -652,6 +656,8 @@ mod tests {
         assert_eq!(t.to_strings(), vec!["burdur", "spor"]);
         let e = Topics::parse("topics", &["gündem"]).unwrap_err();
         assert_eq!(e.field, "topics[0]");
+        let e = Topics::parse("topics", &["x".repeat(50_000)]).unwrap_err();
+        assert!(e.message.len() < 200, "a long value is echoed only in part");
     }
 
     #[test]
