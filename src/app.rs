@@ -250,17 +250,15 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
 
     let x_request_id = edge::X_REQUEST_ID;
+    let (api, openapi) = api::routes(state.clone());
     Router::new()
-        .nest(
-            "/api/v1",
-            api::alerts::router().merge(api::tokens::router()).merge(api::push::router(state.clone())),
-        )
+        .merge(api)
         .merge(stream::router())
-        .merge(api::health::router())
         .merge(crate::web::router())
         .fallback(|| async { ApiError::NotFound("there is nothing at this address".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(Extension(BodyLimit(limit)))
+        .layer(Extension(api::openapi::Document::new(&openapi)))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(middleware::map_request(edge::bound_uri))

@@ -28,7 +28,7 @@ use crate::{
 
 const PREFIX: &str = "sdk_";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Editor,
@@ -53,8 +53,9 @@ impl Role {
 }
 
 /// The authenticated caller of an editor endpoint.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Editor {
+    /// The token's id (`sondakika token list`).
     pub id: i64,
     pub name: String,
     pub role: Role,
@@ -80,11 +81,14 @@ pub fn parse_name(name: &str) -> Result<String, FieldError> {
     Ok(name.to_string())
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+/// A token as listed (never the token itself).
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: i64,
     pub name: String,
+    #[schema(value_type = Role)]
     pub role: String,
+    /// The token's first characters, to tell tokens apart.
     pub hint: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,

@@ -35,9 +35,13 @@ pub const MAX_SCHEDULE_AHEAD_DAYS: i64 = 30;
 pub const DEFAULT_LABEL: &str = "SON DAKİKA";
 
 /// One problem with one field of a request, in words an editor understands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// The field at fault, as a path into the request (`topics[2]`, `subscription.keys.auth`) or a
+    /// header or query parameter name.
+    #[schema(example = "headline")]
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -210,8 +214,9 @@ text_newtype!(ArticleId, "article_id", MAX_ARTICLE_ID_CHARS, Lines::Single);
 text_newtype!(Reason, "reason", MAX_REASON_CHARS, Lines::Multi);
 
 /// A topic slug: lowercase ASCII letters, digits and dashes (`gundem`, `burdur`, `spor`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(pattern = "^[a-z0-9][a-z0-9-]{0,39}$", example = "burdur")]
 pub struct Topic(String);
 
 impl Topic {
@@ -340,7 +345,7 @@ impl WebUrl {
 }
 
 /// RFC 8030 urgency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Urgency {
     VeryLow,
@@ -399,19 +404,44 @@ impl NewAlert {
 
 /// The JSON body of `POST /api/v1/alerts`. Raw types, so that every mistake becomes a
 /// [`FieldError`] naming the field rather than a serde message.
-#[derive(Debug, Deserialize)]
+///
+/// Its documented schema (OpenAPI) states what [`NewAlertRequest::parse`] accepts; the limits are
+/// the constants above (a test checks they agree).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAlertRequest {
+    /// The alert's text: no control characters.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200,
+             example = "Burdur'da 4,2 büyüklüğünde deprem")]
     pub headline: Option<String>,
+    /// The article (http or https).
+    #[schema(required = true, value_type = String, format = Uri, max_length = 2048,
+             example = "https://www.example.com.tr/haber/burdur-deprem")]
     pub url: Option<String>,
+    /// Newlines allowed.
+    #[schema(min_length = 1, max_length = 500)]
     pub summary: Option<String>,
+    /// A picture for the notification (https).
+    #[schema(format = Uri, max_length = 2048)]
     pub image: Option<String>,
+    /// The CMS's id of the article: a second alert for it while one is live returns that one.
+    #[schema(min_length = 1, max_length = 200)]
     pub article_id: Option<String>,
+    /// Who gets it; empty: everyone.
     #[serde(default)]
+    #[schema(value_type = Vec<Topic>, max_items = 20)]
     pub topics: Vec<String>,
+    /// Shown before the headline; default `SON DAKİKA`.
+    #[schema(min_length = 1, max_length = 40)]
     pub label: Option<String>,
+    /// How long the alert is worth delivering; default `default_ttl_secs`.
+    #[schema(minimum = 60, maximum = 2419200)]
     pub ttl_seconds: Option<i64>,
+    /// Default `high`.
+    #[schema(value_type = Option<Urgency>)]
     pub urgency: Option<String>,
+    /// RFC 3339; a future time (at most 30 days ahead) schedules the alert.
+    #[schema(format = DateTime)]
     pub send_at: Option<String>,
 }
 
@@ -496,14 +526,21 @@ fn parse_send_at(value: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>
 
 /// The JSON body of `PATCH /api/v1/alerts/{id}`: a correction. `summary` and `image` may be set
 /// to `null` to remove them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct CorrectionRequest {
+    #[schema(min_length = 1, max_length = 200)]
     pub headline: Option<String>,
+    /// `null` removes it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 500)]
     pub summary: Option<Option<String>>,
+    #[schema(format = Uri, max_length = 2048)]
     pub url: Option<String>,
+    /// `null` removes it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = Uri, max_length = 2048)]
     pub image: Option<Option<String>>,
 }
 
@@ -549,9 +586,11 @@ impl CorrectionRequest {
 }
 
 /// The optional JSON body of `POST /api/v1/alerts/{id}/retract`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetractRequest {
+    /// Why, for the record and the tickers.
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: Option<String>,
 }
 

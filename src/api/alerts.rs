@@ -1,46 +1,70 @@
 //! The editor API for alerts: flag, list, show, correct, retract.
 
 use axum::{
-    Router,
     body::Bytes,
     extract::{FromRequest, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, Problem},
     extract::{Json, OptionalJson, Path, Query},
 };
 use crate::{
     alerts::{
-        domain::{CorrectionRequest, FieldError, NewAlertRequest, RetractRequest},
+        domain::{CorrectionRequest, FieldError, NewAlertRequest, RetractRequest, Urgency},
         store::{self, Alert, Changed, Flagged},
     },
     app::AppState,
     auth::Editor,
+    push::store::{DeliveryRow, DeliveryStatus},
     telemetry::metrics,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/alerts", post(create).get(list))
-        .route("/alerts/{id}", get(show).patch(correct))
-        .route("/alerts/{id}/retract", post(retract))
-        .route("/alerts/{id}/deliveries", get(deliveries))
-        .route("/me", get(me))
+/// The editor endpoints, each routed from its documentation (`#[utoipa::path]`).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, correct))
+        .routes(routes!(retract))
+        .routes(routes!(deliveries))
+        .routes(routes!(me))
+}
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    /// Waiting for its `send_at`.
+    Scheduled,
+    Live,
+    Retracted,
+}
+
+impl AlertStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Live => "live",
+            Self::Retracted => "retracted",
+        }
+    }
 }
 
 /// An alert as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AlertView {
     pub id: Uuid,
+    /// Its position in the stream (absent while it is scheduled).
     pub seq: Option<i64>,
+    #[schema(value_type = AlertStatus)]
     pub status: String,
     pub label: String,
     pub headline: String,
@@ -49,6 +73,7 @@ pub struct AlertView {
     pub image: Option<String>,
     pub article_id: Option<String>,
     pub topics: Vec<String>,
+    #[schema(value_type = Urgency)]
     pub urgency: String,
     pub ttl_seconds: i32,
     pub send_at: Option<DateTime<Utc>>,
@@ -66,14 +91,15 @@ pub struct AlertView {
     pub links: Links,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Delivery {
     /// Live tickers sent the alert so far, summed over every server process (flushed each
     /// second).
     pub tickers_reached: i64,
 }
 
-#[derive(Serialize)]
+/// Where to find the alert and what to do with it (paths on this server, and the article).
+#[derive(Serialize, ToSchema)]
 pub struct Links {
     #[serde(rename = "self")]
     pub self_: String,
@@ -167,6 +193,33 @@ fn json_response(status: StatusCode, body: String, location: Option<&str>, repla
     r
 }
 
+/// Flag an article as breaking news.
+#[utoipa::path(
+    post,
+    path = "/alerts",
+    tag = "editor",
+    operation_id = "create_alert",
+    security(("editorToken" = [])),
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "1-255 visible ASCII characters: replays the first answer for this key instead of alerting twice.")),
+    request_body = NewAlertRequest,
+    responses(
+        (status = 201, description = "Flagged (or scheduled).", body = AlertView,
+         headers(("Location" = String, description = "The alert's address.")),
+         links(
+            ("GetAlert" = (operation_id = "get_alert", parameters(("id" = "$response.body#/id")))),
+            ("CorrectAlert" = (operation_id = "correct_alert", parameters(("id" = "$response.body#/id")))),
+            ("RetractAlert" = (operation_id = "retract_alert", parameters(("id" = "$response.body#/id")))),
+            ("ListDeliveries" = (operation_id = "list_deliveries", parameters(("id" = "$response.body#/id")))),
+         )),
+        (status = 200, description = "The article already has a live alert (that alert is returned), or the \
+                                      Idempotency-Key was used before (its first answer is replayed, with \
+                                      `Idempotent-Replayed: true`).", body = AlertView,
+         headers(("Location" = String, description = "The alert's address."))),
+        (status = 422, description = "Invalid fields, or an Idempotency-Key reused for a different request.",
+         body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     editor: Editor,
@@ -237,41 +290,67 @@ async fn create(
     Ok(json_response(status, body, Some(&view.links.self_), false))
 }
 
-#[derive(Deserialize)]
+/// Query parameters are taken as text and parsed by the handler, so that a bad one gets a 422
+/// naming it; their documented types are what the handler accepts.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Alerts per page.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// Only alerts older than this one (from `next`).
+    #[param(value_type = Option<Uuid>)]
     before: Option<String>,
+    #[param(value_type = Option<AlertStatus>)]
     status: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A page of alerts, newest first.
+#[derive(Serialize, ToSchema)]
 struct Page {
     items: Vec<AlertView>,
-    /// The next (older) page, absent on the last page.
+    /// The next (older) page, `null` on the last page.
     next: Option<String>,
 }
 
+/// The alerts, newest first, keyset-paged.
+#[utoipa::path(
+    get,
+    path = "/alerts",
+    tag = "editor",
+    operation_id = "list_alerts",
+    security(("editorToken" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of alerts.", body = Page),
+        (status = 422, description = "An invalid query parameter.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     _editor: Editor,
     Query(q): Query<ListQuery>,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<Page>> {
     let limit = super::extract::limit(q.limit.as_deref(), 20, 100)?;
     let before = q
         .before
         .as_deref()
         .map(|s| s.parse::<Uuid>().map_err(|_| ApiError::field("before", "must be an alert id")))
         .transpose()?;
-    if let Some(s) = q.status.as_deref()
-        && !matches!(s, "scheduled" | "live" | "retracted")
-    {
-        return Err(ApiError::field("status", "must be one of scheduled, live, retracted"));
-    }
-    let alerts = store::list(&state.db, before, q.status.as_deref(), limit).await?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            serde_json::from_value::<AlertStatus>(serde_json::Value::String(s.into()))
+                .map_err(|_| ApiError::field("status", "must be one of scheduled, live, retracted"))
+        })
+        .transpose()?
+        .map(AlertStatus::as_str);
+    let alerts = store::list(&state.db, before, status, limit).await?;
     let next = (alerts.len() as i64 == limit).then(|| {
         let last = alerts.last().expect("non-empty page").id;
-        let status = q.status.as_deref().map(|s| format!("&status={s}")).unwrap_or_default();
+        let status = status.map(|s| format!("&status={s}")).unwrap_or_default();
         format!("/api/v1/alerts?limit={limit}&before={last}{status}")
     });
     let ids: Vec<Uuid> = alerts.iter().map(|a| a.id).collect();
@@ -284,14 +363,26 @@ async fn list(
             item.push = figures.remove(&item.id);
         }
     }
-    let page = Page { items, next };
-    Ok(axum::Json(serde_json::to_value(page).expect("page serialises")))
+    Ok(axum::Json(Page { items, next }))
 }
 
 fn parse_id(id: &str) -> ApiResult<Uuid> {
     id.parse().map_err(|_| ApiError::NotFound(format!("there is no alert with id `{id}`")))
 }
 
+/// One alert, with its live delivery figures.
+#[utoipa::path(
+    get,
+    path = "/alerts/{id}",
+    tag = "editor",
+    operation_id = "get_alert",
+    security(("editorToken" = [])),
+    params(("id" = Uuid, Path, description = "The alert's id.")),
+    responses(
+        (status = 200, description = "The alert.", body = AlertView),
+        (status = 404, description = "No alert has this id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     _editor: Editor,
@@ -309,27 +400,58 @@ async fn show(
     Ok(axum::Json(view))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeliveriesQuery {
+    #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
+    /// Only subscriptions with a larger id (from `next`).
+    #[param(value_type = Option<i64>)]
     after: Option<String>,
+    /// Rows per page.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
+/// A page of the delivery log.
+#[derive(Serialize, ToSchema)]
+struct DeliveriesPage {
+    items: Vec<DeliveryRow>,
+    /// The next page, `null` on the last page.
+    next: Option<String>,
+}
+
 /// The delivery log of one alert, paged by subscription id.
+#[utoipa::path(
+    get,
+    path = "/alerts/{id}/deliveries",
+    tag = "editor",
+    operation_id = "list_deliveries",
+    security(("editorToken" = [])),
+    params(("id" = Uuid, Path, description = "The alert's id."), DeliveriesQuery),
+    responses(
+        (status = 200, description = "A page of the delivery log, by subscription id.", body = DeliveriesPage),
+        (status = 404, description = "No alert has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid query parameter.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn deliveries(
     State(state): State<AppState>,
     _editor: Editor,
     Path(id): Path<String>,
     Query(q): Query<DeliveriesQuery>,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<axum::Json<DeliveriesPage>> {
     let id = parse_id(&id)?;
-    if let Some(s) = q.status.as_deref()
-        && !matches!(s, "sent" | "failed" | "gone" | "expired" | "skipped")
-    {
-        return Err(ApiError::field("status", "must be one of sent, failed, gone, expired, skipped"));
-    }
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            serde_json::from_value::<DeliveryStatus>(serde_json::Value::String(s.into()))
+                .map_err(|_| ApiError::field("status", "must be one of sent, failed, gone, expired, skipped"))
+        })
+        .transpose()?
+        .map(DeliveryStatus::as_str);
     let limit = super::extract::limit(q.limit.as_deref(), 100, 1000)?;
     let after = match q.after.as_deref() {
         None => 0,
@@ -340,15 +462,31 @@ async fn deliveries(
         return Err(ApiError::NotFound(format!("there is no alert with id `{id}`")));
     }
     drop(conn);
-    let rows = crate::push::store::deliveries(&state.db, id, q.status.as_deref(), after, limit).await?;
+    let rows = crate::push::store::deliveries(&state.db, id, status, after, limit).await?;
     let next = (rows.len() as i64 == limit).then(|| {
         let last = rows.last().expect("non-empty page").subscription_id;
-        let status = q.status.as_deref().map(|s| format!("&status={s}")).unwrap_or_default();
+        let status = status.map(|s| format!("&status={s}")).unwrap_or_default();
         format!("/api/v1/alerts/{id}/deliveries?limit={limit}&after={last}{status}")
     });
-    Ok(axum::Json(serde_json::json!({ "items": rows, "next": next })))
+    Ok(axum::Json(DeliveriesPage { items: rows, next }))
 }
 
+/// Correct an alert: tickers get an `update`.
+#[utoipa::path(
+    patch,
+    path = "/alerts/{id}",
+    tag = "editor",
+    operation_id = "correct_alert",
+    security(("editorToken" = [])),
+    params(("id" = Uuid, Path, description = "The alert's id.")),
+    request_body = CorrectionRequest,
+    responses(
+        (status = 200, description = "The corrected alert.", body = AlertView),
+        (status = 404, description = "No alert has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The alert was retracted.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn correct(
     State(state): State<AppState>,
     editor: Editor,
@@ -372,6 +510,21 @@ async fn correct(
     }
 }
 
+/// Retract an alert: tickers get a `retract`. Retracting twice is harmless.
+#[utoipa::path(
+    post,
+    path = "/alerts/{id}/retract",
+    tag = "editor",
+    operation_id = "retract_alert",
+    security(("editorToken" = [])),
+    params(("id" = Uuid, Path, description = "The alert's id.")),
+    request_body(content = Option<RetractRequest>, description = "Optional: an empty body retracts without a reason."),
+    responses(
+        (status = 200, description = "The retracted alert.", body = AlertView),
+        (status = 404, description = "No alert has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn retract(
     State(state): State<AppState>,
     editor: Editor,
@@ -392,6 +545,15 @@ async fn retract(
     }
 }
 
+/// Who the token belongs to.
+#[utoipa::path(
+    get,
+    path = "/me",
+    tag = "editor",
+    operation_id = "me",
+    security(("editorToken" = [])),
+    responses((status = 200, description = "The token's holder.", body = Editor))
+)]
 async fn me(editor: Editor) -> axum::Json<Editor> {
     axum::Json(editor)
 }

@@ -41,15 +41,24 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error, as every API answer that is one reads (`application/problem+json`, RFC 9457).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// What kind of problem, as a relative URI: `/problems/validation`, `/problems/not-found`, ...
     #[serde(rename = "type")]
+    #[schema(example = "/problems/validation")]
     kind: &'a str,
+    /// The kind of problem in a few words.
     title: &'a str,
+    /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
+    /// What went wrong, for a person to act on.
     detail: String,
+    /// The first field at fault (invalid input only).
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    /// Every field at fault (invalid input only).
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
 }

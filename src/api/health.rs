@@ -6,37 +6,78 @@
 //! a private address, it needs no token.
 
 use axum::{
-    Router,
     extract::State,
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
     routing::get,
 };
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use crate::{app::AppState, auth::Admin, db, telemetry};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+/// Health checks (documented) and metrics (Prometheus text, not part of the JSON API).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .route("/metrics", get(metrics_on_main))
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+#[derive(Serialize, ToSchema)]
+struct Alive {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+/// The process is alive (it does not touch the database).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    responses((status = 200, description = "Alive.", body = Alive))
+)]
+async fn healthz() -> axum::Json<Alive> {
+    axum::Json(Alive { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// The newest stream event this process has seen.
+    stream_seq: i64,
+    /// Ticker connections this process holds.
+    connections: usize,
+}
+
+/// The database answers and is migrated, and the process is not shutting down.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready.", body = Ready),
+        (status = 503, description = "Not ready: shutting down, or the database is unreachable or not migrated.",
+         body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Ready>, ApiError> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
     match db::is_migrated(&state.db).await {
-        Ok(true) => Ok(axum::Json(serde_json::json!({
-            "status": "ready",
-            "stream_seq": state.hub.head(),
-            "connections": state.admission.open(),
-        }))),
+        Ok(true) => Ok(axum::Json(Ready {
+            status: "ready",
+            stream_seq: state.hub.head(),
+            connections: state.admission.open(),
+        })),
         Ok(false) => Err(ApiError::Unavailable("the database schema is not migrated".into())),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: database unreachable");

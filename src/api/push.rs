@@ -8,23 +8,23 @@
 use std::net::SocketAddr;
 
 use axum::{
-    Extension, Router,
+    Extension,
     extract::{ConnectInfo, Request, State},
     http::{Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    error::ApiError,
+    error::{ApiError, Problem},
     extract::Json,
     limits::{AddressKey, Budget, client_key},
 };
 use crate::{
-    alerts::domain::{FieldError, Topics},
+    alerts::domain::{FieldError, Topic, Topics},
     app::AppState,
     push::{
         Push,
@@ -32,14 +32,16 @@ use crate::{
         store,
         subscription::{SubscriptionJson, normalise_endpoint},
     },
+    stream::protocol::AlertFrame,
 };
 
-pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/push/vapid-public-key", get(public_key))
-        .route("/push/subscriptions", post(subscribe).delete(unsubscribe))
-        .route("/push/receipts", post(receipt))
-        .route("/live", get(live))
+/// The public endpoints, each routed from its documentation (`#[utoipa::path]`).
+pub fn router(state: AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(public_key))
+        .routes(routes!(subscribe, unsubscribe))
+        .routes(routes!(receipt))
+        .routes(routes!(live))
         .layer(middleware::from_fn_with_state(state, rate_limit))
 }
 
@@ -77,26 +79,89 @@ fn push(state: &AppState) -> Result<&Push, ApiError> {
     })
 }
 
+/// The key a browser subscribes with (`applicationServerKey`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct VapidPublicKey {
+    /// The VAPID public key: an uncompressed P-256 point, base64url without padding.
+    public_key: String,
+}
+
+const UNAVAILABLE: &str = "Web Push is not configured on this server (`vapid_subject`).";
+
+/// The VAPID public key.
+#[utoipa::path(
+    get,
+    path = "/push/vapid-public-key",
+    tag = "push",
+    operation_id = "vapid_public_key",
+    responses(
+        (status = 200, description = "The key (cacheable for an hour: it never changes silently).", body = VapidPublicKey),
+        (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn public_key(State(state): State<AppState>) -> Result<Response, ApiError> {
     let push = push(&state)?;
-    let mut r = axum::Json(json!({ "publicKey": push.vapid.public_key_b64() })).into_response();
+    let mut r =
+        axum::Json(VapidPublicKey { public_key: push.vapid.public_key_b64().to_string() }).into_response();
     // Cacheable for a while: the key never changes silently.
     r.headers_mut()
         .insert(axum::http::header::CACHE_CONTROL, "public, max-age=3600".parse().expect("static"));
     Ok(r)
 }
 
-#[derive(Deserialize)]
+/// The language of a reader's notifications.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // documentation of the values the handler accepts
+enum Locale {
+    Tr,
+    En,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SubscribeRequest {
+    /// The browser's `PushSubscription.toJSON()`.
+    #[schema(required = true, value_type = SubscriptionJson)]
     subscription: Option<SubscriptionJson>,
+    /// What the reader wants; empty: everything.
     #[serde(default)]
+    #[schema(value_type = Vec<Topic>, max_items = 20)]
     topics: Vec<String>,
+    /// Default `tr`.
+    #[schema(value_type = Option<Locale>)]
     locale: Option<String>,
     /// The endpoint this subscription replaces (from `pushsubscriptionchange`).
+    #[schema(max_length = 1000)]
     replaces: Option<String>,
 }
 
+/// A stored subscription.
+#[derive(Serialize, ToSchema)]
+struct SubscriptionView {
+    id: i64,
+    #[schema(value_type = Vec<Topic>)]
+    topics: Vec<String>,
+    #[schema(value_type = Locale)]
+    locale: String,
+}
+
+/// Subscribe a browser to Web Push, or refresh its subscription (post it on every page load).
+#[utoipa::path(
+    post,
+    path = "/push/subscriptions",
+    tag = "push",
+    operation_id = "subscribe",
+    request_body = SubscribeRequest,
+    responses(
+        (status = 201, description = "Subscribed.", body = SubscriptionView),
+        (status = 200, description = "Refreshed (the endpoint was subscribed already).", body = SubscriptionView),
+        (status = 422, description = "Invalid fields (an endpoint not on a known push service, bad keys, ...).",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn subscribe(
     State(state): State<AppState>,
     Extension(Client(client)): Extension<Client>,
@@ -156,16 +221,31 @@ async fn subscribe(
         store::Upserted::Updated(id) => (StatusCode::OK, id),
     };
     tracing::info!(subscription_id = id, push_host = %subscription.host, created = status == StatusCode::CREATED, "push subscription saved");
-    Ok((status, axum::Json(json!({ "id": id, "topics": topics.to_strings(), "locale": locale })))
-        .into_response())
+    Ok((status, axum::Json(SubscriptionView { id, topics: topics.to_strings(), locale })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UnsubscribeRequest {
+    /// The subscription's endpoint.
+    #[schema(required = true, value_type = String, max_length = 1000)]
     endpoint: Option<String>,
 }
 
+/// Turn a browser's alerts off.
+#[utoipa::path(
+    delete,
+    path = "/push/subscriptions",
+    tag = "push",
+    operation_id = "unsubscribe",
+    request_body = UnsubscribeRequest,
+    responses(
+        (status = 204, description = "Unsubscribed."),
+        (status = 404, description = "No subscription has this endpoint.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn unsubscribe(
     State(state): State<AppState>,
     Json(req): Json<UnsubscribeRequest>,
@@ -181,17 +261,45 @@ async fn unsubscribe(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LiveQuery {
+    /// Comma-separated topic slugs (at most 20); absent: every alert.
+    #[param(example = "burdur,gundem")]
     topics: Option<String>,
+    /// Alerts to return.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 20)]
     limit: Option<String>,
+}
+
+/// The alerts live now and the stream position they are current at.
+#[derive(Serialize, ToSchema)]
+struct LiveAlerts {
+    /// Connect a ticker with `since=<seq>` to get everything after these.
+    seq: i64,
+    /// Newest first, each as its latest `alert` or `update` frame.
+    #[schema(value_type = Vec<AlertFrame>)]
+    alerts: Vec<serde_json::Value>,
 }
 
 /// `GET /api/v1/live`: the alerts live right now (newest first, as their latest `alert` or
 /// `update` frame) and the stream position to continue from. A ticker loads this first, then
 /// connects with `since=<seq>`; whatever happens in between arrives as replay, and applying a
 /// frame twice is harmless (frames are keyed by alert id).
+#[utoipa::path(
+    get,
+    path = "/live",
+    tag = "push",
+    operation_id = "live_alerts",
+    params(LiveQuery),
+    responses(
+        (status = 200, description = "The live alerts (cacheable for 2 s).", body = LiveAlerts),
+        (status = 422, description = "An invalid query parameter.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database cannot be reached right now.", body = Problem,
+         content_type = "application/problem+json"),
+    )
+)]
 async fn live(
     State(state): State<AppState>,
     super::extract::Query(q): super::extract::Query<LiveQuery>,
@@ -218,18 +326,22 @@ async fn live(
     .bind(seq)
     .fetch_all(&state.db)
     .await?;
-    let alerts: Vec<serde_json::Value> = frames.iter().filter_map(|f| serde_json::from_str(f).ok()).collect();
-    let mut r = axum::Json(json!({ "seq": seq, "alerts": alerts })).into_response();
+    let alerts = frames.iter().filter_map(|f| serde_json::from_str(f).ok()).collect();
+    let mut r = axum::Json(LiveAlerts { seq, alerts }).into_response();
     r.headers_mut().insert(axum::http::header::CACHE_CONTROL, "public, max-age=2".parse().expect("static"));
     Ok(r)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReceiptRequest {
+    /// The alert the notification was for (`data.id` in the push).
+    #[schema(required = true, value_type = Uuid)]
     alert_id: Option<String>,
+    #[schema(required = true, value_type = store::ReceiptEvent)]
     event: Option<String>,
     /// `data.receipt` of the push: `<subscription id>.<token>`.
+    #[schema(required = true, value_type = String, pattern = "^[0-9]{1,19}\\.[A-Za-z0-9_-]{22}$")]
     receipt: Option<String>,
 }
 
@@ -239,6 +351,24 @@ struct ReceiptRequest {
 /// (a retry after a lost answer is normal and changes nothing); 422 naming the field for a
 /// receipt this server did not make for this alert; 409 when it cannot count (retracted, or the
 /// push was not sent), with `Retry-After` when the push's outcome is not logged yet.
+#[utoipa::path(
+    post,
+    path = "/push/receipts",
+    tag = "push",
+    operation_id = "receipt",
+    request_body = ReceiptRequest,
+    responses(
+        (status = 202, description = "Counted (or counted before: a repeat changes nothing)."),
+        (status = 409, description = "Not counted: the alert was retracted or the push was not sent; or its outcome is \
+                                      not logged yet (then with `Retry-After`: send it again).",
+         body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = Option<i64>, description = "Seconds after which to send the receipt again."))),
+        (status = 422, description = "Invalid fields, a receipt this server did not issue for this alert, or no \
+                                      published alert has this id.",
+         body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn receipt(
     State(state): State<AppState>,
     Json(req): Json<ReceiptRequest>,

@@ -3,41 +3,88 @@
 //! creation once; only its hash is stored.
 
 use axum::{
-    Router,
     extract::State,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{delete, get},
 };
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, Problem},
     extract::{Json, Path},
 };
 use crate::{
     alerts::domain::FieldError,
     app::AppState,
-    auth::{self, Admin, Role},
+    auth::{self, Admin, Role, TokenInfo},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/tokens", get(list).post(create)).route("/tokens/{id}", delete(revoke))
+/// The token endpoints, each routed from its documentation (`#[utoipa::path]`).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(revoke))
 }
 
-async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<axum::Json<serde_json::Value>> {
-    let tokens = auth::list(&state.db).await?;
-    Ok(axum::Json(json!({ "items": tokens })))
+/// Every token, revoked ones too.
+#[derive(Serialize, ToSchema)]
+struct TokenList {
+    items: Vec<TokenInfo>,
 }
 
-#[derive(Deserialize)]
+/// List the tokens (admins only).
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "admin",
+    operation_id = "list_tokens",
+    security(("editorToken" = [])),
+    responses(
+        (status = 200, description = "The tokens.", body = TokenList),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<axum::Json<TokenList>> {
+    let items = auth::list(&state.db).await?;
+    Ok(axum::Json(TokenList { items }))
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
+    /// Who the token is for.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100, example = "Ayşe Yılmaz")]
     name: Option<String>,
+    /// Default `editor`.
+    #[schema(value_type = Option<Role>)]
     role: Option<String>,
 }
 
+/// A new token: the only time it is shown.
+#[derive(Serialize, ToSchema)]
+struct CreatedToken {
+    id: i64,
+    name: String,
+    role: Role,
+    /// Send it as `Authorization: Bearer <token>`.
+    token: String,
+}
+
+/// Create a token (admins only).
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "admin",
+    operation_id = "create_token",
+    security(("editorToken" = [])),
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Created; the answer is not cacheable (`Cache-Control: no-store`).",
+         body = CreatedToken, headers(("Location" = String, description = "The token's address."))),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -60,7 +107,7 @@ async fn create(
     let (Some(name), Some(role)) = (name, role) else { return Err(ApiError::Validation(errors)) };
     let (id, token) = auth::create(&state.db, &name, role).await?;
     tracing::info!(token_id = id, role = role.as_str(), admin_id = admin.id, "token created over HTTP");
-    let body = json!({ "id": id, "name": name, "role": role, "token": token });
+    let body = CreatedToken { id, name, role, token };
     let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
     let h = r.headers_mut();
     // The answer holds a secret: no cache anywhere may keep it.
@@ -71,6 +118,20 @@ async fn create(
     Ok(r)
 }
 
+/// Revoke a token (admins only); it stops working at once. Revoking twice is harmless.
+#[utoipa::path(
+    delete,
+    path = "/tokens/{id}",
+    tag = "admin",
+    operation_id = "revoke_token",
+    security(("editorToken" = [])),
+    params(("id" = i64, Path, description = "The token's id.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No token has this id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -398,8 +398,9 @@ pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
 }
 
 /// Push figures of one alert.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PushFigures {
+    /// Where the fan-out is: `planning`, `sending`, `done`, ...
     pub state: String,
     pub targeted: i64,
     pub sent: i64,
@@ -446,9 +447,10 @@ pub async fn figures_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<V
 }
 
 /// One row of the delivery log, as the API shows it (no endpoint: only the host).
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeliveryRow {
     pub subscription_id: i64,
+    #[schema(value_type = DeliveryStatus)]
     pub status: String,
     pub http_status: Option<i16>,
     pub attempts: i16,
@@ -459,6 +461,29 @@ pub struct DeliveryRow {
     /// When the reader's browser reported the push shown and clicked (receipts).
     pub shown_at: Option<DateTime<Utc>>,
     pub clicked_at: Option<DateTime<Utc>>,
+}
+
+/// The outcome of one push, as the delivery log's `status` column allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Sent,
+    Failed,
+    Gone,
+    Expired,
+    Skipped,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Gone => "gone",
+            Self::Expired => "expired",
+            Self::Skipped => "skipped",
+        }
+    }
 }
 
 pub async fn deliveries(
@@ -484,7 +509,8 @@ pub async fn deliveries(
 }
 
 /// What a service worker reports about a push.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum ReceiptEvent {
     Shown,
     Clicked,

@@ -53,18 +53,28 @@ impl Allowlist {
 }
 
 /// `PushSubscription.toJSON()` as the browser gives it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionJson {
+    /// The push service's URL for this browser: https on port 443 at a known push service (or
+    /// a host in `push_extra_hosts`). A secret capability.
+    #[schema(required = true, value_type = String, format = Uri, max_length = 1000,
+             example = "https://fcm.googleapis.com/fcm/send/dQw4w9WgXcQ:APA91b")]
     pub endpoint: Option<String>,
+    /// Ignored.
     #[serde(default)]
     pub expiration_time: Option<serde_json::Value>,
+    #[schema(required = true, value_type = KeysJson)]
     pub keys: Option<KeysJson>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct KeysJson {
+    /// The browser's P-256 public key: 65 bytes, uncompressed, base64url.
+    #[schema(required = true, value_type = String, pattern = "^[A-Za-z0-9_-]{87}=?$")]
     pub p256dh: Option<String>,
+    /// The auth secret: 16 bytes, base64url.
+    #[schema(required = true, value_type = String, pattern = "^[A-Za-z0-9_-]{22}(==)?$")]
     pub auth: Option<String>,
 }
 

@@ -49,9 +49,12 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-#[derive(Serialize)]
-struct AlertFrame<'a> {
+/// An `alert` or `update` frame: the whole alert as it now reads (docs/stream-protocol.md).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AlertFrame<'a> {
+    /// `alert` or `update`.
     #[serde(rename = "type")]
+    #[schema(value_type = FrameKind)]
     kind: &'static str,
     seq: i64,
     id: Uuid,
@@ -61,10 +64,23 @@ struct AlertFrame<'a> {
     url: &'a str,
     image: Option<&'a str>,
     topics: &'a [String],
+    #[schema(value_type = crate::alerts::domain::Urgency)]
     urgency: &'a str,
+    #[schema(value_type = Option<String>, format = DateTime)]
     published_at: Option<String>,
+    #[schema(format = DateTime)]
     updated_at: String,
+    #[schema(format = DateTime)]
     expires_at: String,
+}
+
+/// The kinds of [`AlertFrame`] (documentation only: the frame is built from [`EventKind`]).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum FrameKind {
+    Alert,
+    Update,
 }
 
 #[derive(Serialize)]

@@ -14,7 +14,12 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use sondakika::{app::Application, auth, config::Settings, db::local::LocalPostgres};
+use sondakika::{
+    app::{AppState, Application},
+    auth,
+    config::Settings,
+    db::local::LocalPostgres,
+};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::{io::AsyncBufReadExt, net::TcpStream};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
@@ -113,6 +118,8 @@ pub struct TestApp {
     pub token: String,
     pub http: reqwest::Client,
     pub shutdown: CancellationToken,
+    /// The running server's state (to build its router again and look at it).
+    pub state: AppState,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -134,6 +141,7 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let app = Application::build(settings, shutdown.clone()).await.expect("application builds");
         let addr = app.local_addr();
+        let state = app.state().clone();
         let pool = PgPool::connect(db_url).await.unwrap();
         let handle = tokio::spawn(app.run());
         let (_, token) = auth::create(&pool, "Ayşe Yılmaz", auth::Role::Editor).await.unwrap();
@@ -145,6 +153,7 @@ impl TestApp {
             token,
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
             shutdown,
+            state,
             handle: Some(handle),
         }
     }

@@ -5,6 +5,7 @@ mod edge;
 mod editor_api;
 mod helpers;
 mod hostile_input;
+mod openapi;
 mod public_limits;
 mod push;
 mod push_double;
