@@ -140,6 +140,11 @@ pub struct Settings {
     pub push_batch_size: usize,
     /// Attempts per push before it is logged as failed.
     pub push_max_attempts: u32,
+    /// A subscription whose push service failed it (unreachable, timing out, or erring until the
+    /// push gave up) for this many alerts in a row is deactivated (`unreachable`)...
+    pub push_deactivate_after_alerts: u32,
+    /// ...once the first of those failures is at least this many hours old.
+    pub push_deactivate_after_hours: u32,
     /// Seconds a fan-out batch stays claimed without renewal (a crashed worker's batch is taken
     /// over after this).
     pub push_lease_secs: u64,
@@ -215,6 +220,8 @@ impl Default for Settings {
             push_workers: 2,
             push_batch_size: 1000,
             push_max_attempts: 5,
+            push_deactivate_after_alerts: 3,
+            push_deactivate_after_hours: 24,
             push_lease_secs: 30,
             push_topic: None,
             subscription_max_idle_days: 60,
@@ -320,6 +327,7 @@ impl Settings {
             ("push_workers", self.push_workers as u64),
             ("push_batch_size", self.push_batch_size as u64),
             ("push_max_attempts", self.push_max_attempts as u64),
+            ("push_deactivate_after_alerts", self.push_deactivate_after_alerts as u64),
             ("push_lease_secs", self.push_lease_secs),
             ("subscription_max_idle_days", self.subscription_max_idle_days as u64),
             ("delivery_retention_days", self.delivery_retention_days as u64),
@@ -386,11 +394,13 @@ impl Settings {
             return bad("push_topic", "must be 1-32 base64url characters (A-Z a-z 0-9 - _)".into());
         }
         for host in &self.push_extra_hosts {
-            if host.is_empty()
-                || host.contains('/')
-                || host.contains(':') && host.parse::<std::net::IpAddr>().is_err()
-            {
-                return bad("push_extra_hosts", format!("`{host}` is not a host name"));
+            if crate::push::subscription::HostRule::parse(host).is_none() {
+                return bad(
+                    "push_extra_hosts",
+                    format!(
+                        "`{host}` is not a host name (write `push.example.net`, or `*.push.example.net` for its subdomains)"
+                    ),
+                );
             }
         }
         if !(0.0..=1.0).contains(&self.receipt_sample_rate) {

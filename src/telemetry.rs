@@ -79,12 +79,20 @@ fn describe() {
     describe_histogram!("sondakika_event_fetch_seconds", Unit::Seconds, "Reading new events from the log");
     describe_gauge!("sondakika_stream_listener_connected", "1 while the LISTEN connection is up");
     describe_gauge!("sondakika_db_pool_connections", "Database pool connections, by state");
-    describe_counter!("sondakika_push_attempts_total", "Push requests, by push-service host and result");
+    describe_counter!(
+        "sondakika_push_attempts_total",
+        "Push requests, by push service (fcm, mozilla, apple, wns, other) and result"
+    );
     describe_counter!(
         "sondakika_push_vapid_rejected_total",
         "Push services rejecting our VAPID credentials (our fault!)"
     );
     describe_counter!("sondakika_push_throttled_total", "429 answers from push services");
+    describe_counter!(
+        "sondakika_push_service_down_total",
+        "Push services put down for a while after failing to connect or answer"
+    );
+    describe_gauge!("sondakika_push_origins", "Push-service origins this process keeps state for");
     describe_counter!(
         "sondakika_vapid_tokens_signed_total",
         "VAPID tokens signed (once per origin per 11 h)"
@@ -157,16 +165,27 @@ pub mod metrics {
     pub fn vapid_signed() {
         counter!("sondakika_vapid_tokens_signed_total").increment(1);
     }
-    pub fn vapid_rejected(host: &str) {
-        counter!("sondakika_push_vapid_rejected_total", "push_host" => host.to_string()).increment(1);
+    // Push metrics are labelled by push service from a fixed set (`push::subscription::
+    // service_label`), never by host: hosts are strangers' strings, and a label per host would
+    // let them grow /metrics without bound.
+    pub fn vapid_rejected(service: &'static str) {
+        counter!("sondakika_push_vapid_rejected_total", "push_service" => service).increment(1);
     }
-    pub fn push_throttled(host: &str) {
-        counter!("sondakika_push_throttled_total", "push_host" => host.to_string()).increment(1);
+    pub fn push_throttled(service: &'static str) {
+        counter!("sondakika_push_throttled_total", "push_service" => service).increment(1);
     }
-    /// The handle of one `(push_host, result)` attempts counter; the sender keeps these per
+    /// Push services found unreachable (connection failed or timed out), each time one is put
+    /// down for a while.
+    pub fn push_service_down(service: &'static str) {
+        counter!("sondakika_push_service_down_total", "push_service" => service).increment(1);
+    }
+    /// The handle of one `(push_service, result)` attempts counter; the sender keeps these per
     /// origin rather than looking the labels up on every push.
-    pub fn push_attempts(host: &str, result: &'static str) -> ::metrics::Counter {
-        counter!("sondakika_push_attempts_total", "push_host" => host.to_string(), "result" => result)
+    pub fn push_attempts(service: &'static str, result: &'static str) -> ::metrics::Counter {
+        counter!("sondakika_push_attempts_total", "push_service" => service, "result" => result)
+    }
+    pub fn push_origins(n: usize) {
+        gauge!("sondakika_push_origins").set(n as f64);
     }
     pub fn push_latency(d: Duration) {
         histogram!("sondakika_push_latency_seconds").record(d.as_secs_f64());

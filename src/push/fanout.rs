@@ -9,10 +9,18 @@
 //! only the pushes in flight or finished within that window.
 //!
 //! Within a batch: encryption runs on the encryption threads in chunks (CPU work off the async
-//! threads; see [`super::encryptor`]), a chunk's pushes are queued for sending together, sends
-//! are bounded globally and per push-service origin, and retries back off with
-//! jitter while the alert's TTL lasts. A retraction seen by the hub stops a batch within a
-//! second; what was not sent is logged `skipped`.
+//! threads; see [`super::encryptor`]), a chunk's pushes are queued for sending together, and
+//! sends are bounded globally and per push-service origin. A retraction seen by the hub stops a
+//! batch within a second; what was not sent is logged `skipped`.
+//!
+//! Retries are off the batch's path: a batch is done once each of its pushes has had its first
+//! try. A push that must be tried again (5xx, 429, timeout, connection error) or that its push
+//! service's state put off (down, paused, on probation: [`Sender::admit`]) goes to the retry
+//! queue in PostgreSQL with the time of its next try (jittered exponential backoff, or the
+//! push service's `Retry-After`), and any process's retry worker (`Fanout::retry_due`) takes
+//! it from there: an unreachable push service never holds a range, a fan-out worker or another
+//! alert. Tries are bounded by `push_max_attempts` and the alert's TTL, put-offs by
+//! [`MAX_DEFERRALS`] and the TTL.
 
 use std::{
     collections::HashMap,
@@ -20,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use http::HeaderValue;
 use rand::Rng;
 use sqlx::PgPool;
@@ -28,7 +36,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     task::JoinSet,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use super::{
@@ -36,7 +44,7 @@ use super::{
     encryptor::Encryptor,
     payload,
     sender::{Attempt, Headers, Push, Sender},
-    store::{self, Batch, Outcome, Target},
+    store::{self, Batch, Deactivation, Outcome, Target},
 };
 use crate::{
     alerts::store as alerts,
@@ -50,6 +58,13 @@ const FLUSH_ROWS: usize = 500;
 const CRYPTO_CHUNK: usize = 64;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// Times one push may be put off without a try (its push service down, paused or on
+/// probation) before it is logged failed; the alert's TTL bounds it too.
+pub const MAX_DEFERRALS: i16 = 30;
+/// Due retries claimed at a time.
+const RETRY_CLAIM: i64 = 500;
+/// How often the retry worker looks for due retries when there were none.
+const RETRY_POLL: Duration = Duration::from_millis(250);
 
 /// What every send of one alert shares, built once per process.
 struct AlertPush {
@@ -75,6 +90,8 @@ pub struct Fanout {
     in_flight: Arc<Semaphore>,
     alerts: Mutex<HashMap<Uuid, Arc<AlertPush>>>,
     encryptor: Encryptor,
+    /// Batches and retry rounds whose pushes are on their way: awaited at shutdown.
+    finishing: TaskTracker,
 }
 
 impl Fanout {
@@ -86,6 +103,7 @@ impl Fanout {
             encryptor: Encryptor::new()?,
             settings,
             alerts: Mutex::new(HashMap::new()),
+            finishing: TaskTracker::new(),
         }))
     }
 
@@ -95,10 +113,16 @@ impl Fanout {
         let mut tasks = JoinSet::new();
         tasks.spawn(listen(self.pool.clone(), wake.clone(), shutdown.clone()));
         tasks.spawn(self.clone().watch_retractions(hub, shutdown.clone()));
+        tasks.spawn(self.clone().retry_due(shutdown.clone()));
+        tasks.spawn(forget_idle_origins(self.sender.clone(), shutdown.clone()));
         for _ in 0..self.settings.workers {
             tasks.spawn(self.clone().work(wake.clone(), shutdown.clone()));
         }
         while tasks.join_next().await.is_some() {}
+        // Pushes in flight end at shutdown (not confirmed, left for whoever resumes); their
+        // batches are handed back before the database goes.
+        self.finishing.close();
+        self.finishing.wait().await;
     }
 
     /// Cancels in-process work on an alert as soon as the hub hears of its retraction.
@@ -113,6 +137,12 @@ impl Fanout {
                 Ok(e) if e.kind == EventKind::Retract => {
                     if let Some(a) = self.alerts.lock().expect("alerts lock").get(&e.alert_id) {
                         a.cancelled.cancel();
+                    }
+                    // Its retries end now, not when they come due (every process does this;
+                    // the first does the work).
+                    let why = "the alert was retracted";
+                    if let Err(err) = store::close_retries(&self.pool, e.alert_id, "skipped", why).await {
+                        tracing::warn!(error = %err, alert_id = %e.alert_id, "could not close a retracted alert's retries");
                     }
                 }
                 Ok(_) => {}
@@ -158,7 +188,7 @@ impl Fanout {
     }
 
     /// Plans a queued job or works one batch. False when there was nothing to do.
-    async fn step(&self, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+    async fn step(self: &Arc<Self>, shutdown: &CancellationToken) -> anyhow::Result<bool> {
         if let Some(alert_id) = store::plan_next_job(&self.pool, self.settings.batch_size as i64).await? {
             tracing::info!(%alert_id, "push fan-out planned");
             return Ok(true);
@@ -197,7 +227,7 @@ impl Fanout {
         Ok(Some(cache.entry(id).or_insert(push).clone()))
     }
 
-    async fn process(&self, batch: Batch, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn process(self: &Arc<Self>, batch: Batch, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let Some(alert) = self.alert(batch.alert_id).await? else {
             store::finish_batch(&self.pool, &batch).await?;
             return Ok(());
@@ -224,30 +254,99 @@ impl Fanout {
 
         // Outcomes go to one writer that flushes them in batches. The channel closes when the
         // batch's last push is done (each holds the run, which holds the sending half).
-        let (results, rx) = mpsc::unbounded_channel::<Finished>();
-        let writer = tokio::spawn(write_outcomes(self.pool.clone(), batch.clone(), rx));
+        let (run, writer) = self.start_run(&alert, batch.alert_id, batch.alert_day, shutdown);
         let lease = tokio::spawn(keep_lease(self.pool.clone(), batch.clone(), self.settings.lease));
+        let sent = self.send(&run, targets.into_iter().map(|t| (t, Prior::default())), shutdown).await;
+        drop(run);
+        // Every push is on its way. Their answers are awaited apart, so that a push service that
+        // is slow to answer (up to `push_timeout_secs`) holds neither this worker nor the next
+        // range; the in-flight limit bounds how many ranges are finishing at once.
+        let this = self.clone();
+        let shutdown = shutdown.clone();
+        self.finishing.spawn(async move {
+            let written = writer.await;
+            lease.abort();
+            let done = match written {
+                Ok(Ok(())) => this.complete(&batch, &alert, &shutdown).await,
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.into()),
+            };
+            match done {
+                Ok(()) => tracing::debug!(alert_id = %batch.alert_id, first_id = batch.first_id, count, elapsed_ms = started.elapsed().as_millis() as u64, "push batch done"),
+                // Its lease runs out and another worker resumes it.
+                Err(e) => tracing::warn!(error = %e, alert_id = %batch.alert_id, "finishing a push batch failed"),
+            }
+        });
+        sent
+    }
+
+    /// Closes a batch whose pushes have all had their first try.
+    async fn complete(
+        &self,
+        batch: &Batch,
+        alert: &AlertPush,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        if alert.cancelled.is_cancelled() {
+            store::close_remaining(&self.pool, batch, &alert.topics, "skipped", "the alert was retracted")
+                .await?;
+        } else if shutdown.is_cancelled() {
+            // Hand the rest back at once rather than after the lease runs out.
+            sqlx::query("update push_batches set state = 'pending', lease_until = null where alert_id = $1 and first_id = $2")
+                .bind(batch.alert_id)
+                .bind(batch.first_id)
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
+        }
+        store::finish_batch(&self.pool, batch).await?;
+        Ok(())
+    }
+}
+
+impl Fanout {
+    /// A run of pushes of one alert (a batch, or a round of retries) and its outcome writer.
+    fn start_run(
+        &self,
+        alert: &Arc<AlertPush>,
+        alert_id: Uuid,
+        alert_day: NaiveDate,
+        shutdown: &CancellationToken,
+    ) -> (Arc<BatchRun>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        let (results, rx) = mpsc::unbounded_channel::<Finished>();
+        let deactivation = self.settings.deactivation;
+        let writer = tokio::spawn(write_outcomes(self.pool.clone(), alert_id, alert_day, rx, deactivation));
         let run = Arc::new(BatchRun {
             alert: alert.clone(),
-            sender: self.sender.clone(),
             results,
             shutdown: shutdown.clone(),
             max_attempts: self.settings.max_attempts,
             topic: self.settings.topic.as_deref().and_then(|t| HeaderValue::from_str(t).ok()),
         });
+        (run, writer)
+    }
 
-        let stop = alert.cancelled.clone();
+    /// Encrypts and submits the pushes of one run until they are all on their way, the alert is
+    /// retracted or the process stops. Waits only for CPU (encryption) and for in-flight
+    /// permits, which pushes to push services that are down, paused or on probation never hold.
+    async fn send(
+        &self,
+        run: &Arc<BatchRun>,
+        targets: impl Iterator<Item = (Target, Prior)>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let stop = run.alert.cancelled.clone();
         // Targets are moved to an encryption thread and on into their push, never cloned.
         let mut targets = targets.into_iter();
         'chunks: loop {
             if stop.is_cancelled() || shutdown.is_cancelled() {
                 break;
             }
-            let chunk: Vec<Target> = targets.by_ref().take(CRYPTO_CHUNK).collect();
+            let chunk: Vec<(Target, Prior)> = targets.by_ref().take(CRYPTO_CHUNK).collect();
             if chunk.is_empty() {
                 break;
             }
-            let payload = alert.payload.clone();
+            let payload = run.alert.payload.clone();
             let encrypted = self
                 .encryptor
                 .run(move || encrypt_chunk(chunk, &payload))
@@ -257,7 +356,7 @@ impl Fanout {
             // midway, what is gathered goes first, since waiting on permits while holding
             // unsent pushes could wait forever under a small limit.
             let mut ready: Vec<Box<dyn Push>> = Vec::with_capacity(CRYPTO_CHUNK);
-            for (target, body) in encrypted {
+            for ((target, prior), body) in encrypted {
                 let permit = match self.in_flight.clone().try_acquire_owned() {
                     Ok(p) => p,
                     Err(_) => {
@@ -273,39 +372,136 @@ impl Fanout {
                     run: run.clone(),
                     target,
                     body: bytes::Bytes::new(),
-                    attempts: 0,
+                    attempts: prior.attempts,
+                    deferrals: prior.deferrals,
+                    from_retry: prior.from_retry,
                     started: Instant::now(),
-                    permit,
+                    permit: Some(permit),
                 });
-                match body {
-                    Ok(b) => {
-                        delivery.body = b;
+                let body = match body {
+                    Ok(b) => b,
+                    Err(e) => {
+                        delivery.record("failed", None, None, Some(format!("encryption: {e}")));
+                        continue;
+                    }
+                };
+                // Asked last, so that an admitted push is always submitted.
+                match self.sender.admit(&delivery.target.origin, &delivery.target.host) {
+                    Ok(()) => {
+                        delivery.body = body;
                         ready.push(delivery);
                     }
-                    Err(e) => delivery.record("failed", None, None, Some(format!("encryption: {e}"))),
+                    Err(wait) => {
+                        let error = format!("{} is unreachable or asked us to wait", delivery.target.host);
+                        delivery.finish(Some(Attempt::Deferred { after: wait, error }));
+                    }
                 }
             }
             self.sender.submit_all(ready);
         }
-        drop(run);
-        writer.await??;
-        lease.abort();
+        Ok(())
+    }
 
+    /// The retry worker: claims due retries (of any alert, queued by any process) and sends
+    /// them as runs per alert, without waiting for their answers before the next claim.
+    async fn retry_due(self: Arc<Self>, shutdown: CancellationToken) {
+        // Longer than one try can take, so that a claim outlives its pushes in flight.
+        let lease = self.settings.lease.max(self.settings.try_time + Duration::from_secs(10));
+        while !shutdown.is_cancelled() {
+            let due = match store::claim_retries(&self.pool, RETRY_CLAIM, lease).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming push retries failed; trying again");
+                    Vec::new()
+                }
+            };
+            let full = due.len() as i64 == RETRY_CLAIM;
+            let mut by_alert: HashMap<Uuid, Vec<store::DueRetry>> = HashMap::new();
+            for d in due {
+                by_alert.entry(d.alert_id).or_default().push(d);
+            }
+            for (alert_id, due) in by_alert {
+                if let Err(e) = self.retry_alert(alert_id, due, &shutdown).await {
+                    tracing::warn!(error = %e, %alert_id, "sending push retries failed; they are taken up again after their lease");
+                }
+            }
+            if !full {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_POLL) => {}
+                }
+            }
+        }
+    }
+
+    /// Sends one alert's claimed retries, or ends them all when the alert no longer goes out.
+    async fn retry_alert(
+        &self,
+        alert_id: Uuid,
+        due: Vec<store::DueRetry>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Some(alert) = self.alert(alert_id).await? else {
+            store::close_retries(&self.pool, alert_id, "skipped", "the alert no longer exists").await?;
+            return Ok(());
+        };
         if alert.cancelled.is_cancelled() {
-            store::close_remaining(&self.pool, &batch, &alert.topics, "skipped", "the alert was retracted")
-                .await?;
-        } else if shutdown.is_cancelled() {
-            // Hand the rest back at once rather than after the lease runs out.
-            sqlx::query("update push_batches set state = 'pending', lease_until = null where alert_id = $1 and first_id = $2")
-                .bind(batch.alert_id)
-                .bind(batch.first_id)
-                .execute(&self.pool)
-                .await?;
+            store::close_retries(&self.pool, alert_id, "skipped", "the alert was retracted").await?;
             return Ok(());
         }
-        store::finish_batch(&self.pool, &batch).await?;
-        tracing::debug!(alert_id = %batch.alert_id, first_id = batch.first_id, count, elapsed_ms = started.elapsed().as_millis() as u64, "push batch done");
-        Ok(())
+        if alert.expires_at <= Utc::now() {
+            let why = "the alert's TTL passed before the next try";
+            store::close_retries(&self.pool, alert_id, "expired", why).await?;
+            return Ok(());
+        }
+        let (run, writer) = self.start_run(&alert, alert_id, due[0].alert_day, shutdown);
+        let mut targets = Vec::with_capacity(due.len());
+        for d in due {
+            let prior = Prior { attempts: d.attempts, deferrals: d.deferrals, from_retry: true };
+            match d.target {
+                Some(t) => targets.push((t, prior)),
+                // Unsubscribed or deactivated while it waited.
+                None => {
+                    let outcome = Outcome {
+                        subscription_id: d.subscription_id,
+                        status: "skipped",
+                        attempts: d.attempts,
+                        error: Some("the subscription was removed before the next try".into()),
+                        from_retry: true,
+                        ..Outcome::default()
+                    };
+                    let _ = run.results.send(Finished { outcome, _permit: None });
+                }
+            }
+        }
+        let sent = self.send(&run, targets.into_iter(), shutdown).await;
+        drop(run);
+        // The answers are not waited for: the claim's lease covers them.
+        self.finishing.spawn(async move {
+            if let Ok(Err(e)) = writer.await {
+                tracing::warn!(error = %e, "writing push retry outcomes failed");
+            }
+        });
+        sent
+    }
+}
+
+/// What a push brings from earlier tries (nothing, for a batch's first try).
+#[derive(Debug, Clone, Copy, Default)]
+struct Prior {
+    attempts: i16,
+    deferrals: i16,
+    from_retry: bool,
+}
+
+/// What [`encrypt_chunk`] encrypts for: a target, with whatever travels along.
+trait AsTarget: Send + 'static {
+    fn target(&self) -> &Target;
+}
+
+impl AsTarget for (Target, Prior) {
+    fn target(&self) -> &Target {
+        &self.0
     }
 }
 
@@ -314,16 +510,17 @@ impl Fanout {
 /// push. A body kept for a retry keeps its chunk's allocation, ~70 KiB, alive; the in-flight
 /// limit bounds how many. Each subscriber's plaintext (its own receipt in the shared payload) is
 /// written into one reused buffer.
-fn encrypt_chunk(
-    chunk: Vec<Target>,
+fn encrypt_chunk<T: AsTarget>(
+    chunk: Vec<T>,
     payload: &payload::Template,
-) -> Vec<(Target, Result<bytes::Bytes, String>)> {
+) -> Vec<(T, Result<bytes::Bytes, String>)> {
     let cpu = thread_cpu_time();
     let mut plaintext = Vec::with_capacity(payload.max_len());
     let mut bodies = bytes::BytesMut::with_capacity(ece::body_len(payload.max_len()) * chunk.len());
     let encrypted = chunk
         .into_iter()
-        .map(|t| {
+        .map(|item| {
+            let t = item.target();
             let keys = (<[u8; 65]>::try_from(t.p256dh.as_slice()), <[u8; 16]>::try_from(t.auth.as_slice()));
             let body = match keys {
                 (Ok(p), Ok(a)) => {
@@ -339,7 +536,7 @@ fn encrypt_chunk(
                 }
                 _ => Err("stored keys have the wrong length".to_string()),
             };
-            (t, body)
+            (item, body)
         })
         .collect();
     if let (Some(before), Some(after)) = (cpu, thread_cpu_time()) {
@@ -348,29 +545,9 @@ fn encrypt_chunk(
     encrypted
 }
 
-fn outcome(
-    t: Target,
-    status: &'static str,
-    http: Option<u16>,
-    attempts: i16,
-    latency: Option<Duration>,
-    error: Option<String>,
-) -> Outcome {
-    Outcome {
-        subscription_id: t.id,
-        status,
-        http_status: http.map(|h| h as i16),
-        attempts,
-        push_host: t.host,
-        latency_ms: latency.map(|l| l.as_millis().min(i32::MAX as u128) as i32),
-        error,
-    }
-}
-
 /// What the pushes of one batch share.
 struct BatchRun {
     alert: Arc<AlertPush>,
-    sender: Arc<Sender>,
     /// To the batch's outcome writer. Unbounded, yet bounded: every message carries one of the
     /// process's `push_max_in_flight` permits, released when the writer takes it.
     results: mpsc::UnboundedSender<Finished>,
@@ -381,7 +558,8 @@ struct BatchRun {
 
 struct Finished {
     outcome: Outcome,
-    _permit: OwnedSemaphorePermit,
+    /// Released when the writer takes the outcome (none for a push never sent).
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// One subscriber's push, from encryption to its outcome, across retries.
@@ -390,8 +568,10 @@ struct Delivery {
     target: Target,
     body: bytes::Bytes,
     attempts: i16,
+    deferrals: i16,
+    from_retry: bool,
     started: Instant,
-    permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Push for Delivery {
@@ -424,7 +604,7 @@ impl Push for Delivery {
         &self.run.alert.cancelled
     }
 
-    /// Logs the outcome, or tries again later what can be retried while the alert is worth
+    /// Logs the outcome, or queues another try of what can be retried while the alert is worth
     /// delivering.
     fn finish(mut self: Box<Self>, attempt: Option<Attempt>) {
         let Some(attempt) = attempt else {
@@ -433,11 +613,19 @@ impl Push for Delivery {
                 return self.record("skipped", None, None, Some("the alert was retracted".into()));
             }
             if self.run.shutdown.is_cancelled() {
-                // No outcome: whoever resumes the batch sends it.
+                // No outcome: whoever resumes the batch (or the retry, after its lease) sends it.
                 return;
             }
             return self.record("expired", None, None, Some("the alert's TTL passed".into()));
         };
+        if let Attempt::Deferred { after, error } = attempt {
+            self.deferrals += 1;
+            if self.deferrals > MAX_DEFERRALS {
+                let error = format!("{error} (gave up after {MAX_DEFERRALS} put-offs)");
+                return self.give_up("failed", None, None, error);
+            }
+            return self.retry_after(after, None, error);
+        }
         self.attempts += 1;
         let latency = Some(self.started.elapsed());
         match attempt {
@@ -456,31 +644,42 @@ impl Push for Delivery {
                 let attempts = self.attempts;
                 if attempts as u32 >= self.run.max_attempts {
                     let error = format!("{error} (gave up after {attempts} attempts)");
-                    return self.record("failed", status, latency, Some(error));
+                    return self.give_up("failed", status, latency, error);
                 }
-                let delay = after.unwrap_or_else(|| backoff(attempts as u32));
-                if Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
-                    >= self.run.alert.expires_at
-                {
-                    let error = format!("{error}; the TTL ends before the next try");
-                    return self.record("expired", status, latency, Some(error));
-                }
-                // Waits in a timer, not in the sender: the origin's workers go on meanwhile.
-                tokio::spawn(async move {
-                    let run = self.run.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = run.alert.cancelled.cancelled() => {}
-                        _ = run.shutdown.cancelled() => {}
-                    }
-                    run.sender.submit(self);
-                });
+                self.retry_after(after.unwrap_or_else(|| backoff(attempts as u32)), status, error)
             }
+            Attempt::Deferred { .. } => unreachable!("handled above"),
         }
     }
 }
 
 impl Delivery {
+    /// Queues the next try in `delay`, or logs `expired` when the alert's TTL ends first.
+    fn retry_after(self: Box<Self>, delay: Duration, http: Option<u16>, error: String) {
+        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        if at >= self.run.alert.expires_at {
+            let error = format!("{error}; the TTL ends before the next try");
+            return self.give_up("expired", http, None, error);
+        }
+        let mut outcome = self.outcome("retry", http, None, Some(error));
+        outcome.retry_at = Some(at);
+        self.send_outcome(outcome);
+    }
+
+    /// Logs a final `failed` or `expired` that the push service caused: it counts toward
+    /// deactivating the subscription.
+    fn give_up(
+        self: Box<Self>,
+        status: &'static str,
+        http: Option<u16>,
+        latency: Option<Duration>,
+        error: String,
+    ) {
+        let mut outcome = self.outcome(status, http, latency, Some(error));
+        outcome.service_failure = true;
+        self.send_outcome(outcome);
+    }
+
     fn record(
         self: Box<Self>,
         status: &'static str,
@@ -488,8 +687,34 @@ impl Delivery {
         latency: Option<Duration>,
         error: Option<String>,
     ) {
-        let Delivery { run, target, attempts, permit, .. } = *self;
-        let outcome = outcome(target, status, http, attempts, latency, error);
+        let outcome = self.outcome(status, http, latency, error);
+        self.send_outcome(outcome);
+    }
+
+    fn outcome(
+        &self,
+        status: &'static str,
+        http: Option<u16>,
+        latency: Option<Duration>,
+        error: Option<String>,
+    ) -> Outcome {
+        Outcome {
+            subscription_id: self.target.id,
+            status,
+            http_status: http.map(|h| h as i16),
+            attempts: self.attempts,
+            push_host: self.target.host.clone(),
+            latency_ms: latency.map(|l| l.as_millis().min(i32::MAX as u128) as i32),
+            error,
+            retry_at: None,
+            deferrals: self.deferrals,
+            service_failure: false,
+            from_retry: self.from_retry,
+        }
+    }
+
+    fn send_outcome(self: Box<Self>, outcome: Outcome) {
+        let Delivery { run, permit, .. } = *self;
         // Fails only when the writer has stopped on a database error; the batch then ends in
         // error and its lease hands it to another try.
         let _ = run.results.send(Finished { outcome, _permit: permit });
@@ -511,8 +736,10 @@ fn backoff(attempt: u32) -> Duration {
 
 async fn write_outcomes(
     pool: PgPool,
-    batch: Batch,
+    alert_id: Uuid,
+    alert_day: NaiveDate,
     mut rx: mpsc::UnboundedReceiver<Finished>,
+    deactivation: Deactivation,
 ) -> anyhow::Result<()> {
     let mut pending: Vec<Outcome> = Vec::with_capacity(FLUSH_ROWS);
     let mut tick = tokio::time::interval(FLUSH_EVERY);
@@ -527,7 +754,7 @@ async fn write_outcomes(
         };
         let due = closed || pending.len() >= FLUSH_ROWS || last_flush.elapsed() >= FLUSH_EVERY;
         if !pending.is_empty() && due {
-            flush(&pool, &batch, &mut pending).await?;
+            flush(&pool, alert_id, alert_day, &mut pending, &deactivation).await?;
             last_flush = Instant::now();
         }
         if closed {
@@ -536,10 +763,16 @@ async fn write_outcomes(
     }
 }
 
-async fn flush(pool: &PgPool, batch: &Batch, pending: &mut Vec<Outcome>) -> anyhow::Result<()> {
+async fn flush(
+    pool: &PgPool,
+    alert_id: Uuid,
+    alert_day: NaiveDate,
+    pending: &mut Vec<Outcome>,
+    deactivation: &Deactivation,
+) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match store::record(pool, batch.alert_id, batch.alert_day, pending).await {
+        match store::record(pool, alert_id, alert_day, pending, deactivation).await {
             Ok(()) => {
                 metrics::deliveries_logged(pending.len() as u64);
                 pending.clear();
@@ -564,6 +797,17 @@ async fn keep_lease(pool: PgPool, batch: Batch, lease: Duration) {
         every.tick().await;
         if let Err(e) = store::renew_lease(&pool, &batch, lease).await {
             tracing::warn!(error = %e, "could not renew a push batch lease");
+        }
+    }
+}
+
+/// Keeps the sender's per-origin state bounded: origins nobody has pushed to for a while are
+/// forgotten (with their VAPID tokens).
+async fn forget_idle_origins(sender: Arc<Sender>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => sender.forget_idle(),
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct PushSettings {
     pub topic: Option<String>,
     /// Signs each push's receipt token.
     pub receipts: receipt::ReceiptKey,
+    /// The longest one try can take (connect and exchange): retry claims outlive it.
+    pub try_time: Duration,
+    pub deactivation: store::Deactivation,
 }
 
 /// Everything push needs at run time; absent when `vapid_subject` is not set.
@@ -64,11 +67,8 @@ impl Push {
                 .await?,
         );
         let receipts = receipt::ReceiptKey::load(pool).await?;
-        let allow = subscription::Allowlist {
-            standard: subscription::DEFAULT_PUSH_HOSTS.iter().map(|s| s.to_string()).collect(),
-            extra: settings.push_extra_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-            extra_allow_http: settings.push_extra_hosts_allow_http,
-        };
+        let allow =
+            subscription::Allowlist::new(&settings.push_extra_hosts, settings.push_extra_hosts_allow_http);
         let sender = Arc::new(sender::Sender::new(
             sender::SenderSettings {
                 connect_timeout: Duration::from_secs(settings.push_connect_timeout_secs),
@@ -94,6 +94,13 @@ impl Push {
                 lease: Duration::from_secs(settings.push_lease_secs),
                 topic: settings.push_topic.clone(),
                 receipts: receipts.clone(),
+                try_time: Duration::from_secs(
+                    settings.push_connect_timeout_secs + settings.push_timeout_secs,
+                ),
+                deactivation: store::Deactivation {
+                    alerts: settings.push_deactivate_after_alerts as i32,
+                    after: Duration::from_secs(settings.push_deactivate_after_hours as u64 * 3600),
+                },
             },
         )?;
         Ok(Some(Self { vapid, sender, fanout, allow, receipts }))

@@ -217,6 +217,9 @@ pub async fn targets(pool: &PgPool, b: &Batch, topics: &[String]) -> sqlx::Resul
                              -- the log's primary key once instead of probing it per row
                              -- (BENCHMARKS.md: 35 → 10 µs of PostgreSQL CPU per push).
                              and d.subscription_id between $1 and $2)
+           -- Waiting for another try: the retry worker has it.
+           and not exists (select 1 from push_retries r
+                           where r.alert_id = $5 and r.subscription_id = s.id)
          order by s.id",
     )
     .bind(b.first_id)
@@ -228,8 +231,8 @@ pub async fn targets(pool: &PgPool, b: &Batch, topics: &[String]) -> sqlx::Resul
     .await
 }
 
-/// The final outcome of one push.
-#[derive(Debug, Clone)]
+/// The outcome of one push: final, or (status `retry`) another try at `retry_at`.
+#[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub subscription_id: i64,
     pub status: &'static str,
@@ -238,27 +241,129 @@ pub struct Outcome {
     pub push_host: String,
     pub latency_ms: Option<i32>,
     pub error: Option<String>,
+    /// For `retry`: when to try again.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Times the push was put off without a try (its push service down or paused).
+    pub deferrals: i16,
+    /// A final `failed`/`expired` because the push service could not be reached or kept
+    /// failing (not our payload, not our VAPID key): counts toward deactivation.
+    pub service_failure: bool,
+    /// The push came from the retry queue (its row there goes with this outcome).
+    pub from_retry: bool,
 }
 
-/// Writes outcomes of one alert in one statement, deactivates gone subscriptions, and moves
-/// the job's counters and milestones, all in one transaction.
+/// When a subscription whose push service keeps failing is deactivated (`unreachable`):
+/// after `alerts` alerts in a row failed it, the first at least `after` ago.
+#[derive(Debug, Clone, Copy)]
+pub struct Deactivation {
+    pub alerts: i32,
+    pub after: std::time::Duration,
+}
+
+impl Default for Deactivation {
+    fn default() -> Self {
+        Self { alerts: 3, after: std::time::Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// Writes outcomes of one alert: final ones to the delivery log in one statement (and out of
+/// the retry queue), retries into the retry queue; deactivates gone subscriptions and those
+/// whose push service keeps failing them; moves the job's counters and milestones. All in one
+/// transaction.
 pub async fn record(
     pool: &PgPool,
     alert_id: Uuid,
     alert_day: NaiveDate,
     outcomes: &[Outcome],
+    deactivation: &Deactivation,
 ) -> sqlx::Result<()> {
     if outcomes.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(outcomes.len());
-    let mut statuses = Vec::with_capacity(outcomes.len());
-    let mut http = Vec::with_capacity(outcomes.len());
-    let mut attempts = Vec::with_capacity(outcomes.len());
-    let mut hosts = Vec::with_capacity(outcomes.len());
-    let mut latency = Vec::with_capacity(outcomes.len());
-    let mut errors = Vec::with_capacity(outcomes.len());
-    for o in outcomes {
+    let (retries, finals): (Vec<&Outcome>, Vec<&Outcome>) =
+        outcomes.iter().partition(|o| o.status == "retry");
+    let mut tx = pool.begin().await?;
+    let counts = if finals.is_empty() {
+        Vec::new()
+    } else {
+        log_finals(&mut tx, alert_id, alert_day, &finals).await?
+    };
+    if !retries.is_empty() {
+        queue_retries(&mut tx, alert_id, &retries).await?;
+    }
+    let ids = |keep: fn(&Outcome) -> bool| -> Vec<i64> {
+        finals.iter().filter(|o| keep(o)).map(|o| o.subscription_id).collect()
+    };
+    let retried = ids(|o| o.from_retry);
+    if !retried.is_empty() {
+        sqlx::query("delete from push_retries where alert_id = $1 and subscription_id = any($2)")
+            .bind(alert_id)
+            .bind(&retried)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let gone = ids(|o| o.status == "gone");
+    if !gone.is_empty() {
+        sqlx::query(
+            "update push_subscriptions set active = false, deactivated_at = now(), deactivated_reason = 'gone'
+             where id = any($1) and active",
+        )
+        .bind(&gone)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // A push that went through clears its subscription's failures (through the partial index:
+    // nearly always a probe of an empty index).
+    let sent = ids(|o| o.status == "sent");
+    if !sent.is_empty() {
+        sqlx::query(
+            "update push_subscriptions set failed_alerts = 0, failing_since = null
+             where failed_alerts > 0 and id = any($1)",
+        )
+        .bind(&sent)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let failing = ids(|o| o.service_failure);
+    if !failing.is_empty() {
+        count_failures(&mut tx, &failing, deactivation).await?;
+    }
+    let n = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    sqlx::query(
+        "update push_jobs set sent = sent + $2, failed = failed + $3, gone = gone + $4,
+                expired = expired + $5, skipped = skipped + $6
+         where alert_id = $1",
+    )
+    .bind(alert_id)
+    .bind(n("sent"))
+    .bind(n("failed"))
+    .bind(n("gone"))
+    .bind(n("expired"))
+    .bind(n("skipped"))
+    .execute(&mut *tx)
+    .await?;
+    mark_milestones(&mut tx, alert_id).await?;
+    if !retried.is_empty() {
+        complete_job(&mut tx, alert_id).await?;
+    }
+    tx.commit().await
+}
+
+/// Final outcomes into the delivery log; the count of each status actually written.
+async fn log_finals(
+    tx: &mut PgConnection,
+    alert_id: Uuid,
+    alert_day: NaiveDate,
+    finals: &[&Outcome],
+) -> sqlx::Result<Vec<(String, i64)>> {
+    let mut ids = Vec::with_capacity(finals.len());
+    let mut statuses = Vec::with_capacity(finals.len());
+    let mut http = Vec::with_capacity(finals.len());
+    let mut attempts = Vec::with_capacity(finals.len());
+    let mut hosts = Vec::with_capacity(finals.len());
+    let mut latency = Vec::with_capacity(finals.len());
+    let mut errors = Vec::with_capacity(finals.len());
+    for o in finals {
         ids.push(o.subscription_id);
         statuses.push(o.status);
         http.push(o.http_status);
@@ -267,10 +372,9 @@ pub async fn record(
         latency.push(o.latency_ms);
         errors.push(o.error.as_deref());
     }
-    let mut tx = pool.begin().await?;
     // `on conflict do nothing`: a batch resumed after a crash may repeat a push whose outcome
     // was already written; the first outcome stands and is counted once.
-    let counts: Vec<(String, i64)> = sqlx::query_as(
+    sqlx::query_as(
         "with ins as (
             insert into push_deliveries
                 (alert_day, alert_id, subscription_id, status, http_status, attempts, push_host, latency_ms, error)
@@ -290,33 +394,179 @@ pub async fn record(
     .bind(&latency)
     .bind(&errors)
     .fetch_all(&mut *tx)
-    .await?;
-    let gone: Vec<i64> = outcomes.iter().filter(|o| o.status == "gone").map(|o| o.subscription_id).collect();
-    if !gone.is_empty() {
-        sqlx::query(
-            "update push_subscriptions set active = false, deactivated_at = now(), deactivated_reason = 'gone'
-             where id = any($1) and active",
-        )
-        .bind(&gone)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let n = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    .await
+}
+
+/// Puts pushes (back) in the retry queue, unclaimed, due at their `retry_at`.
+async fn queue_retries(tx: &mut PgConnection, alert_id: Uuid, retries: &[&Outcome]) -> sqlx::Result<()> {
+    let ids: Vec<i64> = retries.iter().map(|o| o.subscription_id).collect();
+    let attempts: Vec<i16> = retries.iter().map(|o| o.attempts).collect();
+    let deferrals: Vec<i16> = retries.iter().map(|o| o.deferrals).collect();
+    let due: Vec<DateTime<Utc>> = retries.iter().map(|o| o.retry_at.unwrap_or_else(Utc::now)).collect();
+    let http: Vec<Option<i16>> = retries.iter().map(|o| o.http_status).collect();
+    let errors: Vec<Option<&str>> = retries.iter().map(|o| o.error.as_deref()).collect();
     sqlx::query(
-        "update push_jobs set sent = sent + $2, failed = failed + $3, gone = gone + $4,
-                expired = expired + $5, skipped = skipped + $6
-         where alert_id = $1",
+        "insert into push_retries (alert_id, subscription_id, attempts, deferrals, not_before, http_status, error)
+         select $1, * from unnest($2::bigint[], $3::smallint[], $4::smallint[], $5::timestamptz[],
+                                  $6::smallint[], $7::text[])
+         on conflict (alert_id, subscription_id) do update set
+            attempts = excluded.attempts, deferrals = excluded.deferrals, not_before = excluded.not_before,
+            lease_until = null, http_status = excluded.http_status, error = excluded.error",
     )
     .bind(alert_id)
-    .bind(n("sent"))
-    .bind(n("failed"))
-    .bind(n("gone"))
-    .bind(n("expired"))
-    .bind(n("skipped"))
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&deferrals)
+    .bind(&due)
+    .bind(&http)
+    .bind(&errors)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// One more alert the push service failed for each subscription; deactivates those past the
+/// rule ([`Deactivation`]). A reader who still uses the subscription re-posts it on the next
+/// visit, which reactivates it.
+async fn count_failures(tx: &mut PgConnection, ids: &[i64], rule: &Deactivation) -> sqlx::Result<()> {
+    let n = sqlx::query(
+        "update push_subscriptions set
+            failed_alerts = failed_alerts + 1,
+            failing_since = coalesce(failing_since, now()),
+            active = not (failed_alerts + 1 >= $2
+                          and coalesce(failing_since, now()) <= now() - make_interval(secs => $3)),
+            deactivated_at = case when failed_alerts + 1 >= $2
+                                   and coalesce(failing_since, now()) <= now() - make_interval(secs => $3)
+                              then now() end,
+            deactivated_reason = case when failed_alerts + 1 >= $2
+                                   and coalesce(failing_since, now()) <= now() - make_interval(secs => $3)
+                              then 'unreachable' end
+         where id = any($1) and active",
+    )
+    .bind(ids)
+    .bind(rule.alerts)
+    .bind(rule.after.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    tracing::debug!(subscriptions = n.rows_affected(), "push service failures counted");
+    Ok(())
+}
+
+/// Marks the job done (and 100 % reached) once no range and no retry of it is left.
+async fn complete_job(tx: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "update push_jobs set state = case when state = 'cancelled' then state else 'done' end,
+                reached_100_at = coalesce(reached_100_at, clock_timestamp())
+         where alert_id = $1 and state in ('running', 'cancelled')
+           and not exists (select 1 from push_batches where alert_id = $1 and state <> 'done')
+           and not exists (select 1 from push_retries where alert_id = $1)",
+    )
+    .bind(alert_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A push due for another try, claimed from the retry queue.
+#[derive(Debug, Clone)]
+pub struct DueRetry {
+    pub alert_id: Uuid,
+    pub alert_day: NaiveDate,
+    pub subscription_id: i64,
+    pub attempts: i16,
+    pub deferrals: i16,
+    /// `None` when the subscription was removed or deactivated meanwhile.
+    pub target: Option<Target>,
+}
+
+/// Claims up to `limit` due retries for `lease` (long enough to try them; a crashed process's
+/// claims are taken over after it).
+pub async fn claim_retries(
+    pool: &PgPool,
+    limit: i64,
+    lease: std::time::Duration,
+) -> sqlx::Result<Vec<DueRetry>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        alert_id: Uuid,
+        alert_day: NaiveDate,
+        subscription_id: i64,
+        attempts: i16,
+        deferrals: i16,
+        endpoint: Option<String>,
+        origin: Option<String>,
+        host: Option<String>,
+        p256dh: Option<Vec<u8>>,
+        auth: Option<Vec<u8>>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "with due as (
+            select alert_id, subscription_id from push_retries
+            where not_before <= now() and (lease_until is null or lease_until < now())
+            order by not_before limit $1 for update skip locked),
+         claimed as (
+            update push_retries r set lease_until = now() + make_interval(secs => $2)
+            from due where r.alert_id = due.alert_id and r.subscription_id = due.subscription_id
+            returning r.alert_id, r.subscription_id, r.attempts, r.deferrals)
+         select c.alert_id, j.alert_day, c.subscription_id, c.attempts, c.deferrals,
+                s.endpoint, s.origin, s.host, s.p256dh, s.auth
+         from claimed c join push_jobs j on j.alert_id = c.alert_id
+         left join push_subscriptions s on s.id = c.subscription_id and s.active",
+    )
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DueRetry {
+            alert_id: r.alert_id,
+            alert_day: r.alert_day,
+            subscription_id: r.subscription_id,
+            attempts: r.attempts,
+            deferrals: r.deferrals,
+            target: match (r.endpoint, r.origin, r.host, r.p256dh, r.auth) {
+                (Some(endpoint), Some(origin), Some(host), Some(p256dh), Some(auth)) => {
+                    Some(Target { id: r.subscription_id, endpoint, origin, host, p256dh, auth })
+                }
+                _ => None,
+            },
+        })
+        .collect())
+}
+
+/// Ends every retry of an alert with one status (`skipped` after a retraction, `expired` past
+/// the TTL) in one transaction, and completes its job if nothing else is left.
+pub async fn close_retries(pool: &PgPool, alert_id: Uuid, status: &str, why: &str) -> sqlx::Result<u64> {
+    let mut tx = pool.begin().await?;
+    let n: i64 = sqlx::query_scalar(
+        "with ended as (
+            delete from push_retries where alert_id = $1
+            returning subscription_id, attempts, http_status),
+         ins as (
+            insert into push_deliveries (alert_day, alert_id, subscription_id, status, http_status, attempts, push_host, error)
+            select j.alert_day, $1, e.subscription_id, $2, e.http_status, e.attempts, coalesce(s.host, ''), $3
+            from ended e join push_jobs j on j.alert_id = $1
+            left join push_subscriptions s on s.id = e.subscription_id
+            on conflict do nothing
+            returning 1)
+         select count(*) from ins",
+    )
+    .bind(alert_id)
+    .bind(status)
+    .bind(why)
+    .fetch_one(&mut *tx)
+    .await?;
+    let column = if status == "expired" { "expired" } else { "skipped" };
+    sqlx::query(&format!("update push_jobs set {column} = {column} + $2 where alert_id = $1"))
+        .bind(alert_id)
+        .bind(n)
+        .execute(&mut *tx)
+        .await?;
     mark_milestones(&mut tx, alert_id).await?;
-    tx.commit().await
+    complete_job(&mut tx, alert_id).await?;
+    tx.commit().await?;
+    Ok(n as u64)
 }
 
 /// Stamps the milestones the job's counts have just reached. With the time of the update, not
@@ -375,7 +625,7 @@ pub async fn close_remaining(
     tx.commit().await
 }
 
-/// Marks a batch done, and its job when it was the last.
+/// Marks a batch done, and its job when it was the last and no retry is left.
 pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query(
@@ -385,15 +635,7 @@ pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
     .bind(b.first_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "update push_jobs set state = case when state = 'cancelled' then state else 'done' end,
-                reached_100_at = coalesce(reached_100_at, clock_timestamp())
-         where alert_id = $1 and not exists (
-            select 1 from push_batches where alert_id = $1 and state <> 'done')",
-    )
-    .bind(b.alert_id)
-    .execute(&mut *tx)
-    .await?;
+    complete_job(&mut tx, b.alert_id).await?;
     tx.commit().await
 }
 
@@ -409,6 +651,8 @@ pub struct PushFigures {
     pub expired: i64,
     pub skipped: i64,
     pub pending: i64,
+    /// Of the pending, those waiting for another try (their push service failed or was down).
+    pub retrying: i64,
     pub shown: i64,
     pub clicked: i64,
     /// Milliseconds from publication until 50/95/100 % of the targets had an outcome.
@@ -432,6 +676,7 @@ pub async fn figures_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<V
     let rows: Vec<Row> = sqlx::query_as(
         "select j.alert_id, j.state, j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
                 greatest(j.targeted - (j.sent + j.failed + j.gone + j.expired + j.skipped), 0) as pending,
+                (select count(*) from push_retries r where r.alert_id = j.alert_id) as retrying,
                 coalesce(s.push_shown, 0) as shown, coalesce(s.push_clicked, 0) as clicked,
                 (extract(epoch from j.reached_50_at - a.published_at) * 1000)::bigint as ms_to_50,
                 (extract(epoch from j.reached_95_at - a.published_at) * 1000)::bigint as ms_to_95,

@@ -21,34 +21,112 @@ pub const MAX_ENDPOINT_CHARS: usize = 1000;
 /// 500 bytes (FCM, Mozilla, Apple, WNS).
 pub const MAX_ENDPOINT_BYTES: usize = 1000;
 
-/// Push services of the major browsers, matched as the host or a subdomain of it.
+/// The push services of the major browsers, as precisely as they hand out endpoints: one exact
+/// host each, and a wildcard only where the service names its nodes (`*.host` matches subdomains
+/// of `host`, never `host` itself). Anything looser lets a stranger mint endless names under a
+/// real service's domain (`<random>.fcm.googleapis.com`) that resolve nowhere.
 pub const DEFAULT_PUSH_HOSTS: &[&str] = &[
-    "fcm.googleapis.com",                // Chrome, Edge, Android
-    "android.googleapis.com",            // older Chrome subscriptions
-    "updates.push.services.mozilla.com", // Firefox
-    "push.services.mozilla.com",
-    "push.apple.com",     // Safari (web.push.apple.com)
-    "notify.windows.com", // Windows (WNS): *.notify.windows.com
+    "fcm.googleapis.com",                // Chrome, Edge on Android, Opera, Samsung Internet
+    "android.googleapis.com",            // subscriptions Chrome made before FCM (GCM endpoints)
+    "updates.push.services.mozilla.com", // Firefox (autopush)
+    "web.push.apple.com",                // Safari on macOS and iOS
+    "*.notify.windows.com", // Edge and apps on Windows: WNS nodes, `wns2-par02p.notify.windows.com`
 ];
+
+/// One allowed host: exact, or written `*.host` for the subdomains of `host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRule {
+    host: String,
+    subdomains: bool,
+}
+
+impl HostRule {
+    /// `host` or `*.host`, lowercase; `None` if it is not a host name.
+    pub fn parse(rule: &str) -> Option<Self> {
+        let rule = rule.trim().to_ascii_lowercase();
+        let (host, subdomains) = match rule.strip_prefix("*.") {
+            Some(rest) => (rest.to_string(), true),
+            None => (rule, false),
+        };
+        let ip = host.parse::<std::net::IpAddr>().is_ok();
+        let name = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        ((name || ip) && !(subdomains && ip)).then_some(Self { host, subdomains })
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        if self.subdomains {
+            host.len() > self.host.len() + 1
+                && host.ends_with(self.host.as_str())
+                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
+        } else {
+            host == self.host
+        }
+    }
+}
+
+/// How a host got past the allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched {
+    /// Added by the operator (`push_extra_hosts`) rather than a browser's push service.
+    pub extra: bool,
+    /// Matched by a wildcard: a name a stranger could have made up. Such a push service earns
+    /// full concurrency only once it has answered (see `push::sender`).
+    pub minted: bool,
+}
 
 /// Hosts allowed as push endpoints.
 #[derive(Debug, Clone)]
 pub struct Allowlist {
-    /// Real push services: https on 443 only.
-    pub standard: Vec<String>,
-    /// Operator-added hosts (e.g. a self-hosted push service): any port, and http if allowed.
-    pub extra: Vec<String>,
+    standard: Vec<HostRule>,
+    /// Operator-added hosts (e.g. a self-hosted push service).
+    extra: Vec<HostRule>,
+    /// Whether operator-added hosts may use http, other ports than 443 and non-public addresses.
     pub extra_allow_http: bool,
 }
 
 impl Allowlist {
-    fn matches(list: &[String], host: &str) -> bool {
-        list.iter().any(|h| host == h || host.ends_with(&format!(".{h}")))
+    /// The browsers' push services and the operator's `push_extra_hosts` (already validated by
+    /// the settings; an entry that is not a host rule is ignored).
+    pub fn new(extra: &[String], extra_allow_http: bool) -> Self {
+        Self {
+            standard: DEFAULT_PUSH_HOSTS.iter().filter_map(|h| HostRule::parse(h)).collect(),
+            extra: extra.iter().filter_map(|h| HostRule::parse(h)).collect(),
+            extra_allow_http,
+        }
     }
 
-    /// True if the host was added by the operator (who may allow private addresses for it).
-    pub fn is_extra(&self, host: &str) -> bool {
-        Self::matches(&self.extra, host)
+    pub fn matches(&self, host: &str) -> Option<Matched> {
+        let find = |rules: &[HostRule]| rules.iter().find(|r| r.matches(host)).map(|r| r.subdomains);
+        if let Some(minted) = find(&self.standard) {
+            return Some(Matched { extra: false, minted });
+        }
+        find(&self.extra).map(|minted| Matched { extra: true, minted })
+    }
+
+    /// True if the host was added by the operator and the operator allowed it non-public
+    /// addresses (`push_extra_hosts_allow_http`).
+    pub fn may_be_private(&self, host: &str) -> bool {
+        self.extra_allow_http && self.matches(host).is_some_and(|m| m.extra)
+    }
+}
+
+/// The push service of a host, as a metric label: a fixed set, never a stranger's string.
+pub fn service_label(host: &str) -> &'static str {
+    let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+    if under("googleapis.com") {
+        "fcm"
+    } else if under("mozilla.com") {
+        "mozilla"
+    } else if under("apple.com") {
+        "apple"
+    } else if under("notify.windows.com") {
+        "wns"
+    } else {
+        "other"
     }
 }
 
@@ -142,19 +220,7 @@ pub fn parse_endpoint(field: &str, value: &str, allow: &Allowlist) -> Result<(St
     if host.is_empty() {
         return Err(FieldError::new(field, "must have a host"));
     }
-    if Allowlist::matches(&allow.standard, &host) {
-        if url.scheme() != "https" {
-            return Err(FieldError::new(field, "must be an https URL"));
-        }
-        if url.port().is_some_and(|p| p != 443) {
-            return Err(FieldError::new(field, "must use port 443"));
-        }
-    } else if Allowlist::matches(&allow.extra, &host) {
-        let ok_scheme = url.scheme() == "https" || (allow.extra_allow_http && url.scheme() == "http");
-        if !ok_scheme {
-            return Err(FieldError::new(field, "must be an https URL"));
-        }
-    } else {
+    let Some(matched) = allow.matches(&host) else {
         if url.scheme() != "https" {
             return Err(FieldError::new(field, "must be an https URL"));
         }
@@ -162,6 +228,16 @@ pub fn parse_endpoint(field: &str, value: &str, allow: &Allowlist) -> Result<(St
             field,
             format!("`{host}` is not a known push service; an operator can allow it with `push_extra_hosts`"),
         ));
+    };
+    // The browsers' push services, and the operator's hosts unless the operator allowed more,
+    // are https on 443 only.
+    let relaxed = matched.extra && allow.extra_allow_http;
+    let scheme_ok = url.scheme() == "https" || (relaxed && url.scheme() == "http");
+    if !scheme_ok {
+        return Err(FieldError::new(field, "must be an https URL"));
+    }
+    if !relaxed && url.port().is_some_and(|p| p != 443) {
+        return Err(FieldError::new(field, "must use port 443"));
     }
     Ok((url.origin().ascii_serialization(), host))
 }
@@ -249,11 +325,7 @@ mod tests {
     use super::*;
 
     fn allow() -> Allowlist {
-        Allowlist {
-            standard: DEFAULT_PUSH_HOSTS.iter().map(|s| s.to_string()).collect(),
-            extra: vec!["push.example.net".into()],
-            extra_allow_http: true,
-        }
+        Allowlist::new(&["push.example.net".into(), "*.push.example.org".into()], true)
     }
 
     #[test]
@@ -278,14 +350,53 @@ mod tests {
             ("https://10.0.0.8/x", "not a known push service"),
             ("https://evilfcm.googleapis.com.attacker.net/x", "not a known push service"),
             ("https://notfcm.googleapis.com.evil/x", "not a known push service"),
+            // Names a stranger makes up under a real service's domain (finding 1 of issue 10).
+            ("https://x7f3.fcm.googleapis.com/fcm/send/x", "not a known push service"),
+            ("https://a.updates.push.services.mozilla.com/wpush/v2/x", "not a known push service"),
+            ("https://push.services.mozilla.com/wpush/v2/x", "not a known push service"),
+            ("https://api.push.apple.com/x", "not a known push service"),
+            ("https://notify.windows.com/w/?token=x", "not a known push service"),
         ] {
             let err = parse_endpoint("e", e, &allow()).unwrap_err();
             assert!(err.message.contains(why), "{e}: {}", err.message);
         }
         let long = format!("https://fcm.googleapis.com/{}", "a".repeat(5000));
         assert!(parse_endpoint("e", &long, &allow()).unwrap_err().message.contains("at most 1000"));
-        // Operator hosts may use http and other ports.
-        assert!(parse_endpoint("e", "http://push.example.net:8080/x", &allow()).is_ok());
+    }
+
+    #[test]
+    fn operator_hosts_follow_their_rules_exactly() {
+        let strict = Allowlist::new(&["push.example.net".into(), "*.push.example.org".into()], false);
+        let relaxed = allow();
+        // Exact unless written `*.host`; a wildcard matches subdomains, not the host itself.
+        assert!(parse_endpoint("e", "https://push.example.net/x", &strict).is_ok());
+        assert!(parse_endpoint("e", "https://a.push.example.net/x", &strict).is_err());
+        assert!(parse_endpoint("e", "https://node1.push.example.org/x", &strict).is_ok());
+        assert!(parse_endpoint("e", "https://push.example.org/x", &strict).is_err());
+        assert!(parse_endpoint("e", "https://xpush.example.org/x", &strict).is_err());
+        // Port 443 and https unless `push_extra_hosts_allow_http`.
+        for e in ["https://push.example.net:18099/x", "http://push.example.net/x"] {
+            assert!(parse_endpoint("e", e, &strict).is_err(), "{e}");
+            assert!(parse_endpoint("e", e, &relaxed).is_ok(), "{e}");
+        }
+        // Only operator hosts may be relaxed: a browser push service stays https on 443.
+        assert!(parse_endpoint("e", "http://fcm.googleapis.com/x", &relaxed).is_err());
+        assert!(strict.matches("node1.push.example.org").is_some_and(|m| m.extra && m.minted));
+        assert!(strict.matches("push.example.net").is_some_and(|m| m.extra && !m.minted));
+        assert!(strict.matches("wns2-par02p.notify.windows.com").is_some_and(|m| !m.extra && m.minted));
+        assert!(!strict.may_be_private("push.example.net"));
+        assert!(relaxed.may_be_private("push.example.net"));
+        assert!(!relaxed.may_be_private("fcm.googleapis.com"));
+    }
+
+    #[test]
+    fn metric_labels_come_from_a_fixed_set() {
+        assert_eq!(service_label("fcm.googleapis.com"), "fcm");
+        assert_eq!(service_label("updates.push.services.mozilla.com"), "mozilla");
+        assert_eq!(service_label("web.push.apple.com"), "apple");
+        assert_eq!(service_label("wns2-par02p.notify.windows.com"), "wns");
+        assert_eq!(service_label("x9.evil.example"), "other");
+        assert_eq!(service_label("notify.windows.com.evil.example"), "other");
     }
 
     #[test]

@@ -206,6 +206,18 @@ impl Vapid {
     }
 }
 
+impl Vapid {
+    /// Drops cached tokens of origins not in `keep` (the sender's current origins) and expired
+    /// ones: the cache is keyed by strangers' hosts and must not outgrow the sender's state.
+    pub fn forget_tokens_except(&self, keep: &std::collections::HashSet<&str>) {
+        let now = Instant::now();
+        self.tokens
+            .lock()
+            .expect("token cache")
+            .retain(|origin, (_, until)| *until > now && keep.contains(origin.as_str()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ mod openapi;
 mod public_limits;
 mod push;
 mod push_double;
+mod push_isolation;
 mod roles;
 mod service;
 mod tickers;

@@ -30,11 +30,18 @@ pub enum Attempt {
         status: u16,
         error: String,
     },
+    /// Not tried: the push service is down (it could not be reached a moment ago) or paused
+    /// (429). Try again after `after`; this is no attempt at the push service.
+    Deferred {
+        after: Duration,
+        error: String,
+    },
 }
 
 impl Attempt {
     /// The `result` label of each kind of attempt, in [`Attempt::index`] order.
-    pub const LABELS: [&'static str; 6] = ["sent", "gone", "throttled", "retry", "failed", "vapid_rejected"];
+    pub const LABELS: [&'static str; 7] =
+        ["sent", "gone", "throttled", "retry", "failed", "vapid_rejected", "deferred"];
 
     pub fn index(&self) -> usize {
         match self {
@@ -44,6 +51,7 @@ impl Attempt {
             Attempt::Retry { .. } => 3,
             Attempt::Failed { .. } => 4,
             Attempt::VapidRejected { .. } => 5,
+            Attempt::Deferred { .. } => 6,
         }
     }
 }

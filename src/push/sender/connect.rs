@@ -152,7 +152,7 @@ impl Connector {
 
     async fn open(&self, place: &Place) -> Result<Conn, String> {
         let host = &place.host;
-        let addrs = resolve(host, place.port, self.allow.is_extra(host)).await?;
+        let addrs = resolve(host, place.port, self.allow.may_be_private(host)).await?;
         let mut last = String::new();
         for addr in addrs {
             match tokio::net::TcpStream::connect(addr).await {

@@ -19,6 +19,22 @@
 //!
 //! A 429 pauses that origin's workers, not the others'; a VAPID rejection stops only that origin.
 //! What to do with an answer (log it, retry it later) is the caller's: see [`Push::finish`].
+//!
+//! A push service that cannot be reached slows only the pushes addressed to it:
+//! - an origin whose connection fails or times out is put *down* for a while (5 s, doubling with
+//!   each failure in a row, at most 10 min); its queued pushes and any new ones end at once as
+//!   [`Attempt::Deferred`], so they hold no worker, no in-flight permit and no fan-out range
+//!   while it is down (the caller keeps them durably for later);
+//! - a 429 *pauses* an origin the same way for its `Retry-After`;
+//! - an origin matched by a wildcard (a name anyone can make up, e.g. `*.notify.windows.com`)
+//!   is on probation until it first answers: at most [`PROBE_PER_ORIGIN`] of its pushes at a
+//!   time, and all such origins together at most [`PROBE_TOTAL`]; the rest is deferred. A
+//!   stranger's thousand made-up names thus hold at most that many pushes, never the fan-out;
+//! - the state kept per origin is bounded ([`MAX_ORIGINS`]) and idle origins are forgotten after
+//!   [`ORIGIN_IDLE`]; metric labels name the push service from a fixed set, never the host.
+//!
+//! [`Sender::admit`] tells the caller, before it spends an in-flight permit, whether a push may
+//! go now.
 
 mod answer;
 mod connect;
@@ -46,6 +62,24 @@ use crate::telemetry::metrics;
 
 /// How long an origin stays stopped after rejecting our VAPID credentials.
 const VAPID_BLOCK: Duration = Duration::from_secs(600);
+/// How long an origin stays down after its first connection failure or timeout; doubled with
+/// each further one in a row, up to [`DOWN_MAX`].
+const DOWN_FIRST: Duration = Duration::from_secs(5);
+const DOWN_MAX: Duration = Duration::from_secs(600);
+/// Connection failures or timeouts in a row that put a named origin down (a minted one goes
+/// down at its first: it has never answered).
+const DOWN_AFTER: u32 = 3;
+/// Pushes one origin on probation may have queued or in flight.
+pub const PROBE_PER_ORIGIN: usize = 8;
+/// Pushes all origins on probation together may have queued or in flight.
+pub const PROBE_TOTAL: usize = 64;
+/// How long a push turned away by probation waits before it is tried again (plus jitter).
+const PROBE_DEFER: Duration = Duration::from_secs(2);
+/// Origins this process keeps state for; beyond, idle ones are forgotten first, and pushes to
+/// a new origin are deferred while every origin is busy.
+pub const MAX_ORIGINS: usize = 10_000;
+/// An origin without pushes for this long is forgotten (its workers have ended long before).
+const ORIGIN_IDLE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct SenderSettings {
@@ -91,6 +125,7 @@ pub trait Push: Send + 'static {
 pub struct Sender {
     shared: Arc<Shared>,
     origins: Mutex<HashMap<String, Arc<Origin>>>,
+    allow: Allowlist,
 }
 
 /// What every worker needs.
@@ -100,6 +135,8 @@ struct Shared {
     timeout: Duration,
     per_origin: usize,
     http2_connections: usize,
+    /// Pushes queued or in flight to origins on probation, all together.
+    probing: AtomicUsize,
 }
 
 impl Shared {
@@ -112,7 +149,7 @@ impl Shared {
 impl Sender {
     pub fn new(settings: SenderSettings, vapid: Arc<Vapid>) -> anyhow::Result<Self> {
         let connector =
-            connect::Connector::new(settings.allow, &settings.extra_roots, settings.connect_timeout)?;
+            connect::Connector::new(settings.allow.clone(), &settings.extra_roots, settings.connect_timeout)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 connector,
@@ -120,9 +157,52 @@ impl Sender {
                 timeout: settings.timeout,
                 per_origin: settings.per_origin.max(1),
                 http2_connections: settings.http2_connections.max(1),
+                probing: AtomicUsize::new(0),
             }),
             origins: Mutex::new(HashMap::new()),
+            allow: settings.allow,
         })
+    }
+
+    /// Whether a push to `origin` may go now, asked before the caller spends an in-flight permit
+    /// on it: `Err(wait)` when its push service is down, paused, or on probation with no room
+    /// left (see the module docs). An `Ok` push must be submitted: it holds a place in the
+    /// origin's count until it is finished.
+    pub fn admit(&self, origin: &str, host: &str) -> Result<(), Duration> {
+        let Some(o) = self.origin(origin, host) else {
+            return Err(PROBE_DEFER);
+        };
+        o.touch();
+        if let Some(wait) = o.down_left().or_else(|| o.pause_left()) {
+            return Err(wait);
+        }
+        if o.on_probation() {
+            let total = &self.shared.probing;
+            let room = o.outstanding.load(Ordering::Acquire) < PROBE_PER_ORIGIN
+                && total
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < PROBE_TOTAL).then_some(n + 1))
+                    .is_ok();
+            if !room {
+                return Err(PROBE_DEFER + Duration::from_millis(rand::random_range(0..2000)));
+            }
+            o.probing.fetch_add(1, Ordering::AcqRel);
+        }
+        o.outstanding.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Forgets origins idle for [`ORIGIN_IDLE`] and VAPID tokens nobody needs; call now and then.
+    pub fn forget_idle(&self) {
+        let mut origins = self.origins.lock().expect("origins lock");
+        origins.retain(|_, o| !o.is_idle(ORIGIN_IDLE));
+        metrics::push_origins(origins.len());
+        let keep: std::collections::HashSet<&str> = origins.keys().map(String::as_str).collect();
+        self.shared.vapid.forget_tokens_except(&keep);
+    }
+
+    /// Origins this process keeps state for.
+    pub fn origin_count(&self) -> usize {
+        self.origins.lock().expect("origins lock").len()
     }
 
     /// Queues a push for its origin; a worker of that origin sends it and calls
@@ -143,7 +223,15 @@ impl Sender {
         for push in pushes {
             match groups.iter_mut().find(|(o, _)| o.name == push.origin()) {
                 Some((_, group)) => group.push(push),
-                None => groups.push((self.origin(push.origin(), push.host()), vec![push])),
+                None => match self.origin(push.origin(), push.host()) {
+                    Some(origin) => groups.push((origin, vec![push])),
+                    // Admitted moments ago, so it exists unless it was just forgotten as idle
+                    // and every slot is busy: try later.
+                    None => {
+                        let error = "not sent: too many push services are busy".to_string();
+                        push.finish(Some(Attempt::Deferred { after: PROBE_DEFER, error }));
+                    }
+                },
             }
         }
         for (origin, group) in groups {
@@ -167,29 +255,57 @@ impl Sender {
     }
 
     /// The origin's state; allocates only the first time an origin is seen (this is on the
-    /// path of every push).
-    fn origin(&self, origin: &str, host: &str) -> Arc<Origin> {
+    /// path of every push). `None` when [`MAX_ORIGINS`] are kept and none is idle.
+    fn origin(&self, origin: &str, host: &str) -> Option<Arc<Origin>> {
         let mut origins = self.origins.lock().expect("origins lock");
         if let Some(o) = origins.get(origin) {
-            return o.clone();
+            return Some(o.clone());
         }
+        if origins.len() >= MAX_ORIGINS {
+            // Forget what nobody is using right now rather than refuse a new push service.
+            origins.retain(|_, o| !o.is_idle(Duration::ZERO));
+            if origins.len() >= MAX_ORIGINS {
+                return None;
+            }
+        }
+        let minted = self.allow.matches(host).is_none_or(|m| m.minted);
+        let service = super::subscription::service_label(host);
         let o = Arc::new(Origin {
             name: origin.to_string(),
             host: host.to_string(),
+            service,
+            minted,
             place: connect::Place::parse(origin),
-            attempts: Attempt::LABELS.map(|result| metrics::push_attempts(host, result)),
+            attempts: Attempt::LABELS.map(|result| metrics::push_attempts(service, result)),
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             workers: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            outstanding: AtomicUsize::new(0),
+            probing: AtomicUsize::new(0),
             protocol: AtomicU8::new(UNKNOWN),
+            health: Mutex::new(Health::default()),
+            last_used: Mutex::new(Instant::now()),
             paused_until: Mutex::new(None),
             blocked_until: Mutex::new(None),
             logged_block: AtomicBool::new(false),
         });
         origins.insert(origin.to_string(), o.clone());
-        o
+        metrics::push_origins(origins.len());
+        Some(o)
     }
+}
+
+/// Whether an origin's push service has answered, and whether it is down.
+#[derive(Default)]
+struct Health {
+    /// It answered (any HTTP status) since this process began keeping its state.
+    answered: bool,
+    /// Connection failures and timeouts since its last answer.
+    failures: u32,
+    /// Times it was put down since its last answer (the next down lasts twice as long).
+    downs: u32,
+    down_until: Option<Instant>,
 }
 
 const UNKNOWN: u8 = 0;
@@ -200,6 +316,10 @@ const HTTP2: u8 = 2;
 struct Origin {
     name: String,
     host: String,
+    /// The push service, as a metric label (`fcm`, `mozilla`, `apple`, `wns`, `other`).
+    service: &'static str,
+    /// Matched by a wildcard of the allowlist: on probation until it answers.
+    minted: bool,
     /// `None` for an origin that cannot be parsed (its pushes fail; validation keeps them out).
     place: Option<connect::Place>,
     /// `sondakika_push_attempts_total{push_host, result}`, registered once per origin (a
@@ -210,6 +330,12 @@ struct Origin {
     workers: AtomicUsize,
     /// Workers waiting for work (with room for another request).
     waiting: AtomicUsize,
+    /// Pushes admitted and not yet finished (queued or in flight).
+    outstanding: AtomicUsize,
+    /// Of those, admitted while on probation (they count in [`Shared::probing`]).
+    probing: AtomicUsize,
+    health: Mutex<Health>,
+    last_used: Mutex<Instant>,
     /// What the last connection negotiated: how many workers the origin gets.
     protocol: AtomicU8,
     paused_until: Mutex<Option<Instant>>,
@@ -253,19 +379,63 @@ impl Origin {
         until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
     }
 
+    fn touch(&self) {
+        *self.last_used.lock().expect("origin lock") = Instant::now();
+    }
+
+    /// Nothing queued, in flight or running, not down, and unused for `idle`.
+    fn is_idle(&self, idle: Duration) -> bool {
+        self.outstanding.load(Ordering::Acquire) == 0
+            && self.workers.load(Ordering::Acquire) == 0
+            && self.down_left().is_none()
+            && self.pause_left().is_none()
+            && !self.is_blocked()
+            && self.last_used.lock().expect("origin lock").elapsed() >= idle
+    }
+
+    fn on_probation(&self) -> bool {
+        self.minted && !self.health.lock().expect("origin lock").answered
+    }
+
+    /// How much longer the origin is down.
+    fn down_left(&self) -> Option<Duration> {
+        let until = self.health.lock().expect("origin lock").down_until?;
+        until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    }
+
+    /// Finishes a push of this origin, releasing its place in the counts.
+    fn finish(&self, shared: &Shared, push: Box<dyn Push>, attempt: Option<Attempt>) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        if self.probing.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
+            shared.probing.fetch_sub(1, Ordering::AcqRel);
+        }
+        push.finish(attempt);
+    }
+
     /// Counts an attempt and applies what it means for the whole origin.
     fn observe(&self, attempt: &Attempt) {
         self.attempts[attempt.index()].increment(1);
         match attempt {
+            // No answer: the push service could not be reached, or did not answer in time.
+            Attempt::Retry { status: None, .. } => self.failed(),
+            Attempt::Deferred { .. } => {}
+            _ => {
+                let mut h = self.health.lock().expect("origin lock");
+                h.answered = true;
+                h.failures = 0;
+                h.downs = 0;
+            }
+        }
+        match attempt {
             Attempt::Retry { status: Some(429), after, .. } => {
                 let wait = after.unwrap_or(Duration::from_secs(5));
                 *self.paused_until.lock().expect("origin lock") = Some(Instant::now() + wait);
-                metrics::push_throttled(&self.host);
+                metrics::push_throttled(self.service);
                 tracing::info!(push_host = %self.host, wait_secs = wait.as_secs(), "push service asked us to slow down");
             }
             Attempt::VapidRejected { status, error } => {
                 *self.blocked_until.lock().expect("origin lock") = Some(Instant::now() + VAPID_BLOCK);
-                metrics::vapid_rejected(&self.host);
+                metrics::vapid_rejected(self.service);
                 if !self.logged_block.swap(true, Ordering::Relaxed) {
                     tracing::error!(
                         push_host = %self.host, status, error = %error,
@@ -277,5 +447,22 @@ impl Origin {
             }
             _ => {}
         }
+    }
+
+    /// A connection failure or timeout: enough of them in a row put the origin down.
+    fn failed(&self) {
+        let mut h = self.health.lock().expect("origin lock");
+        h.failures += 1;
+        let threshold = if self.minted && !h.answered { 1 } else { DOWN_AFTER };
+        if h.failures < threshold || h.down_until.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        let down = DOWN_FIRST.saturating_mul(1 << h.downs.min(10)).min(DOWN_MAX);
+        h.downs += 1;
+        h.failures = 0;
+        h.down_until = Some(Instant::now() + down);
+        drop(h);
+        metrics::push_service_down(self.service);
+        tracing::info!(push_host = %self.host, down_secs = down.as_secs(), "push service unreachable: its pushes wait");
     }
 }

@@ -59,9 +59,11 @@ pub(super) async fn run(shared: Arc<Shared>, origin: Arc<Origin>) {
             let Some(push) = origin.pop() else { break };
             match start(&shared, &origin, &mut conn, push).await {
                 Ok(request) => in_flight.push(request),
-                Err(done) => settle(&origin, &mut conn, done),
+                Err(done) => settle(&shared, &origin, &mut conn, done),
             }
         }
+        // Down or paused since the last answer: what is queued must not wait for it.
+        sweep(&shared, &origin);
         let pause = origin.pause_left();
         let has_room = in_flight.len() < room(&shared, &conn) && pause.is_none();
         let notified = origin.notify.notified();
@@ -111,9 +113,9 @@ pub(super) async fn run(shared: Arc<Shared>, origin: Arc<Origin>) {
         match wake {
             // Requests still on it fail and come back as done.
             Wake::Closed => conn = None,
-            Wake::Done(done) => settle(&origin, &mut conn, done),
+            Wake::Done(done) => settle(&shared, &origin, &mut conn, done),
             Wake::Work => {}
-            Wake::Timer if pause.is_some() => sweep(&origin),
+            Wake::Timer if pause.is_some() => sweep(&shared, &origin),
             Wake::Timer => {
                 if in_flight.is_empty() && !origin.has_queued() {
                     origin.workers.fetch_sub(1, Ordering::AcqRel);
@@ -128,37 +130,35 @@ pub(super) async fn run(shared: Arc<Shared>, origin: Arc<Origin>) {
     }
 }
 
-/// Ends the queued pushes that must not go any more (retracted, expired, or the process
-/// shutting down) while the origin is paused: a `Retry-After` of minutes must not hold up a
-/// retraction's log or a shutdown.
-fn sweep(origin: &Origin) {
-    let ended: Vec<Box<dyn Push>> = {
-        let mut queue = origin.queue.lock().expect("push queue");
-        let mut ended = Vec::new();
-        let mut kept = std::collections::VecDeque::with_capacity(queue.len());
-        for push in queue.drain(..) {
-            if push.headers().is_some() { kept.push_back(push) } else { ended.push(push) }
-        }
-        *queue = kept;
-        ended
-    };
-    for push in ended {
-        push.finish(None);
+/// While the origin is paused (429) or down, hands its queued pushes back at once as deferred
+/// (or ends those that must not go any more: retracted, expired, shutting down), so that a
+/// `Retry-After` of minutes or an unreachable push service holds no in-flight permit, no fan-out
+/// range, no retraction's log and no shutdown.
+fn sweep(shared: &Shared, origin: &Origin) {
+    let Some(wait) = origin.down_left().or_else(|| origin.pause_left()) else { return };
+    let queued: Vec<Box<dyn Push>> = origin.queue.lock().expect("push queue").drain(..).collect();
+    for push in queued {
+        let attempt = push.headers().map(|_| deferred(origin, wait));
+        origin.finish(shared, push, attempt);
     }
+}
+
+fn deferred(origin: &Origin, after: std::time::Duration) -> Attempt {
+    Attempt::Deferred { after, error: format!("{} is unreachable or asked us to wait", origin.host) }
 }
 
 fn room(shared: &Shared, conn: &Option<Conn>) -> usize {
     shared.room(matches!(conn, Some(Conn { send: SendRequest::H2(_), .. })))
 }
 
-fn settle(origin: &Origin, conn: &mut Option<Conn>, done: Done) {
+fn settle(shared: &Shared, origin: &Origin, conn: &mut Option<Conn>, done: Done) {
     if done.spoiled.is_some() && conn.as_ref().map(|c| c.id) == done.spoiled {
         *conn = None;
     }
     if let Some(attempt) = &done.attempt {
         origin.observe(attempt);
     }
-    done.push.finish(done.attempt);
+    origin.finish(shared, done.push, done.attempt);
 }
 
 /// Puts one push on the wire, connecting first if needed; `Err` when it ended at once.
@@ -177,6 +177,9 @@ async fn start(
     let Some(headers) = push.headers() else {
         return Err(Done { push, attempt: None, spoiled: None });
     };
+    if let Some(wait) = origin.down_left() {
+        return ended(push, deferred(origin, wait));
+    }
     let Some(place) = &origin.place else {
         let error = format!("{} is not a push service origin", origin.host);
         return ended(push, Attempt::Failed { status: None, error });
