@@ -92,10 +92,17 @@ pub struct Fanout {
     encryptor: Encryptor,
     /// Batches and retry rounds whose pushes are on their way: awaited at shutdown.
     finishing: TaskTracker,
+    leases: Arc<Leases>,
+    /// Outcome flushes running at once. Flushes of one alert queue on its job's row anyway,
+    /// each holding a database connection while it waits: with many ranges finishing together
+    /// they took the whole pool, lease renewals starved, and ranges were taken over and sent
+    /// twice. A quarter of the pool is plenty.
+    flushes: Arc<Semaphore>,
 }
 
 impl Fanout {
     pub fn new(pool: PgPool, sender: Arc<Sender>, settings: PushSettings) -> std::io::Result<Arc<Self>> {
+        let flush_slots = settings.flush_slots.max(1);
         Ok(Arc::new(Self {
             pool,
             sender,
@@ -104,6 +111,8 @@ impl Fanout {
             settings,
             alerts: Mutex::new(HashMap::new()),
             finishing: TaskTracker::new(),
+            leases: Arc::default(),
+            flushes: Arc::new(Semaphore::new(flush_slots)),
         }))
     }
 
@@ -115,6 +124,7 @@ impl Fanout {
         tasks.spawn(self.clone().watch_retractions(hub, shutdown.clone()));
         tasks.spawn(self.clone().retry_due(shutdown.clone()));
         tasks.spawn(forget_idle_origins(self.sender.clone(), shutdown.clone()));
+        tasks.spawn(self.leases.clone().renew(self.pool.clone(), self.settings.lease, shutdown.clone()));
         for _ in 0..self.settings.workers {
             tasks.spawn(self.clone().work(wake.clone(), shutdown.clone()));
         }
@@ -193,10 +203,14 @@ impl Fanout {
             tracing::info!(%alert_id, "push fan-out planned");
             return Ok(true);
         }
-        let Some(batch) = store::claim_batch(&self.pool, self.settings.lease).await? else {
+        let held = self.leases.held();
+        let Some(batch) = store::claim_batch(&self.pool, self.settings.lease, &held).await? else {
             return Ok(false);
         };
-        self.process(batch, shutdown).await?;
+        // Renewed from the moment it is claimed: under load, loading the alert and the targets
+        // can take longer than the lease.
+        let lease = self.leases.hold(&batch);
+        self.process(batch, lease, shutdown).await?;
         Ok(true)
     }
 
@@ -227,7 +241,12 @@ impl Fanout {
         Ok(Some(cache.entry(id).or_insert(push).clone()))
     }
 
-    async fn process(self: &Arc<Self>, batch: Batch, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn process(
+        self: &Arc<Self>,
+        batch: Batch,
+        lease: LeaseHold,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let Some(alert) = self.alert(batch.alert_id).await? else {
             store::finish_batch(&self.pool, &batch).await?;
             return Ok(());
@@ -255,7 +274,6 @@ impl Fanout {
         // Outcomes go to one writer that flushes them in batches. The channel closes when the
         // batch's last push is done (each holds the run, which holds the sending half).
         let (run, writer) = self.start_run(&alert, batch.alert_id, batch.alert_day, shutdown);
-        let lease = tokio::spawn(keep_lease(self.pool.clone(), batch.clone(), self.settings.lease));
         let sent = self.send(&run, targets.into_iter().map(|t| (t, Prior::default())), shutdown).await;
         drop(run);
         // Every push is on its way. Their answers are awaited apart, so that a push service that
@@ -265,7 +283,7 @@ impl Fanout {
         let shutdown = shutdown.clone();
         self.finishing.spawn(async move {
             let written = writer.await;
-            lease.abort();
+            drop(lease);
             let done = match written {
                 Ok(Ok(())) => this.complete(&batch, &alert, &shutdown).await,
                 Ok(Err(e)) => Err(e),
@@ -315,7 +333,14 @@ impl Fanout {
     ) -> (Arc<BatchRun>, tokio::task::JoinHandle<anyhow::Result<()>>) {
         let (results, rx) = mpsc::unbounded_channel::<Finished>();
         let deactivation = self.settings.deactivation;
-        let writer = tokio::spawn(write_outcomes(self.pool.clone(), alert_id, alert_day, rx, deactivation));
+        let writer = tokio::spawn(write_outcomes(
+            self.pool.clone(),
+            self.flushes.clone(),
+            alert_id,
+            alert_day,
+            rx,
+            deactivation,
+        ));
         let run = Arc::new(BatchRun {
             alert: alert.clone(),
             results,
@@ -736,6 +761,7 @@ fn backoff(attempt: u32) -> Duration {
 
 async fn write_outcomes(
     pool: PgPool,
+    flushes: Arc<Semaphore>,
     alert_id: Uuid,
     alert_day: NaiveDate,
     mut rx: mpsc::UnboundedReceiver<Finished>,
@@ -754,6 +780,7 @@ async fn write_outcomes(
         };
         let due = closed || pending.len() >= FLUSH_ROWS || last_flush.elapsed() >= FLUSH_EVERY;
         if !pending.is_empty() && due {
+            let _slot = flushes.acquire().await.expect("semaphore never closes");
             flush(&pool, alert_id, alert_day, &mut pending, &deactivation).await?;
             last_flush = Instant::now();
         }
@@ -790,13 +817,58 @@ async fn flush(
     }
 }
 
-async fn keep_lease(pool: PgPool, batch: Batch, lease: Duration) {
-    let mut every = tokio::time::interval(lease / 3);
-    every.tick().await;
-    loop {
-        every.tick().await;
-        if let Err(e) = store::renew_lease(&pool, &batch, lease).await {
-            tracing::warn!(error = %e, "could not renew a push batch lease");
+/// The batches this process holds, all renewed together by one task in one statement (a
+/// renewal per batch competed with the outcome writers for connections: with many batches
+/// finishing at once, a late renewal let another worker take a batch over and send it again).
+#[derive(Default)]
+struct Leases {
+    held: Mutex<HashMap<(Uuid, i64), usize>>,
+}
+
+/// A batch's place in [`Leases`]; dropping it stops the renewals.
+struct LeaseHold {
+    leases: Arc<Leases>,
+    key: (Uuid, i64),
+}
+
+impl Leases {
+    fn hold(self: &Arc<Self>, batch: &Batch) -> LeaseHold {
+        let key = (batch.alert_id, batch.first_id);
+        *self.held.lock().expect("leases lock").entry(key).or_default() += 1;
+        LeaseHold { leases: self.clone(), key }
+    }
+
+    fn held(&self) -> Vec<(Uuid, i64)> {
+        self.held.lock().expect("leases lock").keys().copied().collect()
+    }
+
+    async fn renew(self: Arc<Self>, pool: PgPool, lease: Duration, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(lease / 3);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let held = self.held();
+            if held.is_empty() {
+                continue;
+            }
+            if let Err(e) = store::renew_leases(&pool, &held, lease).await {
+                tracing::warn!(error = %e, "could not renew push batch leases");
+            }
+        }
+    }
+}
+
+impl Drop for LeaseHold {
+    fn drop(&mut self) {
+        let mut held = self.leases.held.lock().expect("leases lock");
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
         }
     }
 }

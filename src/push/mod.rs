@@ -42,6 +42,8 @@ pub struct PushSettings {
     /// The longest one try can take (connect and exchange): retry claims outlive it.
     pub try_time: Duration,
     pub deactivation: store::Deactivation,
+    /// Outcome flushes at once per process (a quarter of the database pool).
+    pub flush_slots: usize,
 }
 
 /// Everything push needs at run time; absent when `vapid_subject` is not set.
@@ -97,6 +99,7 @@ impl Push {
                 try_time: Duration::from_secs(
                     settings.push_connect_timeout_secs + settings.push_timeout_secs,
                 ),
+                flush_slots: (settings.db_pool_size as usize / 4).max(1),
                 deactivation: store::Deactivation {
                     alerts: settings.push_deactivate_after_alerts as i32,
                     after: Duration::from_secs(settings.push_deactivate_after_hours as u64 * 3600),

@@ -157,15 +157,23 @@ pub struct Batch {
     pub last_id: i64,
 }
 
-/// Claims a pending batch, or one whose worker vanished (lease expired), for `lease`.
-pub async fn claim_batch(pool: &PgPool, lease: std::time::Duration) -> sqlx::Result<Option<Batch>> {
+/// Claims a pending batch, or one whose worker vanished (lease expired), for `lease`; never one
+/// of `held`, the batches this process is still working on (a lease of its own that ran out
+/// while its runtime was busy must not make it send a range twice).
+pub async fn claim_batch(
+    pool: &PgPool,
+    lease: std::time::Duration,
+    held: &[(Uuid, i64)],
+) -> sqlx::Result<Option<Batch>> {
+    let (held_alerts, held_firsts): (Vec<Uuid>, Vec<i64>) = held.iter().copied().unzip();
     sqlx::query_as::<_, (Uuid, NaiveDate, i64, i64)>(
         "update push_batches b set state = 'running', lease_until = now() + make_interval(secs => $1)
          from push_jobs j
          where j.alert_id = b.alert_id
            and (b.alert_id, b.first_id) = (
              select b2.alert_id, b2.first_id from push_batches b2
-             where b2.state = 'pending' or (b2.state = 'running' and b2.lease_until < now())
+             where (b2.state = 'pending' or (b2.state = 'running' and b2.lease_until < now()))
+               and (b2.alert_id, b2.first_id) not in (select * from unnest($2::uuid[], $3::bigint[]))
              -- By range first: a new alert starts at once and then advances side by side with
              -- one still going out, instead of queueing behind its million subscribers.
              order by b2.first_id, b2.alert_id
@@ -173,6 +181,8 @@ pub async fn claim_batch(pool: &PgPool, lease: std::time::Duration) -> sqlx::Res
          returning b.alert_id, j.alert_day, b.first_id, b.last_id",
     )
     .bind(lease.as_secs_f64())
+    .bind(&held_alerts)
+    .bind(&held_firsts)
     .fetch_optional(pool)
     .await
     .map(|r| {
@@ -180,13 +190,20 @@ pub async fn claim_batch(pool: &PgPool, lease: std::time::Duration) -> sqlx::Res
     })
 }
 
-pub async fn renew_lease(pool: &PgPool, b: &Batch, lease: std::time::Duration) -> sqlx::Result<()> {
+/// Renews the leases of the batches this process is working on, in one statement.
+pub async fn renew_leases(
+    pool: &PgPool,
+    held: &[(Uuid, i64)],
+    lease: std::time::Duration,
+) -> sqlx::Result<()> {
+    let (alerts, firsts): (Vec<Uuid>, Vec<i64>) = held.iter().copied().unzip();
     sqlx::query(
-        "update push_batches set lease_until = now() + make_interval(secs => $3)
-         where alert_id = $1 and first_id = $2 and state = 'running'",
+        "update push_batches b set lease_until = now() + make_interval(secs => $3)
+         from unnest($1::uuid[], $2::bigint[]) as h(alert_id, first_id)
+         where b.alert_id = h.alert_id and b.first_id = h.first_id and b.state = 'running'",
     )
-    .bind(b.alert_id)
-    .bind(b.first_id)
+    .bind(&alerts)
+    .bind(&firsts)
     .bind(lease.as_secs_f64())
     .execute(pool)
     .await?;
