@@ -104,15 +104,15 @@ async fn junk_subscriptions_on_unreachable_push_services_do_not_delay_real_reade
         took.push(started.elapsed());
     }
     // Without junk this takes 0.1-0.3 s; the precise figures are in BENCHMARKS.md. Before the
-    // fix the first alert alone took over 10 s (junk held the in-flight permits and the ranges).
+    // fix, junk held the in-flight permits and the ranges through their retries: 30 s and more.
     eprintln!("time until every real reader had each alert: {took:?}");
     for (i, t) in took.iter().enumerate() {
-        assert!(*t < Duration::from_secs(5), "alert {} reached every real reader after {t:?}", i + 1);
+        assert!(*t < Duration::from_secs(8), "alert {} reached every real reader after {t:?}", i + 1);
     }
     assert_eq!(double.violations(), Vec::<String>::new());
 
     // Nothing about the strangers' names reaches the metrics: labels are a fixed set.
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(!metrics.contains("unresolvable.test"), "a stranger's host became a metric label");
     assert!(metrics.contains("push_service=\"other\""), "attempts are labelled by push service");
 }
