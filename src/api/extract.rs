@@ -84,7 +84,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let message = describe(err.inner());
         // serde_path_to_error's path already ends at the offending (or unknown) field.
         let field = if path == "." { unknown_field(&message).unwrap_or("body").to_string() } else { path };
-        ApiError::field(&field, message)
+        ApiError::field(&named(field, "body"), message)
     })
 }
 
@@ -94,6 +94,18 @@ fn describe(e: &serde_json::Error) -> String {
     match s.rfind(" at line ") {
         Some(i) => s[..i].to_string(),
         None => s,
+    }
+}
+
+/// A path whose last key is empty (`{"": 1}` gives ``, `{"keys": {"": 1}}` gives `keys.`) names
+/// nothing a person could find: then the object holding that key is at fault (`whole` at the top).
+fn named(path: String, whole: &str) -> String {
+    if path.is_empty() {
+        whole.to_string()
+    } else if let Some(parent) = path.strip_suffix('.') {
+        named(parent.to_string(), whole)
+    } else {
+        path
     }
 }
 
@@ -143,7 +155,7 @@ fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> 
         let path = err.path().to_string();
         let inner = err.into_inner().to_string();
         let field = unknown_field(&inner).map(str::to_string).unwrap_or(path);
-        ApiError::field(&field, format!("query parameter: {inner}"))
+        ApiError::field(&named(field, "query"), format!("query parameter: {inner}"))
     })
 }
 

@@ -80,7 +80,8 @@ struct CreatedToken {
     request_body = CreateRequest,
     responses(
         (status = 201, description = "Created; the answer is not cacheable (`Cache-Control: no-store`).",
-         body = CreatedToken, headers(("Location" = String, description = "The token's address."))),
+         body = CreatedToken, headers(("Location" = String, description = "The token's address.")),
+         links(("RevokeToken" = (operation_id = "revoke_token", parameters(("id" = "$response.body#/id")))))),
         (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
     )
