@@ -717,6 +717,11 @@ pub struct SeedArgs {
     /// Delete every existing subscription first.
     #[arg(long)]
     replace: bool,
+    /// Instead, insert this many subscriptions on push services that cannot be reached: half on
+    /// made-up names that do not resolve (`nN.unreachable.invalid`, which the server must allow
+    /// as `*.unreachable.invalid`), half on a loopback port that refuses connections.
+    #[arg(long)]
+    unreachable: Option<u64>,
 }
 
 async fn seed(args: SeedArgs) -> anyhow::Result<()> {
@@ -739,6 +744,30 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         sqlx::query("delete from push_subscriptions").execute(&pool).await?;
     }
     let run = chrono::Utc::now().timestamp_millis();
+    if let Some(n) = args.unreachable {
+        sqlx::query(
+            "insert into push_subscriptions (endpoint, origin, host, p256dh, auth, topics, vapid_key)
+             select e, o, h, ($1::bytea[])[1 + g % $3], ($2::bytea[])[1 + g % $3], '{}', $4
+             from generate_series(0::bigint, $5::bigint - 1) g,
+             lateral (select case when g % 2 = 0
+                 then 'https://n' || g || '-' || $6 || '.unreachable.invalid'
+                 else 'http://localhost:1' end as o) origin,
+             lateral (select o || '/push/' || $6 || '/' || g as e,
+                             case when g % 2 = 0 then substr(o, 9) else 'localhost' end as h) rest",
+        )
+        .bind(&p256dh)
+        .bind(&auth)
+        .bind(p256dh.len() as i64)
+        .bind(&vapid_key)
+        .bind(n as i64)
+        .bind(run.to_string())
+        .execute(&pool)
+        .await?;
+        sqlx::query("vacuum analyze push_subscriptions").execute(&pool).await?;
+        pool.close().await;
+        eprintln!("seeded {n} subscriptions on unreachable push services in {:.1} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     let scheme = if args.tls { "https" } else { "http" };
     let prefix = format!("{scheme}://localhost:{}/push/{run}/", args.sink_port);
     let origin = format!("{scheme}://localhost:{}", args.sink_port);
@@ -810,6 +839,10 @@ pub struct FanoutArgs {
     /// Print one JSON object on stdout (the summary then goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Done when this many pushes are sent (the reachable subscribers), not when none is
+    /// pending: pushes to unreachable push services go on being retried long after.
+    #[arg(long)]
+    reachable: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -929,7 +962,11 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             .await?;
         let p = &v["push"];
         let targeted = p["targeted"].as_i64().unwrap_or(0);
-        if targeted > 0 && p["pending"].as_i64() == Some(0) {
+        let done = match args.reachable {
+            Some(n) => p["sent"].as_i64().unwrap_or(0) >= n,
+            None => targeted > 0 && p["pending"].as_i64() == Some(0),
+        };
+        if done {
             break (v, true);
         }
         if last_print.elapsed() >= Duration::from_secs(5) {
@@ -954,7 +991,7 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let p = &view["push"];
     let targeted = p["targeted"].as_i64().unwrap_or(0);
     let sent = p["sent"].as_i64().unwrap_or(0);
-    let pushes = targeted.max(1) as f64;
+    let pushes = args.reachable.unwrap_or(targeted).max(1) as f64;
     let server_cpu = server_after.total() - server_before.total();
     let diff = |a: Option<Cpu>, b: Option<Cpu>| match (a, b) {
         (Some(a), Some(b)) => Some(b.total() - a.total()),
