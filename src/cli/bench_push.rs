@@ -765,7 +765,10 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .await?;
         sqlx::query("vacuum analyze push_subscriptions").execute(&pool).await?;
         pool.close().await;
-        eprintln!("seeded {n} subscriptions on unreachable push services in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "seeded {n} subscriptions on unreachable push services in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         return Ok(());
     }
     let scheme = if args.tls { "https" } else { "http" };
