@@ -72,6 +72,9 @@ async fn junk_subscriptions_on_unreachable_push_services_do_not_delay_real_reade
         s.push_timeout_secs = 3;
         s.push_connect_timeout_secs = 2;
         s.push_batch_size = 100;
+        // The production default: the tests' pool of 5 is starved by 2,000 retries' bookkeeping
+        // on a loaded machine, which is not what this test is about.
+        s.db_pool_size = 16;
     })
     .await;
     let (refusing, silent) = (closed_port(), silent_port().await);
@@ -103,11 +106,13 @@ async fn junk_subscriptions_on_unreachable_push_services_do_not_delay_real_reade
         .await;
         took.push(started.elapsed());
     }
-    // Without junk this takes 0.1-0.3 s; the precise figures are in BENCHMARKS.md. Before the
-    // fix, junk held the in-flight permits and the ranges through their retries: 30 s and more.
+    // Without junk this takes 0.1-0.3 s, and here 0.4-0.9 s on a quiet machine; the precise
+    // figures are in BENCHMARKS.md. Before the fix, junk held the in-flight permits and the
+    // ranges through their retries: the first alert had not reached every reader after 30 s.
+    // The bound is generous for a loaded CI machine.
     eprintln!("time until every real reader had each alert: {took:?}");
     for (i, t) in took.iter().enumerate() {
-        assert!(*t < Duration::from_secs(8), "alert {} reached every real reader after {t:?}", i + 1);
+        assert!(*t < Duration::from_secs(15), "alert {} reached every real reader after {t:?}", i + 1);
     }
     assert_eq!(double.violations(), Vec::<String>::new());
 
