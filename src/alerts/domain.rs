@@ -405,8 +405,9 @@ impl NewAlert {
 /// The JSON body of `POST /api/v1/alerts`. Raw types, so that every mistake becomes a
 /// [`FieldError`] naming the field rather than a serde message.
 ///
-/// Its documented schema (OpenAPI) states what [`NewAlertRequest::parse`] accepts; the limits are
-/// the constants above (a test checks they agree).
+/// Its documented schema (OpenAPI) allows all that [`NewAlertRequest::parse`] accepts, since the
+/// fuzzer sends what the schema forbids and expects a refusal; its limits are the constants above
+/// (a test checks they agree). So URLs are not `format: uri`: browsers' URLs (WHATWG) are more.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAlertRequest {
@@ -414,15 +415,15 @@ pub struct NewAlertRequest {
     #[schema(required = true, value_type = String, min_length = 1, max_length = 200,
              example = "Burdur'da 4,2 büyüklüğünde deprem")]
     pub headline: Option<String>,
-    /// The article (http or https).
-    #[schema(required = true, value_type = String, format = Uri, max_length = 2048,
+    /// The article: an http or https URL as browsers read it (WHATWG), stored serialised.
+    #[schema(required = true, value_type = String, pattern = "^[Hh][Tt][Tt][Pp][Ss]?:", max_length = 2048,
              example = "https://www.example.com.tr/haber/burdur-deprem")]
     pub url: Option<String>,
     /// Newlines allowed.
     #[schema(min_length = 1, max_length = 500)]
     pub summary: Option<String>,
-    /// A picture for the notification (https).
-    #[schema(format = Uri, max_length = 2048)]
+    /// A picture for the notification: an https URL (WHATWG), stored serialised.
+    #[schema(pattern = "^[Hh][Tt][Tt][Pp][Ss]:", max_length = 2048)]
     pub image: Option<String>,
     /// The CMS's id of the article: a second alert for it while one is live returns that one.
     #[schema(min_length = 1, max_length = 200)]
@@ -440,8 +441,8 @@ pub struct NewAlertRequest {
     /// Default `high`.
     #[schema(value_type = Option<Urgency>)]
     pub urgency: Option<String>,
-    /// RFC 3339; a future time (at most 30 days ahead) schedules the alert.
-    #[schema(format = DateTime)]
+    /// An RFC 3339 time (`2026-11-27T18:30:00+03:00`); a future time (at most 30 days ahead)
+    /// schedules the alert.
     pub send_at: Option<String>,
 }
 
@@ -536,11 +537,11 @@ pub struct CorrectionRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 500)]
     pub summary: Option<Option<String>>,
-    #[schema(format = Uri, max_length = 2048)]
+    #[schema(pattern = "^[Hh][Tt][Tt][Pp][Ss]?:", max_length = 2048)]
     pub url: Option<String>,
     /// `null` removes it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, format = Uri, max_length = 2048)]
+    #[schema(value_type = Option<String>, pattern = "^[Hh][Tt][Tt][Pp][Ss]:", max_length = 2048)]
     pub image: Option<Option<String>>,
 }
 

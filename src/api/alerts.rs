@@ -299,8 +299,8 @@ struct ListQuery {
     /// Alerts per page.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// Only alerts older than this one (from `next`).
-    #[param(value_type = Option<Uuid>)]
+    /// Only alerts older than this one, by id (from `next`). Any spelling of a UUID.
+    #[param(value_type = Option<String>)]
     before: Option<String>,
     #[param(value_type = Option<AlertStatus>)]
     status: Option<String>,

@@ -147,7 +147,8 @@ fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> 
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         // The same byte-level gate as bodies (an empty value is allowed: `topics=` means all).
         if !v.is_empty() {
-            check_text(&k, &v, Lines::Single).map_err(|e| ApiError::Validation(vec![e]))?;
+            check_text(&named(k.to_string(), "query"), &v, Lines::Single)
+                .map_err(|e| ApiError::Validation(vec![e]))?;
         }
         map.insert(k.into_owned(), serde_json::Value::String(v.into_owned()));
     }

@@ -336,7 +336,7 @@ async fn live(
 #[serde(deny_unknown_fields)]
 struct ReceiptRequest {
     /// The alert the notification was for (`data.id` in the push).
-    #[schema(required = true, value_type = Uuid)]
+    #[schema(required = true, value_type = String, example = "0194c3f0-8a2e-7b3c-9d4e-5f6a7b8c9d0e")]
     alert_id: Option<String>,
     #[schema(required = true, value_type = store::ReceiptEvent)]
     event: Option<String>,

@@ -136,7 +136,7 @@ pub fn service_label(host: &str) -> &'static str {
 pub struct SubscriptionJson {
     /// The push service's URL for this browser: https on port 443 at a known push service (or
     /// a host in `push_extra_hosts`). A secret capability.
-    #[schema(required = true, value_type = String, format = Uri, max_length = 1000,
+    #[schema(required = true, value_type = String, max_length = 1000,
              example = "https://fcm.googleapis.com/fcm/send/dQw4w9WgXcQ:APA91b")]
     pub endpoint: Option<String>,
     /// Ignored.
