@@ -519,33 +519,22 @@ struct Prior {
     from_retry: bool,
 }
 
-/// What [`encrypt_chunk`] encrypts for: a target, with whatever travels along.
-trait AsTarget: Send + 'static {
-    fn target(&self) -> &Target;
-}
-
-impl AsTarget for (Target, Prior) {
-    fn target(&self) -> &Target {
-        &self.0
-    }
-}
-
 /// Encrypts a chunk's bodies (on an encryption thread). They share one allocation, each a
 /// `Bytes` view of it freed with the last: one malloc per chunk instead of one ~1 KiB malloc per
 /// push. A body kept for a retry keeps its chunk's allocation, ~70 KiB, alive; the in-flight
 /// limit bounds how many. Each subscriber's plaintext (its own receipt in the shared payload) is
 /// written into one reused buffer.
-fn encrypt_chunk<T: AsTarget>(
-    chunk: Vec<T>,
+fn encrypt_chunk(
+    chunk: Vec<(Target, Prior)>,
     payload: &payload::Template,
-) -> Vec<(T, Result<bytes::Bytes, String>)> {
+) -> Vec<((Target, Prior), Result<bytes::Bytes, String>)> {
     let cpu = thread_cpu_time();
     let mut plaintext = Vec::with_capacity(payload.max_len());
     let mut bodies = bytes::BytesMut::with_capacity(ece::body_len(payload.max_len()) * chunk.len());
     let encrypted = chunk
         .into_iter()
         .map(|item| {
-            let t = item.target();
+            let t = &item.0;
             let keys = (<[u8; 65]>::try_from(t.p256dh.as_slice()), <[u8; 16]>::try_from(t.auth.as_slice()));
             let body = match keys {
                 (Ok(p), Ok(a)) => {
