@@ -148,9 +148,9 @@ pub struct Settings {
     /// Seconds a fan-out batch stays claimed without renewal (a crashed worker's batch is taken
     /// over after this).
     pub push_lease_secs: u64,
-    /// `Topic` header (≤ 32 base64url characters): a newer alert replaces an undelivered older
-    /// one at the push service. Unset: every alert is delivered.
-    pub push_topic: Option<String>,
+    /// Milliseconds a correction's push waits for further corrections of the same alert, which
+    /// join it (one fan-out for a burst of fixes, carrying the last). 0 to 60,000.
+    pub push_correction_coalesce_ms: u64,
     /// Subscriptions not re-posted for this many days are dropped.
     pub subscription_max_idle_days: u32,
     /// Days of delivery logs kept.
@@ -223,7 +223,7 @@ impl Default for Settings {
             push_deactivate_after_alerts: 3,
             push_deactivate_after_hours: 24,
             push_lease_secs: 30,
-            push_topic: None,
+            push_correction_coalesce_ms: 2000,
             subscription_max_idle_days: 60,
             delivery_retention_days: 30,
             // A newsroom or a campus behind one NAT: ~100 readers each loading a page a minute
@@ -386,12 +386,11 @@ impl Settings {
         {
             return bad("vapid_private_key", "must be a raw P-256 private key (32 bytes, base64url)".into());
         }
-        if let Some(topic) = &self.push_topic
-            && (topic.is_empty()
-                || topic.len() > 32
-                || !topic.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        {
-            return bad("push_topic", "must be 1-32 base64url characters (A-Z a-z 0-9 - _)".into());
+        if self.push_correction_coalesce_ms > 60_000 {
+            return bad(
+                "push_correction_coalesce_ms",
+                format!("must be at most 60000 (one minute), got {}", self.push_correction_coalesce_ms),
+            );
         }
         for host in &self.push_extra_hosts {
             if crate::push::subscription::HostRule::parse(host).is_none() {

@@ -543,6 +543,23 @@ pub struct CorrectionRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, pattern = "^[Hh][Tt][Tt][Pp][Ss]:", max_length = 2048)]
     pub image: Option<Option<String>>,
+    /// What readers' devices that were sent the alert get (default `quiet`).
+    pub push: Option<DevicePush>,
+}
+
+/// How a correction reaches the devices that were sent the alert. Pushes of the alert still
+/// pending go out corrected whatever the choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DevicePush {
+    /// Replace the notification without a second sound or vibration (where the platform
+    /// allows): a fixed typo or a sharper headline should not wake a million phones again.
+    #[default]
+    Quiet,
+    /// Replace it and alert again: the news itself changed (a casualty figure, a place).
+    Renotify,
+    /// Tickers only: devices keep what they were sent.
+    None,
 }
 
 /// Distinguishes a missing field (`None`) from an explicit `null` (`Some(None)`).
@@ -560,6 +577,7 @@ pub struct Correction {
     pub summary: Option<Option<Summary>>,
     pub url: Option<WebUrl>,
     pub image: Option<Option<WebUrl>>,
+    pub push: DevicePush,
 }
 
 impl CorrectionRequest {
@@ -582,6 +600,7 @@ impl CorrectionRequest {
             summary: summary.unwrap(),
             url: url.unwrap(),
             image: image.unwrap(),
+            push: self.push.unwrap_or_default(),
         })
     }
 }

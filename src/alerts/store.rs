@@ -8,8 +8,11 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::domain::{Correction, NewAlert, Reason};
-use crate::stream::protocol::{self, EventKind};
+use super::domain::{Correction, DevicePush, NewAlert, Reason};
+use crate::{
+    push::store::StepKind,
+    stream::protocol::{self, EventKind},
+};
 
 /// Key of the transaction-scoped advisory lock that orders stream events (any constant unique
 /// to this use; "sdk" + 1).
@@ -27,6 +30,8 @@ pub struct Alert {
     pub id: Uuid,
     pub seq: Option<i64>,
     pub status: String,
+    /// 0 as flagged; one more with each correction.
+    pub revision: i32,
     pub label: String,
     pub headline: String,
     pub summary: Option<String>,
@@ -55,7 +60,7 @@ impl Alert {
 }
 
 const SELECT_ALERT: &str = "
-    select a.id, a.seq, a.status, a.label, a.headline, a.summary, a.url, a.image, a.article_id,
+    select a.id, a.seq, a.status, a.revision, a.label, a.headline, a.summary, a.url, a.image, a.article_id,
            a.topics, a.urgency, a.ttl_seconds, a.send_at, a.created_at, a.published_at,
            a.updated_at, a.retracted_at, a.retract_reason,
            t.name as created_by, coalesce(s.tickers_reached, 0) as tickers_reached
@@ -203,8 +208,15 @@ pub enum Changed {
     Retracted(Alert),
 }
 
-/// Applies an editor's correction; tickers get an `update` if the alert is already out.
-pub async fn correct(tx: &mut PgConnection, id: Uuid, c: &Correction) -> sqlx::Result<Changed> {
+/// Applies an editor's correction; tickers get an `update` if the alert is already out, and
+/// devices that were sent it a correction push (unless `push` is `none`), which waits
+/// `coalesce` for further corrections to join it.
+pub async fn correct(
+    tx: &mut PgConnection,
+    id: Uuid,
+    c: &Correction,
+    coalesce: std::time::Duration,
+) -> sqlx::Result<Changed> {
     let Some(current) = lock_alert(tx, id).await? else { return Ok(Changed::NotFound) };
     if current.status == "retracted" {
         return Ok(Changed::Retracted(current));
@@ -215,6 +227,7 @@ pub async fn correct(tx: &mut PgConnection, id: Uuid, c: &Correction) -> sqlx::R
             summary = case when $3 then $4 else summary end,
             url = coalesce($5, url),
             image = case when $6 then $7 else image end,
+            revision = revision + 1,
             updated_at = now()
          where id = $1",
     )
@@ -228,6 +241,11 @@ pub async fn correct(tx: &mut PgConnection, id: Uuid, c: &Correction) -> sqlx::R
     .execute(&mut *tx)
     .await?;
     if current.status == "live" {
+        if c.push != DevicePush::None {
+            let quiet = c.push == DevicePush::Quiet;
+            let (kind, revision) = (StepKind::Correction, current.revision + 1);
+            crate::push::store::queue_step(tx, id, kind, revision, quiet, coalesce).await?;
+        }
         let seq = next_seq(tx).await?;
         let alert = get(tx, id).await?.expect("locked row");
         append_event(tx, seq, EventKind::Update, &alert).await?;
@@ -250,15 +268,11 @@ pub async fn retract(tx: &mut PgConnection, id: Uuid, reason: Option<&Reason>) -
     .bind(reason.map(|r| r.as_str()))
     .execute(&mut *tx)
     .await?;
-    // Pushes not yet planned never start; running batches stop when their process's hub sees
-    // the retract event below.
-    sqlx::query(
-        "update push_jobs set state = 'cancelled' where alert_id = $1 and state in ('planning', 'running')",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
     if current.status == "live" {
+        // Pushes not yet sent never go, and devices that were sent the alert get its
+        // retraction; running ranges stop when their process's hub sees the event below.
+        let (kind, revision) = (StepKind::Retraction, current.revision);
+        crate::push::store::queue_step(tx, id, kind, revision, true, std::time::Duration::ZERO).await?;
         let seq = next_seq(tx).await?;
         let alert = get(tx, id).await?.expect("locked row");
         append_event(tx, seq, EventKind::Retract, &alert).await?;

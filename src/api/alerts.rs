@@ -66,6 +66,8 @@ pub struct AlertView {
     pub seq: Option<i64>,
     #[schema(value_type = AlertStatus)]
     pub status: String,
+    /// 0 as flagged; one more with each correction.
+    pub revision: i32,
     pub label: String,
     pub headline: String,
     pub summary: Option<String>,
@@ -88,6 +90,10 @@ pub struct AlertView {
     /// Web Push figures (on `GET /alerts/{id}`, once the alert is published and push is on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<crate::push::store::PushFigures>,
+    /// Each fan-out of the alert to devices, oldest first: the original push, each correction
+    /// and the retraction, with its own figures (when push is on).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub push_steps: Vec<crate::push::store::PushStep>,
     pub links: Links,
 }
 
@@ -121,9 +127,11 @@ impl From<Alert> for AlertView {
             },
             delivery: Delivery { tickers_reached: a.tickers_reached },
             push: None,
+            push_steps: Vec::new(),
             id: a.id,
             seq: a.seq,
             status: a.status,
+            revision: a.revision,
             label: a.label,
             headline: a.headline,
             summary: a.summary,
@@ -353,17 +361,29 @@ async fn list(
         let status = status.map(|s| format!("&status={s}")).unwrap_or_default();
         format!("/api/v1/alerts?limit={limit}&before={last}{status}")
     });
-    let ids: Vec<Uuid> = alerts.iter().map(|a| a.id).collect();
     let mut items: Vec<AlertView> = alerts.into_iter().map(AlertView::from).collect();
-    if state.push.is_some() {
-        let mut conn = state.db.acquire().await?;
-        let mut figures: std::collections::HashMap<Uuid, _> =
-            crate::push::store::figures_of(&mut conn, &ids).await?.into_iter().collect();
-        for item in &mut items {
-            item.push = figures.remove(&item.id);
-        }
-    }
+    with_push(&state, &mut items).await?;
     Ok(axum::Json(Page { items, next }))
+}
+
+/// Adds the push figures and steps to alerts (when push is on), in two queries.
+async fn with_push(state: &AppState, views: &mut [AlertView]) -> ApiResult<()> {
+    if state.push.is_none() || views.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = views.iter().map(|a| a.id).collect();
+    let mut conn = state.db.acquire().await?;
+    let mut figures: std::collections::HashMap<Uuid, _> =
+        crate::push::store::figures_of(&mut conn, &ids).await?.into_iter().collect();
+    let mut steps: std::collections::HashMap<Uuid, Vec<_>> = std::collections::HashMap::new();
+    for (id, step) in crate::push::store::steps_of(&mut conn, &ids).await? {
+        steps.entry(id).or_default().push(step);
+    }
+    for view in views {
+        view.push = figures.remove(&view.id);
+        view.push_steps = steps.remove(&view.id).unwrap_or_default();
+    }
+    Ok(())
 }
 
 fn parse_id(id: &str) -> ApiResult<Uuid> {
@@ -393,10 +413,10 @@ async fn show(
     let alert = store::get(&mut conn, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("there is no alert with id `{id}`")))?;
-    let mut view = AlertView::from(alert);
-    if state.push.is_some() {
-        view.push = crate::push::store::figures(&mut conn, id).await?;
-    }
+    drop(conn);
+    let mut view = [AlertView::from(alert)];
+    with_push(&state, &mut view).await?;
+    let [view] = view;
     Ok(axum::Json(view))
 }
 
@@ -406,8 +426,12 @@ async fn show(
 struct DeliveriesQuery {
     #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
-    /// Only subscriptions with a larger id (from `next`).
-    #[param(value_type = Option<i64>)]
+    /// Only this step's pushes (0: the original; see `push_steps`).
+    #[param(value_type = Option<i16>, minimum = 0)]
+    step: Option<String>,
+    /// Where the previous page ended (from `next`): a subscription id, or
+    /// `<subscription id>.<step>`.
+    #[param(value_type = Option<String>, pattern = "^[0-9]+(\\.[0-9]+)?$")]
     after: Option<String>,
     /// Rows per page.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
@@ -453,25 +477,42 @@ async fn deliveries(
         .transpose()?
         .map(DeliveryStatus::as_str);
     let limit = super::extract::limit(q.limit.as_deref(), 100, 1000)?;
+    let step = q
+        .step
+        .as_deref()
+        .map(|s| s.parse::<i16>().ok().filter(|s| *s >= 0).ok_or_else(|| ApiError::field("step", "must be a step number (0, 1, ...)")))
+        .transpose()?;
     let after = match q.after.as_deref() {
-        None => 0,
-        Some(s) => s.parse::<i64>().map_err(|_| ApiError::field("after", "must be a subscription id"))?,
+        None => (0, -1),
+        Some(s) => {
+            let bad = || ApiError::field("after", "must be a subscription id, or `<subscription id>.<step>`");
+            let (sub, step) = s.split_once('.').unwrap_or((s, ""));
+            let sub = sub.parse::<i64>().map_err(|_| bad())?;
+            let step = if step.is_empty() && !s.contains('.') { i16::MAX } else { step.parse::<i16>().map_err(|_| bad())? };
+            (sub, step)
+        }
     };
     let mut conn = state.db.acquire().await?;
     if store::get(&mut conn, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("there is no alert with id `{id}`")));
     }
     drop(conn);
-    let rows = crate::push::store::deliveries(&state.db, id, status, after, limit).await?;
+    let rows = crate::push::store::deliveries(&state.db, id, step, status, after, limit).await?;
     let next = (rows.len() as i64 == limit).then(|| {
-        let last = rows.last().expect("non-empty page").subscription_id;
+        let last = rows.last().expect("non-empty page");
         let status = status.map(|s| format!("&status={s}")).unwrap_or_default();
-        format!("/api/v1/alerts/{id}/deliveries?limit={limit}&after={last}{status}")
+        let step = step.map(|s| format!("&step={s}")).unwrap_or_default();
+        format!(
+            "/api/v1/alerts/{id}/deliveries?limit={limit}&after={}.{}{status}{step}",
+            last.subscription_id, last.step
+        )
     });
     Ok(axum::Json(DeliveriesPage { items: rows, next }))
 }
 
-/// Correct an alert: tickers get an `update`.
+/// Correct an alert: tickers get an `update`, and devices that were sent the alert get the
+/// correction (quietly by default; see `push`). Corrections in quick succession are coalesced
+/// into one push carrying the last.
 #[utoipa::path(
     patch,
     path = "/alerts/{id}",
@@ -496,12 +537,16 @@ async fn correct(
     let id = parse_id(&id)?;
     let correction = req.parse().map_err(ApiError::Validation)?;
     let mut tx = state.db.begin().await?;
-    let changed = store::correct(&mut tx, id, &correction).await?;
+    let coalesce = std::time::Duration::from_millis(state.settings.push_correction_coalesce_ms);
+    let changed = store::correct(&mut tx, id, &correction, coalesce).await?;
     tx.commit().await?;
     match changed {
         Changed::Done(a) => {
-            tracing::info!(alert_id = %a.id, editor_id = editor.id, "alert corrected");
-            Ok(axum::Json(a.into()))
+            tracing::info!(alert_id = %a.id, editor_id = editor.id, push = ?correction.push, "alert corrected");
+            let mut view = [AlertView::from(a)];
+            with_push(&state, &mut view).await?;
+            let [view] = view;
+            Ok(axum::Json(view))
         }
         Changed::NotFound => Err(ApiError::NotFound(format!("there is no alert with id `{id}`"))),
         Changed::Retracted(_) => Err(ApiError::Conflict(
@@ -510,7 +555,8 @@ async fn correct(
     }
 }
 
-/// Retract an alert: tickers get a `retract`. Retracting twice is harmless.
+/// Retract an alert: tickers get a `retract`, pushes not yet sent are skipped, and devices that
+/// were sent the alert get its retraction. Retracting twice is harmless.
 #[utoipa::path(
     post,
     path = "/alerts/{id}/retract",
@@ -539,7 +585,10 @@ async fn retract(
     match changed {
         Changed::Done(a) | Changed::Retracted(a) => {
             tracing::info!(alert_id = %a.id, editor_id = editor.id, "alert retracted");
-            Ok(axum::Json(a.into()))
+            let mut view = [AlertView::from(a)];
+            with_push(&state, &mut view).await?;
+            let [view] = view;
+            Ok(axum::Json(view))
         }
         Changed::NotFound => Err(ApiError::NotFound(format!("there is no alert with id `{id}`"))),
     }

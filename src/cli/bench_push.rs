@@ -47,7 +47,7 @@ use crate::{
     alerts::store::Alert,
     config::{Secret, Settings},
     db::{self, Database},
-    push::{ece, payload, vapid},
+    push::{ece, payload, store::StepKind, vapid},
 };
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +110,7 @@ fn sample_alert() -> Alert {
         id: uuid::Uuid::now_v7(),
         seq: Some(1234),
         status: "live".into(),
+        revision: 0,
         label: "SON DAKİKA".into(),
         headline: HEADLINE.into(),
         summary: Some(SUMMARY.into()),
@@ -138,6 +139,7 @@ fn alert_from_view(v: &Value) -> anyhow::Result<Alert> {
         id: s("id").context("alert without id")?.parse()?,
         seq: v["seq"].as_i64(),
         status: s("status").unwrap_or_default(),
+        revision: v["revision"].as_i64().unwrap_or(0) as i32,
         label: s("label").unwrap_or_default(),
         headline: s("headline").unwrap_or_default(),
         summary: s("summary"),
@@ -520,7 +522,7 @@ fn subscriber_keys(rng: &SystemRandom) -> ([u8; 65], [u8; 16]) {
 async fn crypto(args: CryptoArgs) -> anyhow::Result<()> {
     let n = args.iterations.max(10);
     let rng = SystemRandom::new();
-    let plaintext = payload::build(&sample_alert());
+    let plaintext = payload::build(&sample_alert(), StepKind::Alert, false);
     let (ua_public, auth) = subscriber_keys(&rng);
 
     // The web-push crate's path: `WebPushMessageBuilder::build` → `HttpEce::encrypt` →
@@ -1024,7 +1026,7 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     };
     let payload_bytes = match alert_from_view(&view) {
         Ok(alert) => {
-            let bytes = payload::build(&alert);
+            let bytes = payload::build(&alert, StepKind::Alert, false);
             if let Some(path) = &args.payload_out {
                 std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
             }

@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use http::HeaderValue;
 use rand::Rng;
 use sqlx::PgPool;
@@ -44,7 +44,7 @@ use super::{
     encryptor::Encryptor,
     payload,
     sender::{Attempt, Headers, Push, Sender},
-    store::{self, Batch, Deactivation, Outcome, Target},
+    store::{self, Batch, Deactivation, Outcome, StepKind, Target},
 };
 use crate::{
     alerts::store as alerts,
@@ -66,14 +66,40 @@ const RETRY_CLAIM: i64 = 500;
 /// How often the retry worker looks for due retries when there were none.
 const RETRY_POLL: Duration = Duration::from_millis(250);
 
-/// What every send of one alert shares, built once per process.
+/// What every push of one step of an alert shares, built once per process and revision.
 struct AlertPush {
     /// Each subscriber's payload differs only in its receipt token.
     payload: Arc<payload::Template>,
+    /// The alert's revision the payload carries.
+    revision: i32,
     topics: Vec<String>,
     urgency: &'static str,
+    /// The original's TTL counts from publication, a correction's or the retraction's from
+    /// when the editor made it.
     expires_at: DateTime<Utc>,
+    /// RFC 8030 `Topic`, one per alert: a correction or the retraction replaces a push of the
+    /// same alert still waiting at the push service for an offline device.
+    topic: HeaderValue,
+    /// The alert's retraction (never cancelled for the retraction's own step).
     cancelled: CancellationToken,
+    /// What the hub has heard of the alert, and how many corrections it had heard of when
+    /// this was built: a range that sees more encrypts its next chunk with the new text.
+    watch: Arc<AlertWatch>,
+    corrections_seen: u64,
+}
+
+/// What the hub tells this process about one alert being sent.
+#[derive(Default)]
+struct AlertWatch {
+    retracted: CancellationToken,
+    corrections: std::sync::atomic::AtomicU64,
+}
+
+impl AlertPush {
+    /// Whether the alert was corrected after this was built.
+    fn outdated(&self) -> bool {
+        self.watch.corrections.load(std::sync::atomic::Ordering::Acquire) != self.corrections_seen
+    }
 }
 
 impl AlertPush {
@@ -88,7 +114,9 @@ pub struct Fanout {
     settings: PushSettings,
     /// Bounds pushes in flight in this process (memory: one encrypted body each).
     in_flight: Arc<Semaphore>,
-    alerts: Mutex<HashMap<Uuid, Arc<AlertPush>>>,
+    alerts: Mutex<HashMap<(Uuid, i16), Arc<AlertPush>>>,
+    /// Per alert being sent: what the hub has heard of it (corrections, retraction).
+    watched: Mutex<HashMap<Uuid, Arc<AlertWatch>>>,
     encryptor: Encryptor,
     /// Batches and retry rounds whose pushes are on their way: awaited at shutdown.
     finishing: TaskTracker,
@@ -110,6 +138,7 @@ impl Fanout {
             encryptor: Encryptor::new()?,
             settings,
             alerts: Mutex::new(HashMap::new()),
+            watched: Mutex::new(HashMap::new()),
             finishing: TaskTracker::new(),
             leases: Arc::default(),
             flushes: Arc::new(Semaphore::new(flush_slots)),
@@ -121,7 +150,7 @@ impl Fanout {
         let wake = Arc::new(tokio::sync::Notify::new());
         let mut tasks = JoinSet::new();
         tasks.spawn(listen(self.pool.clone(), wake.clone(), shutdown.clone()));
-        tasks.spawn(self.clone().watch_retractions(hub, shutdown.clone()));
+        tasks.spawn(self.clone().watch_alerts(hub, shutdown.clone()));
         tasks.spawn(self.clone().retry_due(shutdown.clone()));
         tasks.spawn(forget_idle_origins(self.sender.clone(), shutdown.clone()));
         tasks.spawn(self.leases.clone().renew(self.pool.clone(), self.settings.lease, shutdown.clone()));
@@ -135,8 +164,9 @@ impl Fanout {
         self.finishing.wait().await;
     }
 
-    /// Cancels in-process work on an alert as soon as the hub hears of its retraction.
-    async fn watch_retractions(self: Arc<Self>, hub: Arc<Hub>, shutdown: CancellationToken) {
+    /// Cancels in-process work on an alert as soon as the hub hears of its retraction (all but
+    /// the retraction's own step), and tells ranges being sent of its corrections.
+    async fn watch_alerts(self: Arc<Self>, hub: Arc<Hub>, shutdown: CancellationToken) {
         let mut rx = hub.subscribe(None).receiver;
         loop {
             let event = tokio::select! {
@@ -144,36 +174,66 @@ impl Fanout {
                 e = rx.recv() => e,
             };
             match event {
+                Ok(e) if e.kind == EventKind::Update => {
+                    if let Some(w) = self.watched.lock().expect("watched lock").get(&e.alert_id) {
+                        w.corrections.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    }
+                }
                 Ok(e) if e.kind == EventKind::Retract => {
-                    if let Some(a) = self.alerts.lock().expect("alerts lock").get(&e.alert_id) {
-                        a.cancelled.cancel();
+                    if let Some(w) = self.watched.lock().expect("watched lock").get(&e.alert_id) {
+                        w.retracted.cancel();
                     }
                     // Its retries end now, not when they come due (every process does this;
                     // the first does the work).
-                    let why = "the alert was retracted";
-                    if let Err(err) = store::close_retries(&self.pool, e.alert_id, "skipped", why).await {
+                    let (which, why) = (store::RetriesOf::AllButRetraction, "the alert was retracted");
+                    if let Err(err) = store::close_retries(&self.pool, e.alert_id, which, "skipped", why).await {
                         tracing::warn!(error = %err, alert_id = %e.alert_id, "could not close a retracted alert's retries");
                     }
                 }
                 Ok(_) => {}
-                // Missed events: ask the database which of the alerts being sent were retracted.
+                // Missed events: ask the database which of the alerts being sent were retracted,
+                // and have ranges being sent re-read the others.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let ids: Vec<Uuid> = self.alerts.lock().expect("alerts lock").keys().copied().collect();
-                    let retracted: Vec<Uuid> = sqlx::query_scalar(
-                        "select id from alerts where id = any($1) and status = 'retracted'",
-                    )
-                    .bind(&ids)
-                    .fetch_all(&self.pool)
-                    .await
-                    .unwrap_or_default();
-                    let cache = self.alerts.lock().expect("alerts lock");
-                    for id in retracted {
-                        if let Some(a) = cache.get(&id) {
-                            a.cancelled.cancel();
-                        }
+                    for w in self.watched.lock().expect("watched lock").values() {
+                        w.corrections.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     }
+                    self.recheck_retractions(&shutdown).await;
                 }
                 Err(_) => return,
+            }
+        }
+    }
+
+    /// Cancels the alerts being sent that were retracted. Tries until the database answers: not
+    /// knowing must not mean "keep pushing" (every range also checks when it is claimed, but a
+    /// running one would go on).
+    async fn recheck_retractions(&self, shutdown: &CancellationToken) {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let ids: Vec<Uuid> = self.watched.lock().expect("watched lock").keys().copied().collect();
+            let found: sqlx::Result<Vec<Uuid>> =
+                sqlx::query_scalar("select id from alerts where id = any($1) and status = 'retracted'")
+                    .bind(&ids)
+                    .fetch_all(&self.pool)
+                    .await;
+            match found {
+                Ok(retracted) => {
+                    let watched = self.watched.lock().expect("watched lock");
+                    for id in retracted {
+                        if let Some(w) = watched.get(&id) {
+                            w.retracted.cancel();
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check for retractions the hub missed; trying again");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }
@@ -214,31 +274,64 @@ impl Fanout {
         Ok(true)
     }
 
-    async fn alert(&self, id: Uuid) -> anyhow::Result<Option<Arc<AlertPush>>> {
-        if let Some(a) = self.alerts.lock().expect("alerts lock").get(&id) {
+    /// What the pushes of one step share, with the alert as it reads at `step.alert_revision`
+    /// (or later): built once per revision, so a range claimed after a correction sends the
+    /// corrected text.
+    async fn alert(&self, job: &store::JobKey, step: &store::Step) -> anyhow::Result<Option<Arc<AlertPush>>> {
+        let key = (job.alert_id, job.step);
+        if let Some(a) = self.alerts.lock().expect("alerts lock").get(&key)
+            && a.revision >= step.alert_revision
+            && !a.outdated()
+        {
             return Ok(Some(a.clone()));
         }
+        let watch = self.watched.lock().expect("watched lock").entry(job.alert_id).or_default().clone();
+        // Read before the alert: a correction heard of while it loads makes this outdated at
+        // once rather than missed.
+        let corrections_seen = watch.corrections.load(std::sync::atomic::Ordering::Acquire);
         let mut conn = self.pool.acquire().await?;
-        let Some(alert) = alerts::get(&mut conn, id).await? else { return Ok(None) };
+        let Some(alert) = alerts::get(&mut conn, job.alert_id).await? else { return Ok(None) };
+        drop(conn);
+        let cancelled = if step.kind == StepKind::Retraction {
+            CancellationToken::new()
+        } else {
+            if alert.status == "retracted" {
+                watch.retracted.cancel();
+            }
+            watch.retracted.clone()
+        };
+        let expires_at = match step.kind {
+            StepKind::Alert => alert.expires_at(),
+            _ => step.requested_at + chrono::Duration::seconds(alert.ttl_seconds as i64),
+        };
+        let template = payload::Template::new(&alert, step.kind, step.quiet, self.settings.receipts.clone());
         let push = Arc::new(AlertPush {
-            payload: Arc::new(payload::Template::new(&alert, self.settings.receipts.clone())),
+            payload: Arc::new(template),
+            revision: alert.revision,
             urgency: match alert.urgency.as_str() {
                 "very-low" => "very-low",
                 "low" => "low",
                 "normal" => "normal",
                 _ => "high",
             },
-            expires_at: alert.expires_at(),
+            expires_at,
             topics: alert.topics.clone(),
-            cancelled: CancellationToken::new(),
+            topic: topic_of(alert.id),
+            cancelled,
+            watch,
+            corrections_seen,
         });
-        if alert.status == "retracted" {
-            push.cancelled.cancel();
-        }
         let mut cache = self.alerts.lock().expect("alerts lock");
-        // Forget alerts past their TTL: their batches close as expired without a payload.
+        // Forget steps past their TTL: their batches close as expired without a payload.
         cache.retain(|_, a| a.expires_at > Utc::now() - chrono::Duration::hours(1));
-        Ok(Some(cache.entry(id).or_insert(push).clone()))
+        let entry = cache.entry(key).or_insert_with(|| push.clone());
+        if entry.revision < push.revision || entry.corrections_seen < push.corrections_seen {
+            *entry = push;
+        }
+        let current = entry.clone();
+        let mut watched = self.watched.lock().expect("watched lock");
+        watched.retain(|id, _| cache.keys().any(|(a, _)| a == id));
+        Ok(Some(current))
     }
 
     async fn process(
@@ -247,7 +340,7 @@ impl Fanout {
         lease: LeaseHold,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let Some(alert) = self.alert(batch.alert_id).await? else {
+        let Some(alert) = self.alert(&batch.job, &batch.step).await? else {
             store::finish_batch(&self.pool, &batch).await?;
             return Ok(());
         };
@@ -273,7 +366,7 @@ impl Fanout {
 
         // Outcomes go to one writer that flushes them in batches. The channel closes when the
         // batch's last push is done (each holds the run, which holds the sending half).
-        let (run, writer) = self.start_run(&alert, batch.alert_id, batch.alert_day, shutdown);
+        let (run, writer) = self.start_run(&alert, batch.job, batch.step, shutdown);
         let sent = self.send(&run, targets.into_iter().map(|t| (t, Prior::default())), shutdown).await;
         drop(run);
         // Every push is on its way. Their answers are awaited apart, so that a push service that
@@ -290,9 +383,9 @@ impl Fanout {
                 Err(e) => Err(e.into()),
             };
             match done {
-                Ok(()) => tracing::debug!(alert_id = %batch.alert_id, first_id = batch.first_id, count, elapsed_ms = started.elapsed().as_millis() as u64, "push batch done"),
+                Ok(()) => tracing::debug!(alert_id = %batch.job.alert_id, step = batch.job.step, first_id = batch.first_id, count, elapsed_ms = started.elapsed().as_millis() as u64, "push batch done"),
                 // Its lease runs out and another worker resumes it.
-                Err(e) => tracing::warn!(error = %e, alert_id = %batch.alert_id, "finishing a push batch failed"),
+                Err(e) => tracing::warn!(error = %e, alert_id = %batch.job.alert_id, "finishing a push batch failed"),
             }
         });
         sent
@@ -310,12 +403,7 @@ impl Fanout {
                 .await?;
         } else if shutdown.is_cancelled() {
             // Hand the rest back at once rather than after the lease runs out.
-            sqlx::query("update push_batches set state = 'pending', lease_until = null where alert_id = $1 and first_id = $2")
-                .bind(batch.alert_id)
-                .bind(batch.first_id)
-                .execute(&self.pool)
-                .await?;
-            return Ok(());
+            return Ok(store::release_batch(&self.pool, batch).await?);
         }
         store::finish_batch(&self.pool, batch).await?;
         Ok(())
@@ -327,8 +415,8 @@ impl Fanout {
     fn start_run(
         &self,
         alert: &Arc<AlertPush>,
-        alert_id: Uuid,
-        alert_day: NaiveDate,
+        job: store::JobKey,
+        step: store::Step,
         shutdown: &CancellationToken,
     ) -> (Arc<BatchRun>, tokio::task::JoinHandle<anyhow::Result<()>>) {
         let (results, rx) = mpsc::unbounded_channel::<Finished>();
@@ -336,17 +424,17 @@ impl Fanout {
         let writer = tokio::spawn(write_outcomes(
             self.pool.clone(),
             self.flushes.clone(),
-            alert_id,
-            alert_day,
+            job,
             rx,
             deactivation,
         ));
         let run = Arc::new(BatchRun {
             alert: alert.clone(),
+            job,
+            step,
             results,
             shutdown: shutdown.clone(),
             max_attempts: self.settings.max_attempts,
-            topic: self.settings.topic.as_deref().and_then(|t| HeaderValue::from_str(t).ok()),
         });
         (run, writer)
     }
@@ -363,6 +451,7 @@ impl Fanout {
         let stop = run.alert.cancelled.clone();
         // Targets are moved to an encryption thread and on into their push, never cloned.
         let mut targets = targets.into_iter();
+        let mut text = run.alert.clone();
         'chunks: loop {
             if stop.is_cancelled() || shutdown.is_cancelled() {
                 break;
@@ -371,7 +460,14 @@ impl Fanout {
             if chunk.is_empty() {
                 break;
             }
-            let payload = run.alert.payload.clone();
+            // Corrected since the run began: the rest of it carries the new text, so a reader
+            // whose push was still pending never sees the original.
+            if text.outdated()
+                && let Some(newer) = self.alert(&run.job, &run.step).await?
+            {
+                text = newer;
+            }
+            let (payload, revision) = (text.payload.clone(), text.revision);
             let encrypted = self
                 .encryptor
                 .run(move || encrypt_chunk(chunk, &payload))
@@ -400,6 +496,7 @@ impl Fanout {
                     attempts: prior.attempts,
                     deferrals: prior.deferrals,
                     from_retry: prior.from_retry,
+                    revision,
                     started: Instant::now(),
                     permit: Some(permit),
                 });
@@ -441,13 +538,13 @@ impl Fanout {
                 }
             };
             let full = due.len() as i64 == RETRY_CLAIM;
-            let mut by_alert: HashMap<Uuid, Vec<store::DueRetry>> = HashMap::new();
+            let mut by_step: HashMap<store::JobKey, Vec<store::DueRetry>> = HashMap::new();
             for d in due {
-                by_alert.entry(d.alert_id).or_default().push(d);
+                by_step.entry(d.job).or_default().push(d);
             }
-            for (alert_id, due) in by_alert {
-                if let Err(e) = self.retry_alert(alert_id, due, &shutdown).await {
-                    tracing::warn!(error = %e, %alert_id, "sending push retries failed; they are taken up again after their lease");
+            for (job, due) in by_step {
+                if let Err(e) = self.retry_step(job, due, &shutdown).await {
+                    tracing::warn!(error = %e, alert_id = %job.alert_id, step = job.step, "sending push retries failed; they are taken up again after their lease");
                 }
             }
             if !full {
@@ -459,27 +556,32 @@ impl Fanout {
         }
     }
 
-    /// Sends one alert's claimed retries, or ends them all when the alert no longer goes out.
-    async fn retry_alert(
+    /// Sends one step's claimed retries (and follow-ups), or ends them all when the step no
+    /// longer goes out.
+    async fn retry_step(
         &self,
-        alert_id: Uuid,
+        job: store::JobKey,
         due: Vec<store::DueRetry>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let Some(alert) = self.alert(alert_id).await? else {
-            store::close_retries(&self.pool, alert_id, "skipped", "the alert no longer exists").await?;
+        let (alert_id, this_step) = (job.alert_id, store::RetriesOf::Step(job.step));
+        // The newest revision any of them saw: the claim read it with the rows.
+        let step = due.iter().map(|d| d.step).max_by_key(|s| s.alert_revision).expect("claimed retries");
+        let Some(alert) = self.alert(&job, &step).await? else {
+            store::close_retries(&self.pool, alert_id, this_step, "skipped", "the alert no longer exists").await?;
             return Ok(());
         };
         if alert.cancelled.is_cancelled() {
-            store::close_retries(&self.pool, alert_id, "skipped", "the alert was retracted").await?;
+            let why = "the alert was retracted";
+            store::close_retries(&self.pool, alert_id, store::RetriesOf::AllButRetraction, "skipped", why).await?;
             return Ok(());
         }
         if alert.expires_at <= Utc::now() {
             let why = "the alert's TTL passed before the next try";
-            store::close_retries(&self.pool, alert_id, "expired", why).await?;
+            store::close_retries(&self.pool, alert_id, this_step, "expired", why).await?;
             return Ok(());
         }
-        let (run, writer) = self.start_run(&alert, alert_id, due[0].alert_day, shutdown);
+        let (run, writer) = self.start_run(&alert, job, step, shutdown);
         let mut targets = Vec::with_capacity(due.len());
         for d in due {
             let prior = Prior { attempts: d.attempts, deferrals: d.deferrals, from_retry: true };
@@ -493,6 +595,7 @@ impl Fanout {
                         attempts: d.attempts,
                         error: Some("the subscription was removed before the next try".into()),
                         from_retry: true,
+                        revision: run.alert.revision,
                         ..Outcome::default()
                     };
                     let _ = run.results.send(Finished { outcome, _permit: None });
@@ -562,12 +665,13 @@ fn encrypt_chunk(
 /// What the pushes of one batch share.
 struct BatchRun {
     alert: Arc<AlertPush>,
+    job: store::JobKey,
+    step: store::Step,
     /// To the batch's outcome writer. Unbounded, yet bounded: every message carries one of the
     /// process's `push_max_in_flight` permits, released when the writer takes it.
     results: mpsc::UnboundedSender<Finished>,
     shutdown: CancellationToken,
     max_attempts: u32,
-    topic: Option<HeaderValue>,
 }
 
 struct Finished {
@@ -584,6 +688,8 @@ struct Delivery {
     attempts: i16,
     deferrals: i16,
     from_retry: bool,
+    /// The alert's revision its body carries.
+    revision: i32,
     started: Instant,
     permit: Option<OwnedSemaphorePermit>,
 }
@@ -611,11 +717,7 @@ impl Push for Delivery {
             return None;
         }
         let ttl = alert.ttl_now();
-        (ttl > 0).then(|| Headers { ttl, urgency: alert.urgency, topic: self.run.topic.clone() })
-    }
-
-    fn cancelled(&self) -> &CancellationToken {
-        &self.run.alert.cancelled
+        (ttl > 0).then(|| Headers { ttl, urgency: alert.urgency, topic: Some(alert.topic.clone()) })
     }
 
     /// Logs the outcome, or queues another try of what can be retried while the alert is worth
@@ -724,6 +826,8 @@ impl Delivery {
             deferrals: self.deferrals,
             service_failure: false,
             from_retry: self.from_retry,
+            revision: self.revision,
+            answered_at: Some(Utc::now()),
         }
     }
 
@@ -751,8 +855,7 @@ fn backoff(attempt: u32) -> Duration {
 async fn write_outcomes(
     pool: PgPool,
     flushes: Arc<Semaphore>,
-    alert_id: Uuid,
-    alert_day: NaiveDate,
+    job: store::JobKey,
     mut rx: mpsc::UnboundedReceiver<Finished>,
     deactivation: Deactivation,
 ) -> anyhow::Result<()> {
@@ -770,7 +873,7 @@ async fn write_outcomes(
         let due = closed || pending.len() >= FLUSH_ROWS || last_flush.elapsed() >= FLUSH_EVERY;
         if !pending.is_empty() && due {
             let _slot = flushes.acquire().await.expect("semaphore never closes");
-            flush(&pool, alert_id, alert_day, &mut pending, &deactivation).await?;
+            flush(&pool, &job, &mut pending, &deactivation).await?;
             last_flush = Instant::now();
         }
         if closed {
@@ -781,14 +884,13 @@ async fn write_outcomes(
 
 async fn flush(
     pool: &PgPool,
-    alert_id: Uuid,
-    alert_day: NaiveDate,
+    job: &store::JobKey,
     pending: &mut Vec<Outcome>,
     deactivation: &Deactivation,
 ) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match store::record(pool, alert_id, alert_day, pending, deactivation).await {
+        match store::record(pool, job, pending, deactivation).await {
             Ok(()) => {
                 metrics::deliveries_logged(pending.len() as u64);
                 pending.clear();
@@ -811,23 +913,23 @@ async fn flush(
 /// finishing at once, a late renewal let another worker take a batch over and send it again).
 #[derive(Default)]
 struct Leases {
-    held: Mutex<HashMap<(Uuid, i64), usize>>,
+    held: Mutex<HashMap<store::BatchKey, usize>>,
 }
 
 /// A batch's place in [`Leases`]; dropping it stops the renewals.
 struct LeaseHold {
     leases: Arc<Leases>,
-    key: (Uuid, i64),
+    key: store::BatchKey,
 }
 
 impl Leases {
     fn hold(self: &Arc<Self>, batch: &Batch) -> LeaseHold {
-        let key = (batch.alert_id, batch.first_id);
+        let key = (batch.job.alert_id, batch.job.step, batch.first_id);
         *self.held.lock().expect("leases lock").entry(key).or_default() += 1;
         LeaseHold { leases: self.clone(), key }
     }
 
-    fn held(&self) -> Vec<(Uuid, i64)> {
+    fn held(&self) -> Vec<store::BatchKey> {
         self.held.lock().expect("leases lock").keys().copied().collect()
     }
 
@@ -904,4 +1006,12 @@ async fn listen(pool: PgPool, wake: Arc<tokio::sync::Notify>, shutdown: Cancella
             }
         }
     }
+}
+
+/// The `Topic` of every push of one alert: its 16 id bytes in base64url, 22 characters (RFC 8030
+/// allows 32 of that alphabet).
+fn topic_of(alert_id: Uuid) -> HeaderValue {
+    use base64::Engine as _;
+    let topic = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(alert_id.as_bytes());
+    HeaderValue::from_str(&topic).expect("base64url is a valid header value")
 }

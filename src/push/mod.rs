@@ -36,7 +36,6 @@ pub struct PushSettings {
     pub max_in_flight: usize,
     pub max_attempts: u32,
     pub lease: Duration,
-    pub topic: Option<String>,
     /// Signs each push's receipt token.
     pub receipts: receipt::ReceiptKey,
     /// The longest one try can take (connect and exchange): retry claims outlive it.
@@ -94,7 +93,6 @@ impl Push {
                 max_in_flight: settings.push_max_in_flight,
                 max_attempts: settings.push_max_attempts,
                 lease: Duration::from_secs(settings.push_lease_secs),
-                topic: settings.push_topic.clone(),
                 receipts: receipts.clone(),
                 try_time: Duration::from_secs(
                     settings.push_connect_timeout_secs + settings.push_timeout_secs,

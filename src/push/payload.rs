@@ -2,6 +2,13 @@
 //! Declarative Web Push (`"web_push": 8030`, shown without any service worker) display
 //! correctly.
 //!
+//! Every push of one alert, whatever its step, has the same `tag`: a correction replaces the
+//! notification in place and a retraction's withdrawn notice replaces it where a service worker
+//! cannot close it (Safari's declarative path shows the payload's notification as it is).
+//! `data.kind` says which it is, and `data.revision` lets a service worker ignore a push older
+//! than what it already shows (push services do not promise order). `mutable` lets a service
+//! worker, where one runs, handle a declarative push itself (close instead of replace).
+//!
 //! It must fit 2 KiB of plaintext, the smallest limit among push services (Firefox on Android's
 //! bridge). Long Turkish text is shortened on a character boundary, with an ellipsis: never in
 //! the middle of a two-byte letter.
@@ -14,7 +21,10 @@
 
 use serde::Serialize;
 
-use super::receipt::{MAX_RECEIPT_CHARS, ReceiptKey};
+use super::{
+    receipt::{MAX_RECEIPT_CHARS, ReceiptKey},
+    store::StepKind,
+};
 use crate::alerts::store::Alert;
 
 pub const MAX_PAYLOAD_BYTES: usize = 2048;
@@ -22,6 +32,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 2048;
 #[derive(Serialize)]
 struct Payload<'a> {
     web_push: u16,
+    mutable: bool,
     notification: Notification<'a>,
 }
 
@@ -37,15 +48,22 @@ struct Notification<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<&'a str>,
     timestamp: i64,
+    /// No sound or vibration: a quiet correction, a retraction's notice.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    silent: bool,
     data: Data<'a>,
 }
 
 #[derive(Serialize)]
 struct Data<'a> {
-    /// `alert`; a service worker shows `update` payloads with `renotify`.
-    kind: &'static str,
+    /// `alert`, `correction` or `retraction`.
+    kind: StepKind,
     id: uuid::Uuid,
     seq: Option<i64>,
+    /// The alert's revision (0 as flagged, one more per correction).
+    revision: i32,
+    /// A correction the editor wants to alert readers again (sound, vibration).
+    renotify: bool,
     label: &'a str,
     topics: &'a [String],
     /// `<subscription id>.<token>`: what the service worker sends back with its receipts. Last
@@ -77,8 +95,8 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn new(alert: &Alert, receipts: ReceiptKey) -> Self {
-        let full = build(alert);
+    pub fn new(alert: &Alert, kind: StepKind, quiet: bool, receipts: ReceiptKey) -> Self {
+        let full = build(alert, kind, quiet);
         let quoted = format!("\"{RECEIPT_ROOM}\"");
         // The last occurrence: `receipt` is serialised after everything an editor wrote.
         let at = full
@@ -107,26 +125,50 @@ impl Template {
     }
 }
 
-/// Builds the payload for an alert, with the longest receipt's room in place of a receipt;
-/// always ≤ [`MAX_PAYLOAD_BYTES`]. (What the benchmarks encrypt: the largest payload.)
-pub fn build(alert: &Alert) -> Vec<u8> {
-    let title_full = format!("{}: {}", alert.label, alert.headline);
-    let body_full = alert.summary.clone().unwrap_or_default();
+/// Where a retraction's notice leads: the news site's front page (the article may be gone).
+fn front_page(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization() + "/",
+        Err(_) => url.to_string(),
+    }
+}
+
+/// Builds the payload of one step of an alert (the alert as it reads now), with the longest
+/// receipt's room in place of a receipt; always ≤ [`MAX_PAYLOAD_BYTES`]. (What the benchmarks
+/// encrypt: the largest payload.)
+pub fn build(alert: &Alert, kind: StepKind, quiet: bool) -> Vec<u8> {
+    let retraction = kind == StepKind::Retraction;
+    let (title_full, body_full, navigate) = if retraction {
+        // The withdrawn notice: what Safari shows in place of the original, and what a
+        // service worker shows where a visible notification is required.
+        let mut body = format!("“{}” başlıklı bildirim geri çekildi.", alert.headline);
+        if let Some(reason) = &alert.retract_reason {
+            body.push_str(&format!(" Gerekçe: {reason}"));
+        }
+        ("Haber geri çekildi".to_string(), body, front_page(&alert.url))
+    } else {
+        (format!("{}: {}", alert.label, alert.headline), alert.summary.clone().unwrap_or_default(), alert.url.clone())
+    };
+    let silent = retraction || (kind == StepKind::Correction && quiet);
     let render = |title: String, body: String, with_image: bool| {
         serde_json::to_vec(&Payload {
             web_push: 8030,
+            mutable: true,
             notification: Notification {
                 title,
                 body,
-                navigate: &alert.url,
+                navigate: &navigate,
                 lang: "tr",
                 tag: format!("sondakika-{}", alert.id),
-                image: if with_image { alert.image.as_deref() } else { None },
+                image: if with_image && !retraction { alert.image.as_deref() } else { None },
                 timestamp: alert.published_at.unwrap_or(alert.created_at).timestamp_millis(),
+                silent,
                 data: Data {
-                    kind: "alert",
+                    kind,
                     id: alert.id,
                     seq: alert.seq,
+                    revision: alert.revision,
+                    renotify: kind == StepKind::Correction && !quiet,
                     label: &alert.label,
                     topics: &alert.topics,
                     receipt: RECEIPT_ROOM,
@@ -185,6 +227,7 @@ mod tests {
             id: uuid::Uuid::now_v7(),
             seq: Some(7),
             status: "live".into(),
+            revision: 0,
             label: "SON DAKİKA".into(),
             headline: headline.into(),
             summary: summary.map(String::from),
@@ -208,7 +251,8 @@ mod tests {
     #[test]
     fn a_normal_alert_is_declarative_web_push() {
         let p: serde_json::Value =
-            serde_json::from_slice(&build(&alert("Deprem", Some("Özet"), "https://x.example/a"))).unwrap();
+            serde_json::from_slice(&build(&alert("Deprem", Some("Özet"), "https://x.example/a"), StepKind::Alert, false))
+                .unwrap();
         assert_eq!(p["web_push"], 8030);
         assert_eq!(p["notification"]["title"], "SON DAKİKA: Deprem");
         assert_eq!(p["notification"]["body"], "Özet");
@@ -220,7 +264,7 @@ mod tests {
     fn long_turkish_text_is_cut_on_a_character_boundary() {
         let long = "ĞÜŞİÖÇığüşöç".repeat(40); // 480 two-byte letters
         let url = format!("https://x.example/{}", "a".repeat(900));
-        let bytes = build(&alert(&"İ".repeat(200), Some(&long), &url));
+        let bytes = build(&alert(&"İ".repeat(200), Some(&long), &url), StepKind::Alert, false);
         assert!(bytes.len() <= MAX_PAYLOAD_BYTES, "{}", bytes.len());
         let p: serde_json::Value = serde_json::from_slice(&bytes).expect("valid UTF-8 JSON");
         let body = p["notification"]["body"].as_str().unwrap();
@@ -239,7 +283,7 @@ mod tests {
         for a in
             [alert(&tricky, Some(&tricky), "https://x.example/a"), alert(&"İ".repeat(200), Some(&long), &url)]
         {
-            let template = Template::new(&a, key.clone());
+            let template = Template::new(&a, StepKind::Alert, false, key.clone());
             assert!(template.max_len() <= MAX_PAYLOAD_BYTES, "{}", template.max_len());
             assert_eq!(template.suffix, br#""}}}"#, "only closing braces follow the receipt");
             let mut out = Vec::new();
@@ -266,8 +310,8 @@ mod tests {
         let (headline, summary) =
             ("Burdur'da 4,2 büyüklüğünde deprem", "AFAD ilk verileri paylaştı; can kaybı bildirilmedi.");
         let a = alert(headline, Some(summary), "https://www.burdurweb.com/haber/burdur-deprem");
-        let template = Template::new(&a, ReceiptKey::from_secret(&[3u8; 32]));
-        let shared = build(&a);
+        let template = Template::new(&a, StepKind::Alert, false, ReceiptKey::from_secret(&[3u8; 32]));
+        let shared = build(&a, StepKind::Alert, false);
         let ua: [u8; 65] = PrivateKey::generate(&ECDH_P256)
             .unwrap()
             .compute_public_key()

@@ -74,10 +74,22 @@ pub async fn drop_stale_subscriptions(pool: &PgPool, days: u32) -> sqlx::Result<
     Ok(n.rows_affected())
 }
 
-/// Queues the fan-out of a just-published alert (inside the publishing transaction).
+/// The kinds of push step an alert goes through: its original push, corrections, its
+/// retraction (`push_jobs.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    Alert,
+    Correction,
+    Retraction,
+}
+
+/// Queues the fan-out of a just-published alert: its step 0 (inside the publishing
+/// transaction).
 pub async fn queue_job(tx: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<()> {
     sqlx::query(
-        "insert into push_jobs (alert_id, state, alert_day) values ($1, 'planning', (now() at time zone 'utc')::date)
+        "insert into push_jobs (alert_id, step, kind, state, alert_day) values ($1, 0, 'alert', 'planning', (now() at time zone 'utc')::date)
          on conflict do nothing",
     )
     .bind(alert_id)
@@ -87,74 +99,194 @@ pub async fn queue_job(tx: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<()
     Ok(())
 }
 
-/// Plans one queued job: counts its targets and cuts the subscription id space into batches.
-/// Returns the alert planned, if any was waiting.
+/// Queues a correction or the retraction of an alert that was pushed (inside the transaction
+/// that changes the alert, which holds the alert's row lock: steps of one alert are numbered
+/// one at a time). A correction waits `coalesce` for further ones, which join it instead of
+/// making a step each: the step carries the last revision, and it alerts again if any of them
+/// asked to. A retraction cancels the steps not yet done. Returns the step, or `None` when the
+/// alert has no push (push off, or never published).
+pub async fn queue_step(
+    tx: &mut PgConnection,
+    alert_id: Uuid,
+    kind: StepKind,
+    revision: i32,
+    quiet: bool,
+    coalesce: std::time::Duration,
+) -> sqlx::Result<Option<i16>> {
+    match kind {
+        StepKind::Alert => unreachable!("step 0 is queued by queue_job"),
+        StepKind::Correction => {
+            let joined: Option<i16> = sqlx::query_scalar(
+                "update push_jobs set revision = $2, quiet = quiet and $3, requested_at = now()
+                 where alert_id = $1 and kind = 'correction' and state = 'planning'
+                 returning step",
+            )
+            .bind(alert_id)
+            .bind(revision)
+            .bind(quiet)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if joined.is_some() {
+                return Ok(joined);
+            }
+        }
+        StepKind::Retraction => {
+            // Pushes not yet sent of the earlier steps never go (their running ranges stop
+            // when their process's hub sees the retract event).
+            sqlx::query(
+                "update push_jobs set state = 'cancelled' where alert_id = $1 and state in ('planning', 'running')",
+            )
+            .bind(alert_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let wait = if kind == StepKind::Correction { coalesce.as_secs_f64() } else { 0.0 };
+    let step: Option<i16> = sqlx::query_scalar(
+        "insert into push_jobs (alert_id, step, kind, revision, quiet, state, alert_day, not_before)
+         select $1, max(step) + 1, $2, $3, $4, 'planning', min(alert_day), now() + make_interval(secs => $5)
+         from push_jobs where alert_id = $1 having count(*) > 0
+         returning step",
+    )
+    .bind(alert_id)
+    .bind(kind)
+    .bind(revision)
+    .bind(quiet)
+    .bind(wait)
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query("select pg_notify($1, '')").bind(PUSH_CHANNEL).execute(&mut *tx).await?;
+    Ok(step)
+}
+
+/// Who a step after the original goes to, per subscriber of the alert's log (one index range
+/// of it, `$day`/`$alert`, in the rows of `d`): those who were sent something in an earlier
+/// step and have no outcome in this one (`$step`); for a correction, only those whose newest
+/// push carried a revision older than the step's (`$revision`). Expects the parameters
+/// `$1` alert, `$2` day, `$3` step, `$4` whether it is a retraction, `$5` revision.
+const LATER_STEP_TARGETS: &str = "
+    select d.subscription_id from push_deliveries d
+    where d.alert_day = $2 and d.alert_id = $1 {range}
+    group by d.subscription_id
+    having bool_or(d.status = 'sent' and d.step < $3) and not bool_or(d.step = $3)
+       and ($4 or coalesce(max(d.revision) filter (where d.status = 'sent'), 0) < $5)";
+
+/// Plans one queued step: counts its targets and cuts the subscription id space into batches.
+/// A step waits for its coalescing window and for the earlier steps of its alert to have no
+/// range left to send (so a correction never races the original it corrects). Returns the
+/// alert planned, if any step was ready.
 pub async fn plan_next_job(pool: &PgPool, batch_size: i64) -> sqlx::Result<Option<Uuid>> {
     let mut tx = pool.begin().await?;
-    let job: Option<(Uuid, Vec<String>, bool)> = sqlx::query_as(
-        "select j.alert_id, a.topics,
-                a.status = 'retracted' or a.published_at + make_interval(secs => a.ttl_seconds) < now()
+    let job: Option<(Uuid, i16, StepKind, i32, NaiveDate, Vec<String>, bool)> = sqlx::query_as(
+        "select j.alert_id, j.step, j.kind, j.revision, j.alert_day, a.topics,
+                (a.status = 'retracted' and j.kind <> 'retraction')
+                or j.requested_at + make_interval(secs => a.ttl_seconds) < now()
          from push_jobs j join alerts a on a.id = j.alert_id
-         where j.state = 'planning' order by j.created_at limit 1 for update of j skip locked",
+         where j.state = 'planning' and (j.not_before is null or j.not_before <= now())
+           and not exists (select 1 from push_jobs e
+                           where e.alert_id = j.alert_id and e.step < j.step and e.state = 'planning')
+           and not exists (select 1 from push_batches b
+                           where b.alert_id = j.alert_id and b.step < j.step and b.state <> 'done')
+         order by j.created_at limit 1 for update of j skip locked",
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((alert_id, topics, stale)) = job else { return Ok(None) };
+    let Some((alert_id, step, kind, revision, day, topics, stale)) = job else { return Ok(None) };
     if stale {
         // Retracted, or queued while push was off and no longer worth sending.
-        sqlx::query("update push_jobs set state = 'cancelled' where alert_id = $1")
+        sqlx::query("update push_jobs set state = 'cancelled' where alert_id = $1 and step = $2")
             .bind(alert_id)
+            .bind(step)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         return Ok(Some(alert_id));
     }
-    let (targeted, min_id, max_id): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
-        "select count(*), min(id), max(id) from push_subscriptions
-         where active and (cardinality($1::text[]) = 0 or cardinality(topics) = 0 or topics && $1)",
-    )
-    .bind(&topics)
-    .fetch_one(&mut *tx)
-    .await?;
+    let (targeted, min_id, max_id): (i64, Option<i64>, Option<i64>) = if kind == StepKind::Alert {
+        sqlx::query_as(
+            "select count(*), min(id), max(id) from push_subscriptions
+             where active and (cardinality($1::text[]) = 0 or cardinality(topics) = 0 or topics && $1)",
+        )
+        .bind(&topics)
+        .fetch_one(&mut *tx)
+        .await?
+    } else {
+        // Read from the alert's log, once per step: the subscribers it was sent to.
+        sqlx::query_as(&format!(
+            "select count(*), min(s.id), max(s.id)
+             from ({}) e join push_subscriptions s on s.id = e.subscription_id and s.active
+             where not exists (select 1 from push_retries r where r.alert_id = $1 and r.subscription_id = s.id)",
+            LATER_STEP_TARGETS.replace("{range}", "")
+        ))
+        .bind(alert_id)
+        .bind(day)
+        .bind(step)
+        .bind(kind == StepKind::Retraction)
+        .bind(revision)
+        .fetch_one(&mut *tx)
+        .await?
+    };
     if let (Some(lo), Some(hi)) = (min_id, max_id) {
         // Ranges of ids, not of rows: planning costs one statement whatever the subscriber
         // count; ranges thinned by deletions are simply cheaper to process.
         sqlx::query(
-            "insert into push_batches (alert_id, first_id, last_id, state)
-             select $1, f, least(f + $4 - 1, $3), 'pending' from generate_series($2::bigint, $3::bigint, $4::bigint) f",
+            "insert into push_batches (alert_id, step, first_id, last_id, state)
+             select $1, $5, f, least(f + $4 - 1, $3), 'pending' from generate_series($2::bigint, $3::bigint, $4::bigint) f",
         )
         .bind(alert_id)
         .bind(lo)
         .bind(hi)
         .bind(batch_size)
+        .bind(step)
         .execute(&mut *tx)
         .await?;
     }
-    let state = if targeted == 0 { "done" } else { "running" };
+    // `targeted +`: follow-ups (pushes of earlier steps that were in flight when this step was
+    // asked for) may already have been added to it.
     sqlx::query(
-        "update push_jobs set state = $2, targeted = $3, started_at = now(),
-            reached_50_at = case when $3 = 0 then now() end,
-            reached_95_at = case when $3 = 0 then now() end,
-            reached_100_at = case when $3 = 0 then now() end
-         where alert_id = $1",
+        "update push_jobs set state = 'running', targeted = targeted + $3, started_at = now()
+         where alert_id = $1 and step = $2",
     )
     .bind(alert_id)
-    .bind(state)
+    .bind(step)
     .bind(targeted)
     .execute(&mut *tx)
     .await?;
+    let job = JobKey { alert_id, step, alert_day: day };
+    mark_milestones(&mut tx, &job, &[]).await?;
+    complete_job(&mut tx, &job).await?;
     sqlx::query("select pg_notify($1, '')").bind(PUSH_CHANNEL).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(Some(alert_id))
 }
 
-/// A claimed range of one fan-out.
+/// One step's fan-out of one alert: its job row, and where its log rows go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobKey {
+    pub alert_id: Uuid,
+    pub step: i16,
+    pub alert_day: NaiveDate,
+}
+
+/// A claimed range of one step's fan-out.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    pub alert_id: Uuid,
-    pub alert_day: NaiveDate,
+    pub job: JobKey,
+    pub step: Step,
     pub first_id: i64,
     pub last_id: i64,
+}
+
+/// What a step is, as its pushes need it.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub kind: StepKind,
+    /// The step's revision (who it targets); its pushes carry `alert_revision`.
+    pub revision: i32,
+    pub quiet: bool,
+    pub requested_at: DateTime<Utc>,
+    /// The alert's revision now: the text a push encrypted now carries.
+    pub alert_revision: i32,
 }
 
 /// Claims a pending batch, or one whose worker vanished (lease expired), for `lease`; never one
@@ -163,48 +295,97 @@ pub struct Batch {
 pub async fn claim_batch(
     pool: &PgPool,
     lease: std::time::Duration,
-    held: &[(Uuid, i64)],
+    held: &[BatchKey],
 ) -> sqlx::Result<Option<Batch>> {
-    let (held_alerts, held_firsts): (Vec<Uuid>, Vec<i64>) = held.iter().copied().unzip();
-    sqlx::query_as::<_, (Uuid, NaiveDate, i64, i64)>(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        alert_id: Uuid,
+        step: i16,
+        alert_day: NaiveDate,
+        first_id: i64,
+        last_id: i64,
+        kind: StepKind,
+        revision: i32,
+        quiet: bool,
+        requested_at: DateTime<Utc>,
+        alert_revision: i32,
+    }
+    let (held_alerts, held_steps, held_firsts) = unzip_keys(held);
+    let row: Option<Row> = sqlx::query_as(
         "update push_batches b set state = 'running', lease_until = now() + make_interval(secs => $1)
-         from push_jobs j
-         where j.alert_id = b.alert_id
-           and (b.alert_id, b.first_id) = (
-             select b2.alert_id, b2.first_id from push_batches b2
+         from push_jobs j join alerts a on a.id = j.alert_id
+         where j.alert_id = b.alert_id and j.step = b.step
+           and (b.alert_id, b.step, b.first_id) = (
+             select b2.alert_id, b2.step, b2.first_id from push_batches b2
              where (b2.state = 'pending' or (b2.state = 'running' and b2.lease_until < now()))
-               and (b2.alert_id, b2.first_id) not in (select * from unnest($2::uuid[], $3::bigint[]))
+               and (b2.alert_id, b2.step, b2.first_id)
+                   not in (select * from unnest($2::uuid[], $3::smallint[], $4::bigint[]))
              -- By range first: a new alert starts at once and then advances side by side with
              -- one still going out, instead of queueing behind its million subscribers.
-             order by b2.first_id, b2.alert_id
+             order by b2.first_id, b2.alert_id, b2.step
              limit 1 for update skip locked)
-         returning b.alert_id, j.alert_day, b.first_id, b.last_id",
+         returning b.alert_id, b.step, j.alert_day, b.first_id, b.last_id, j.kind, j.revision, j.quiet,
+                   j.requested_at, a.revision as alert_revision",
     )
     .bind(lease.as_secs_f64())
     .bind(&held_alerts)
+    .bind(&held_steps)
     .bind(&held_firsts)
     .fetch_optional(pool)
-    .await
-    .map(|r| {
-        r.map(|(alert_id, alert_day, first_id, last_id)| Batch { alert_id, alert_day, first_id, last_id })
-    })
+    .await?;
+    Ok(row.map(|r| Batch {
+        job: JobKey { alert_id: r.alert_id, step: r.step, alert_day: r.alert_day },
+        step: Step {
+            kind: r.kind,
+            revision: r.revision,
+            quiet: r.quiet,
+            requested_at: r.requested_at,
+            alert_revision: r.alert_revision,
+        },
+        first_id: r.first_id,
+        last_id: r.last_id,
+    }))
+}
+
+/// A batch's identity: (alert, step, first id of its range).
+pub type BatchKey = (Uuid, i16, i64);
+
+fn unzip_keys(keys: &[BatchKey]) -> (Vec<Uuid>, Vec<i16>, Vec<i64>) {
+    let mut out = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
+    for &(a, s, f) in keys {
+        out.0.push(a);
+        out.1.push(s);
+        out.2.push(f);
+    }
+    out
 }
 
 /// Renews the leases of the batches this process is working on, in one statement.
-pub async fn renew_leases(
-    pool: &PgPool,
-    held: &[(Uuid, i64)],
-    lease: std::time::Duration,
-) -> sqlx::Result<()> {
-    let (alerts, firsts): (Vec<Uuid>, Vec<i64>) = held.iter().copied().unzip();
+pub async fn renew_leases(pool: &PgPool, held: &[BatchKey], lease: std::time::Duration) -> sqlx::Result<()> {
+    let (alerts, steps, firsts) = unzip_keys(held);
     sqlx::query(
-        "update push_batches b set lease_until = now() + make_interval(secs => $3)
-         from unnest($1::uuid[], $2::bigint[]) as h(alert_id, first_id)
-         where b.alert_id = h.alert_id and b.first_id = h.first_id and b.state = 'running'",
+        "update push_batches b set lease_until = now() + make_interval(secs => $4)
+         from unnest($1::uuid[], $2::smallint[], $3::bigint[]) as h(alert_id, step, first_id)
+         where b.alert_id = h.alert_id and b.step = h.step and b.first_id = h.first_id and b.state = 'running'",
     )
     .bind(&alerts)
+    .bind(&steps)
     .bind(&firsts)
     .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Hands a batch back at once (at shutdown) rather than after its lease runs out.
+pub async fn release_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
+    sqlx::query(
+        "update push_batches set state = 'pending', lease_until = null
+         where alert_id = $1 and step = $2 and first_id = $3",
+    )
+    .bind(b.job.alert_id)
+    .bind(b.job.step)
+    .bind(b.first_id)
     .execute(pool)
     .await?;
     Ok(())
@@ -221,9 +402,27 @@ pub struct Target {
     pub auth: Vec<u8>,
 }
 
-/// The batch's matching subscribers without a logged outcome (on a resumed batch, those not
-/// yet done before the crash).
+/// The batch's subscribers without an outcome in its step (on a resumed batch, those not yet
+/// done before the crash) and not waiting for a retry of the alert.
 pub async fn targets(pool: &PgPool, b: &Batch, topics: &[String]) -> sqlx::Result<Vec<Target>> {
+    if b.step.kind != StepKind::Alert {
+        return sqlx::query_as(&format!(
+            "select s.id, s.endpoint, s.origin, s.host, s.p256dh, s.auth
+             from ({}) e join push_subscriptions s on s.id = e.subscription_id and s.active
+             where not exists (select 1 from push_retries r where r.alert_id = $1 and r.subscription_id = s.id)
+             order by s.id",
+            LATER_STEP_TARGETS.replace("{range}", "and d.subscription_id between $6 and $7")
+        ))
+        .bind(b.job.alert_id)
+        .bind(b.job.alert_day)
+        .bind(b.job.step)
+        .bind(b.step.kind == StepKind::Retraction)
+        .bind(b.step.revision)
+        .bind(b.first_id)
+        .bind(b.last_id)
+        .fetch_all(pool)
+        .await;
+    }
     sqlx::query_as(
         "select s.id, s.endpoint, s.origin, s.host, s.p256dh, s.auth from push_subscriptions s
          where s.id between $1 and $2 and s.active
@@ -233,7 +432,7 @@ pub async fn targets(pool: &PgPool, b: &Batch, topics: &[String]) -> sqlx::Resul
                              -- The range again, so that PostgreSQL reads the batch's slice of
                              -- the log's primary key once instead of probing it per row
                              -- (BENCHMARKS.md: 35 → 10 µs of PostgreSQL CPU per push).
-                             and d.subscription_id between $1 and $2)
+                             and d.subscription_id between $1 and $2 and d.step = 0)
            -- Waiting for another try: the retry worker has it.
            and not exists (select 1 from push_retries r
                            where r.alert_id = $5 and r.subscription_id = s.id)
@@ -242,8 +441,8 @@ pub async fn targets(pool: &PgPool, b: &Batch, topics: &[String]) -> sqlx::Resul
     .bind(b.first_id)
     .bind(b.last_id)
     .bind(topics)
-    .bind(b.alert_day)
-    .bind(b.alert_id)
+    .bind(b.job.alert_day)
+    .bind(b.job.alert_id)
     .fetch_all(pool)
     .await
 }
@@ -267,6 +466,11 @@ pub struct Outcome {
     pub service_failure: bool,
     /// The push came from the retry queue (its row there goes with this outcome).
     pub from_retry: bool,
+    /// The alert's revision the push carried.
+    pub revision: i32,
+    /// When the push service answered (or the push was given up): the log's `finished_at`, and
+    /// what the step's milestones are stamped with.
+    pub answered_at: Option<DateTime<Utc>>,
 }
 
 /// When a subscription whose push service keeps failing is deactivated (`unreachable`):
@@ -283,14 +487,14 @@ impl Default for Deactivation {
     }
 }
 
-/// Writes outcomes of one alert: final ones to the delivery log in one statement (and out of
+/// Writes outcomes of one step: final ones to the delivery log in one statement (and out of
 /// the retry queue), retries into the retry queue; deactivates gone subscriptions and those
-/// whose push service keeps failing them; moves the job's counters and milestones. All in one
-/// transaction.
+/// whose push service keeps failing them; moves the step's counters and milestones; and queues
+/// a follow-up for each push that went out with an older text than the alert's latest step
+/// asks for. All in one transaction.
 pub async fn record(
     pool: &PgPool,
-    alert_id: Uuid,
-    alert_day: NaiveDate,
+    job: &JobKey,
     outcomes: &[Outcome],
     deactivation: &Deactivation,
 ) -> sqlx::Result<()> {
@@ -300,26 +504,44 @@ pub async fn record(
     let (retries, finals): (Vec<&Outcome>, Vec<&Outcome>) =
         outcomes.iter().partition(|o| o.status == "retry");
     let mut tx = pool.begin().await?;
-    let counts = if finals.is_empty() {
-        Vec::new()
-    } else {
-        log_finals(&mut tx, alert_id, alert_day, &finals).await?
-    };
+    // First, before any row of the push tables: the alert's row, shared. A correction or a
+    // retraction holds it exclusively while it queues its step, so this transaction sees either
+    // the alert before the change (and the new step will find these pushes in the log) or after
+    // it (and the follow-ups below carry the change): never neither.
+    let latest: Option<(i16, StepKind, i32)> = sqlx::query_as(
+        "select j.step, j.kind, j.revision from alerts a
+         join lateral (select step, kind, revision from push_jobs where alert_id = a.id
+                       order by step desc limit 1) j on true
+         where a.id = $1 for share of a",
+    )
+    .bind(job.alert_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let logged = if finals.is_empty() { Vec::new() } else { log_finals(&mut tx, job, &finals).await? };
     if !retries.is_empty() {
-        queue_retries(&mut tx, alert_id, &retries).await?;
+        queue_retries(&mut tx, job, &retries).await?;
     }
-    let ids = |keep: fn(&Outcome) -> bool| -> Vec<i64> {
+    let ids = |keep: &dyn Fn(&Outcome) -> bool| -> Vec<i64> {
         finals.iter().filter(|o| keep(o)).map(|o| o.subscription_id).collect()
     };
-    let retried = ids(|o| o.from_retry);
+    let retried = ids(&|o| o.from_retry);
     if !retried.is_empty() {
-        sqlx::query("delete from push_retries where alert_id = $1 and subscription_id = any($2)")
-            .bind(alert_id)
+        sqlx::query("delete from push_retries where alert_id = $1 and step = $2 and subscription_id = any($3)")
+            .bind(job.alert_id)
+            .bind(job.step)
             .bind(&retried)
             .execute(&mut *tx)
             .await?;
     }
-    let gone = ids(|o| o.status == "gone");
+    if let Some((step, kind, revision)) = latest
+        && step > job.step
+    {
+        let stale = ids(&|o| o.status == "sent" && (kind == StepKind::Retraction || o.revision < revision));
+        if !stale.is_empty() {
+            queue_follow_ups(&mut tx, job, step, &stale).await?;
+        }
+    }
+    let gone = ids(&|o| o.status == "gone");
     if !gone.is_empty() {
         sqlx::query(
             "update push_subscriptions set active = false, deactivated_at = now(), deactivated_reason = 'gone'
@@ -331,7 +553,7 @@ pub async fn record(
     }
     // A push that went through clears its subscription's failures (through the partial index:
     // nearly always a probe of an empty index).
-    let sent = ids(|o| o.status == "sent");
+    let sent = ids(&|o| o.status == "sent");
     if !sent.is_empty() {
         sqlx::query(
             "update push_subscriptions set failed_alerts = 0, failing_since = null
@@ -341,17 +563,18 @@ pub async fn record(
         .execute(&mut *tx)
         .await?;
     }
-    let failing = ids(|o| o.service_failure);
+    let failing = ids(&|o| o.service_failure);
     if !failing.is_empty() {
         count_failures(&mut tx, &failing, deactivation).await?;
     }
-    let n = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    let n = |s: &str| logged.iter().filter(|(k, _)| k == s).count() as i64;
     sqlx::query(
-        "update push_jobs set sent = sent + $2, failed = failed + $3, gone = gone + $4,
-                expired = expired + $5, skipped = skipped + $6
-         where alert_id = $1",
+        "update push_jobs set sent = sent + $3, failed = failed + $4, gone = gone + $5,
+                expired = expired + $6, skipped = skipped + $7
+         where alert_id = $1 and step = $2",
     )
-    .bind(alert_id)
+    .bind(job.alert_id)
+    .bind(job.step)
     .bind(n("sent"))
     .bind(n("failed"))
     .bind(n("gone"))
@@ -359,20 +582,56 @@ pub async fn record(
     .bind(n("skipped"))
     .execute(&mut *tx)
     .await?;
-    mark_milestones(&mut tx, alert_id).await?;
+    let mut answered: Vec<DateTime<Utc>> = logged.iter().map(|(_, at)| *at).collect();
+    answered.sort_unstable();
+    mark_milestones(&mut tx, job, &answered).await?;
     if !retried.is_empty() {
-        complete_job(&mut tx, alert_id).await?;
+        complete_job(&mut tx, job).await?;
     }
     tx.commit().await
 }
 
-/// Final outcomes into the delivery log; the count of each status actually written.
+/// Pushes of an earlier step that went out after a later step was asked for (they were in
+/// flight, or waiting for a retry, when the editor changed the alert): the later step must
+/// reach them too, and its own ranges may be past them already. They join its retry queue, due
+/// now, and its figures. Never for a subscriber the later step already has an outcome for.
+async fn queue_follow_ups(tx: &mut PgConnection, job: &JobKey, latest: i16, ids: &[i64]) -> sqlx::Result<()> {
+    let added: i64 = sqlx::query_scalar(
+        "with added as (
+            insert into push_retries (alert_id, step, subscription_id, attempts, deferrals, not_before)
+            select $1, $2, i, 0, 0, now() from unnest($4::bigint[]) i
+            where not exists (select 1 from push_deliveries d
+                              where d.alert_day = $3 and d.alert_id = $1 and d.subscription_id = i and d.step = $2)
+            on conflict do nothing
+            returning 1)
+         select count(*) from added",
+    )
+    .bind(job.alert_id)
+    .bind(latest)
+    .bind(job.alert_day)
+    .bind(ids)
+    .fetch_one(&mut *tx)
+    .await?;
+    if added > 0 {
+        sqlx::query("update push_jobs set targeted = targeted + $3 where alert_id = $1 and step = $2")
+            .bind(job.alert_id)
+            .bind(latest)
+            .bind(added)
+            .execute(&mut *tx)
+            .await?;
+        tracing::debug!(alert_id = %job.alert_id, step = latest, added, "follow-up pushes queued");
+    }
+    Ok(())
+}
+
+/// Final outcomes into the delivery log; the status and answer time of each row actually
+/// written.
 async fn log_finals(
     tx: &mut PgConnection,
-    alert_id: Uuid,
-    alert_day: NaiveDate,
+    job: &JobKey,
     finals: &[&Outcome],
-) -> sqlx::Result<Vec<(String, i64)>> {
+) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+    let now = Utc::now();
     let mut ids = Vec::with_capacity(finals.len());
     let mut statuses = Vec::with_capacity(finals.len());
     let mut http = Vec::with_capacity(finals.len());
@@ -380,6 +639,8 @@ async fn log_finals(
     let mut hosts = Vec::with_capacity(finals.len());
     let mut latency = Vec::with_capacity(finals.len());
     let mut errors = Vec::with_capacity(finals.len());
+    let mut revisions = Vec::with_capacity(finals.len());
+    let mut answered = Vec::with_capacity(finals.len());
     for o in finals {
         ids.push(o.subscription_id);
         statuses.push(o.status);
@@ -388,21 +649,23 @@ async fn log_finals(
         hosts.push(o.push_host.as_str());
         latency.push(o.latency_ms);
         errors.push(o.error.as_deref());
+        revisions.push(o.revision);
+        answered.push(o.answered_at.unwrap_or(now));
     }
     // `on conflict do nothing`: a batch resumed after a crash may repeat a push whose outcome
     // was already written; the first outcome stands and is counted once.
     sqlx::query_as(
-        "with ins as (
-            insert into push_deliveries
-                (alert_day, alert_id, subscription_id, status, http_status, attempts, push_host, latency_ms, error)
-            select $1, $2, * from unnest($3::bigint[], $4::text[], $5::smallint[], $6::smallint[], $7::text[],
-                                        $8::int[], $9::text[])
-            on conflict do nothing
-            returning status)
-         select status, count(*) from ins group by status",
+        "insert into push_deliveries
+            (alert_day, alert_id, step, subscription_id, status, http_status, attempts, push_host,
+             latency_ms, error, revision, finished_at)
+         select $1, $2, $3, * from unnest($4::bigint[], $5::text[], $6::smallint[], $7::smallint[], $8::text[],
+                                         $9::int[], $10::text[], $11::int[], $12::timestamptz[])
+         on conflict do nothing
+         returning status, finished_at",
     )
-    .bind(alert_day)
-    .bind(alert_id)
+    .bind(job.alert_day)
+    .bind(job.alert_id)
+    .bind(job.step)
     .bind(&ids)
     .bind(&statuses)
     .bind(&http)
@@ -410,12 +673,14 @@ async fn log_finals(
     .bind(&hosts)
     .bind(&latency)
     .bind(&errors)
+    .bind(&revisions)
+    .bind(&answered)
     .fetch_all(&mut *tx)
     .await
 }
 
 /// Puts pushes (back) in the retry queue, unclaimed, due at their `retry_at`.
-async fn queue_retries(tx: &mut PgConnection, alert_id: Uuid, retries: &[&Outcome]) -> sqlx::Result<()> {
+async fn queue_retries(tx: &mut PgConnection, job: &JobKey, retries: &[&Outcome]) -> sqlx::Result<()> {
     let ids: Vec<i64> = retries.iter().map(|o| o.subscription_id).collect();
     let attempts: Vec<i16> = retries.iter().map(|o| o.attempts).collect();
     let deferrals: Vec<i16> = retries.iter().map(|o| o.deferrals).collect();
@@ -423,14 +688,15 @@ async fn queue_retries(tx: &mut PgConnection, alert_id: Uuid, retries: &[&Outcom
     let http: Vec<Option<i16>> = retries.iter().map(|o| o.http_status).collect();
     let errors: Vec<Option<&str>> = retries.iter().map(|o| o.error.as_deref()).collect();
     sqlx::query(
-        "insert into push_retries (alert_id, subscription_id, attempts, deferrals, not_before, http_status, error)
-         select $1, * from unnest($2::bigint[], $3::smallint[], $4::smallint[], $5::timestamptz[],
-                                  $6::smallint[], $7::text[])
-         on conflict (alert_id, subscription_id) do update set
+        "insert into push_retries (alert_id, step, subscription_id, attempts, deferrals, not_before, http_status, error)
+         select $1, $2, * from unnest($3::bigint[], $4::smallint[], $5::smallint[], $6::timestamptz[],
+                                      $7::smallint[], $8::text[])
+         on conflict (alert_id, step, subscription_id) do update set
             attempts = excluded.attempts, deferrals = excluded.deferrals, not_before = excluded.not_before,
             lease_until = null, http_status = excluded.http_status, error = excluded.error",
     )
-    .bind(alert_id)
+    .bind(job.alert_id)
+    .bind(job.step)
     .bind(&ids)
     .bind(&attempts)
     .bind(&deferrals)
@@ -469,26 +735,27 @@ async fn count_failures(tx: &mut PgConnection, ids: &[i64], rule: &Deactivation)
     Ok(())
 }
 
-/// Marks the job done (and 100 % reached) once no range and no retry of it is left.
-async fn complete_job(tx: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<()> {
+/// Marks the step done (and 100 % reached) once no range and no retry of it is left.
+async fn complete_job(tx: &mut PgConnection, job: &JobKey) -> sqlx::Result<()> {
     sqlx::query(
         "update push_jobs set state = case when state = 'cancelled' then state else 'done' end,
                 reached_100_at = coalesce(reached_100_at, clock_timestamp())
-         where alert_id = $1 and state in ('running', 'cancelled')
-           and not exists (select 1 from push_batches where alert_id = $1 and state <> 'done')
-           and not exists (select 1 from push_retries where alert_id = $1)",
+         where alert_id = $1 and step = $2 and state in ('running', 'cancelled')
+           and not exists (select 1 from push_batches where alert_id = $1 and step = $2 and state <> 'done')
+           and not exists (select 1 from push_retries where alert_id = $1 and step = $2)",
     )
-    .bind(alert_id)
+    .bind(job.alert_id)
+    .bind(job.step)
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// A push due for another try, claimed from the retry queue.
+/// A push due for another try (or a follow-up), claimed from the retry queue.
 #[derive(Debug, Clone)]
 pub struct DueRetry {
-    pub alert_id: Uuid,
-    pub alert_day: NaiveDate,
+    pub job: JobKey,
+    pub step: Step,
     pub subscription_id: i64,
     pub attempts: i16,
     pub deferrals: i16,
@@ -506,7 +773,13 @@ pub async fn claim_retries(
     #[derive(sqlx::FromRow)]
     struct Row {
         alert_id: Uuid,
+        step: i16,
         alert_day: NaiveDate,
+        kind: StepKind,
+        revision: i32,
+        quiet: bool,
+        requested_at: DateTime<Utc>,
+        alert_revision: i32,
         subscription_id: i64,
         attempts: i16,
         deferrals: i16,
@@ -518,16 +791,18 @@ pub async fn claim_retries(
     }
     let rows: Vec<Row> = sqlx::query_as(
         "with due as (
-            select alert_id, subscription_id from push_retries
+            select alert_id, step, subscription_id from push_retries
             where not_before <= now() and (lease_until is null or lease_until < now())
             order by not_before limit $1 for update skip locked),
          claimed as (
             update push_retries r set lease_until = now() + make_interval(secs => $2)
-            from due where r.alert_id = due.alert_id and r.subscription_id = due.subscription_id
-            returning r.alert_id, r.subscription_id, r.attempts, r.deferrals)
-         select c.alert_id, j.alert_day, c.subscription_id, c.attempts, c.deferrals,
+            from due where r.alert_id = due.alert_id and r.step = due.step and r.subscription_id = due.subscription_id
+            returning r.alert_id, r.step, r.subscription_id, r.attempts, r.deferrals)
+         select c.alert_id, c.step, j.alert_day, j.kind, j.revision, j.quiet, j.requested_at,
+                a.revision as alert_revision, c.subscription_id, c.attempts, c.deferrals,
                 s.endpoint, s.origin, s.host, s.p256dh, s.auth
-         from claimed c join push_jobs j on j.alert_id = c.alert_id
+         from claimed c join push_jobs j on j.alert_id = c.alert_id and j.step = c.step
+         join alerts a on a.id = c.alert_id
          left join push_subscriptions s on s.id = c.subscription_id and s.active",
     )
     .bind(limit)
@@ -537,8 +812,14 @@ pub async fn claim_retries(
     Ok(rows
         .into_iter()
         .map(|r| DueRetry {
-            alert_id: r.alert_id,
-            alert_day: r.alert_day,
+            job: JobKey { alert_id: r.alert_id, step: r.step, alert_day: r.alert_day },
+            step: Step {
+                kind: r.kind,
+                revision: r.revision,
+                quiet: r.quiet,
+                requested_at: r.requested_at,
+                alert_revision: r.alert_revision,
+            },
             subscription_id: r.subscription_id,
             attempts: r.attempts,
             deferrals: r.deferrals,
@@ -552,54 +833,117 @@ pub async fn claim_retries(
         .collect())
 }
 
-/// Ends every retry of an alert with one status (`skipped` after a retraction, `expired` past
-/// the TTL) in one transaction, and completes its job if nothing else is left.
-pub async fn close_retries(pool: &PgPool, alert_id: Uuid, status: &str, why: &str) -> sqlx::Result<u64> {
+/// Which retries [`close_retries`] ends.
+#[derive(Debug, Clone, Copy)]
+pub enum RetriesOf {
+    /// Those of one step (its TTL passed, or its subscription went).
+    Step(i16),
+    /// Those of every step but the retraction (the alert was retracted).
+    AllButRetraction,
+}
+
+/// Ends retries of an alert with one status (`skipped` after a retraction, `expired` past the
+/// TTL) in one transaction, and completes their steps if nothing else is left.
+pub async fn close_retries(
+    pool: &PgPool,
+    alert_id: Uuid,
+    which: RetriesOf,
+    status: &str,
+    why: &str,
+) -> sqlx::Result<u64> {
+    let step = match which {
+        RetriesOf::Step(s) => Some(s),
+        RetriesOf::AllButRetraction => None,
+    };
     let mut tx = pool.begin().await?;
-    let n: i64 = sqlx::query_scalar(
+    let ended: Vec<(i16, NaiveDate, i64)> = sqlx::query_as(
         "with ended as (
-            delete from push_retries where alert_id = $1
-            returning subscription_id, attempts, http_status),
+            delete from push_retries r using push_jobs j
+            where r.alert_id = $1 and j.alert_id = r.alert_id and j.step = r.step
+              and ($4::smallint is null or r.step = $4) and j.kind <> 'retraction'
+            returning r.step, j.alert_day, r.subscription_id, r.attempts, r.http_status),
          ins as (
-            insert into push_deliveries (alert_day, alert_id, subscription_id, status, http_status, attempts, push_host, error)
-            select j.alert_day, $1, e.subscription_id, $2, e.http_status, e.attempts, coalesce(s.host, ''), $3
-            from ended e join push_jobs j on j.alert_id = $1
-            left join push_subscriptions s on s.id = e.subscription_id
+            insert into push_deliveries (alert_day, alert_id, step, subscription_id, status, http_status, attempts, push_host, error)
+            select e.alert_day, $1, e.step, e.subscription_id, $2, e.http_status, e.attempts, coalesce(s.host, ''), $3
+            from ended e left join push_subscriptions s on s.id = e.subscription_id
             on conflict do nothing
-            returning 1)
-         select count(*) from ins",
+            returning step, alert_day)
+         select step, alert_day, count(*) from ins group by step, alert_day",
     )
     .bind(alert_id)
     .bind(status)
     .bind(why)
-    .fetch_one(&mut *tx)
+    .bind(step)
+    .fetch_all(&mut *tx)
     .await?;
-    let column = if status == "expired" { "expired" } else { "skipped" };
-    sqlx::query(&format!("update push_jobs set {column} = {column} + $2 where alert_id = $1"))
-        .bind(alert_id)
-        .bind(n)
-        .execute(&mut *tx)
-        .await?;
-    mark_milestones(&mut tx, alert_id).await?;
-    complete_job(&mut tx, alert_id).await?;
+    let mut total = 0;
+    let now = [Utc::now()];
+    for (step, alert_day, n) in ended {
+        let job = JobKey { alert_id, step, alert_day };
+        add_closed(&mut tx, &job, status, n).await?;
+        mark_milestones(&mut tx, &job, &now).await?;
+        complete_job(&mut tx, &job).await?;
+        total += n as u64;
+    }
     tx.commit().await?;
-    Ok(n as u64)
+    Ok(total)
 }
 
-/// Stamps the milestones the job's counts have just reached. With the time of the update, not
-/// `now()`: that is when the transaction began, and flushes run concurrently, so a flush that
-/// began earlier but took the job's row later would stamp 100 % before another's 95 %. The row
-/// lock orders the updates, and `clock_timestamp()` (evaluated after the lock, in column
-/// order) keeps the stamps in that order.
-async fn mark_milestones(tx: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<()> {
+/// Counts `n` pushes closed without a try (`expired`, or else `skipped`) in a step's figures.
+async fn add_closed(tx: &mut PgConnection, job: &JobKey, status: &str, n: i64) -> sqlx::Result<()> {
+    let sql = if status == "expired" {
+        "update push_jobs set expired = expired + $3 where alert_id = $1 and step = $2"
+    } else {
+        "update push_jobs set skipped = skipped + $3 where alert_id = $1 and step = $2"
+    };
+    sqlx::query(sql).bind(job.alert_id).bind(job.step).bind(n).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Stamps the milestones the step's counts have just reached, with the times the pushes that
+/// reached them were answered (`answered`: this flush's, sorted), not with the time their
+/// outcomes were written: writing five outcomes can take longer than sending them. The stamps
+/// never go backwards (a later milestone is never stamped before an earlier one): flushes run
+/// concurrently, and one holding earlier answers may take the row after another.
+async fn mark_milestones(tx: &mut PgConnection, job: &JobKey, answered: &[DateTime<Utc>]) -> sqlx::Result<()> {
+    let (targeted, done, r50, r95, r100): (i64, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+        sqlx::query_as(
+            "select targeted, sent + failed + gone + expired + skipped, reached_50_at, reached_95_at, reached_100_at
+             from push_jobs where alert_id = $1 and step = $2",
+        )
+        .bind(job.alert_id)
+        .bind(job.step)
+        .fetch_one(&mut *tx)
+        .await?;
+    let before = done - answered.len() as i64;
+    // When the `pct` milestone was crossed, if this flush crossed it.
+    let crossed = |pct: i64, already: Option<DateTime<Utc>>| -> Option<DateTime<Utc>> {
+        if already.is_some() {
+            return None;
+        }
+        let need = (targeted * pct + 99) / 100;
+        if done < need {
+            return None;
+        }
+        let nth = (need - before).max(1) as usize;
+        Some(answered.get(nth - 1).or(answered.last()).copied().unwrap_or_else(Utc::now))
+    };
+    let (s50, s95, s100) = (crossed(50, r50), crossed(95, r95), crossed(100, r100));
+    if s50.is_none() && s95.is_none() && s100.is_none() {
+        return Ok(());
+    }
     sqlx::query(
         "update push_jobs set
-            reached_50_at = coalesce(reached_50_at, case when (sent+failed+gone+expired+skipped) * 100 >= targeted * 50 then clock_timestamp() end),
-            reached_95_at = coalesce(reached_95_at, case when (sent+failed+gone+expired+skipped) * 100 >= targeted * 95 then clock_timestamp() end),
-            reached_100_at = coalesce(reached_100_at, case when (sent+failed+gone+expired+skipped) >= targeted then clock_timestamp() end)
-         where alert_id = $1",
+            reached_50_at = coalesce(reached_50_at, $3),
+            reached_95_at = coalesce(reached_95_at, greatest($4, coalesce(reached_50_at, $3))),
+            reached_100_at = coalesce(reached_100_at, greatest($5, coalesce(reached_95_at, $4), coalesce(reached_50_at, $3)))
+         where alert_id = $1 and step = $2",
     )
-    .bind(alert_id)
+    .bind(job.alert_id)
+    .bind(job.step)
+    .bind(s50)
+    .bind(s95)
+    .bind(s100)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -615,51 +959,60 @@ pub async fn close_remaining(
     why: &str,
 ) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
-    let n = sqlx::query(
-        "insert into push_deliveries (alert_day, alert_id, subscription_id, status, attempts, push_host, error)
-         select $4, $5, s.id, $6, 0, s.host, $7 from push_subscriptions s
-         where s.id between $1 and $2 and s.active
-           and (cardinality($3::text[]) = 0 or cardinality(s.topics) = 0 or s.topics && $3)
-         on conflict do nothing",
-    )
+    let remaining = if b.step.kind == StepKind::Alert {
+        "select s.id, s.host from push_subscriptions s
+         where s.id between $6 and $7 and s.active
+           and (cardinality($8::text[]) = 0 or cardinality(s.topics) = 0 or s.topics && $8)"
+            .to_string()
+    } else {
+        format!(
+            "select s.id, s.host from ({}) e join push_subscriptions s on s.id = e.subscription_id and s.active",
+            LATER_STEP_TARGETS.replace("{range}", "and d.subscription_id between $6 and $7")
+        )
+    };
+    let n = sqlx::query(&format!(
+        "insert into push_deliveries (alert_day, alert_id, step, subscription_id, status, attempts, push_host, error, revision)
+         select $2, $1, $3, r.id, $9, 0, r.host, $10, $5 from ({remaining}) r
+         on conflict do nothing"
+    ))
+    .bind(b.job.alert_id)
+    .bind(b.job.alert_day)
+    .bind(b.job.step)
+    .bind(b.step.kind == StepKind::Retraction)
+    .bind(b.step.revision)
     .bind(b.first_id)
     .bind(b.last_id)
     .bind(topics)
-    .bind(b.alert_day)
-    .bind(b.alert_id)
     .bind(status)
     .bind(why)
     .execute(&mut *tx)
     .await?
     .rows_affected() as i64;
-    let column = if status == "expired" { "expired" } else { "skipped" };
-    sqlx::query(&format!("update push_jobs set {column} = {column} + $2 where alert_id = $1"))
-        .bind(b.alert_id)
-        .bind(n)
-        .execute(&mut *tx)
-        .await?;
-    mark_milestones(&mut tx, b.alert_id).await?;
+    add_closed(&mut tx, &b.job, status, n).await?;
+    mark_milestones(&mut tx, &b.job, &[]).await?;
     tx.commit().await
 }
 
-/// Marks a batch done, and its job when it was the last and no retry is left.
+/// Marks a batch done, and its step when it was the last and no retry is left.
 pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "update push_batches set state = 'done', lease_until = null where alert_id = $1 and first_id = $2",
+        "update push_batches set state = 'done', lease_until = null
+         where alert_id = $1 and step = $2 and first_id = $3",
     )
-    .bind(b.alert_id)
+    .bind(b.job.alert_id)
+    .bind(b.job.step)
     .bind(b.first_id)
     .execute(&mut *tx)
     .await?;
-    complete_job(&mut tx, b.alert_id).await?;
+    complete_job(&mut tx, &b.job).await?;
     tx.commit().await
 }
 
-/// Push figures of one alert.
+/// Push figures of one alert: its original push (step 0) and the receipts.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PushFigures {
-    /// Where the fan-out is: `planning`, `sending`, `done`, ...
+    /// Where the fan-out is: `waiting`, `planning`, `running`, `done` or `cancelled`.
     pub state: String,
     pub targeted: i64,
     pub sent: i64,
@@ -672,11 +1025,49 @@ pub struct PushFigures {
     pub retrying: i64,
     pub shown: i64,
     pub clicked: i64,
-    /// Milliseconds from publication until 50/95/100 % of the targets had an outcome.
+    /// Milliseconds from publication until the push service had answered 50/95/100 % of the
+    /// targets.
     pub ms_to_50: Option<i64>,
     pub ms_to_95: Option<i64>,
     pub ms_to_100: Option<i64>,
 }
+
+/// One step of an alert's push: the original, a correction or the retraction, with its
+/// figures.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct PushStep {
+    /// 0 for the original push, then one per correction and the retraction.
+    pub step: i16,
+    pub kind: StepKind,
+    /// The alert's revision the step was asked for (a correction's pushes carry the alert as it
+    /// reads when they are sent, which may be newer).
+    pub revision: i32,
+    /// A quiet correction replaces the notification without a second sound or vibration.
+    pub quiet: bool,
+    /// When the editor published, corrected or retracted (for coalesced corrections, the last).
+    pub requested_at: DateTime<Utc>,
+    /// `waiting` (a correction inside its coalescing window, or behind an earlier step still
+    /// sending), `planning`, `running`, `done` or `cancelled`.
+    pub state: String,
+    pub targeted: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub gone: i64,
+    pub expired: i64,
+    pub skipped: i64,
+    pub pending: i64,
+    pub retrying: i64,
+    /// Milliseconds from `requested_at` until the push service had answered 50/95/100 % of the
+    /// step's targets.
+    pub ms_to_50: Option<i64>,
+    pub ms_to_95: Option<i64>,
+    pub ms_to_100: Option<i64>,
+}
+
+/// The step's state as the API tells it.
+const STEP_STATE: &str = "case when j.state = 'planning' and (j.not_before > now() or exists (
+        select 1 from push_jobs e where e.alert_id = j.alert_id and e.step < j.step and e.state in ('planning', 'running')))
+    then 'waiting' else j.state end";
 
 pub async fn figures(conn: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<Option<PushFigures>> {
     Ok(figures_of(conn, &[alert_id]).await?.into_iter().next().map(|(_, f)| f))
@@ -690,28 +1081,58 @@ pub async fn figures_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<V
         #[sqlx(flatten)]
         figures: PushFigures,
     }
-    let rows: Vec<Row> = sqlx::query_as(
-        "select j.alert_id, j.state, j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "select j.alert_id, {STEP_STATE} as state, j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
                 greatest(j.targeted - (j.sent + j.failed + j.gone + j.expired + j.skipped), 0) as pending,
-                (select count(*) from push_retries r where r.alert_id = j.alert_id) as retrying,
+                (select count(*) from push_retries r where r.alert_id = j.alert_id and r.step = 0) as retrying,
                 coalesce(s.push_shown, 0) as shown, coalesce(s.push_clicked, 0) as clicked,
-                (extract(epoch from j.reached_50_at - a.published_at) * 1000)::bigint as ms_to_50,
-                (extract(epoch from j.reached_95_at - a.published_at) * 1000)::bigint as ms_to_95,
-                (extract(epoch from j.reached_100_at - a.published_at) * 1000)::bigint as ms_to_100
-         from push_jobs j join alerts a on a.id = j.alert_id
+                (extract(epoch from j.reached_50_at - j.requested_at) * 1000)::bigint as ms_to_50,
+                (extract(epoch from j.reached_95_at - j.requested_at) * 1000)::bigint as ms_to_95,
+                (extract(epoch from j.reached_100_at - j.requested_at) * 1000)::bigint as ms_to_100
+         from push_jobs j
          left join alert_stats s on s.alert_id = j.alert_id
-         where j.alert_id = any($1)",
-    )
+         where j.alert_id = any($1) and j.step = 0"
+    ))
     .bind(ids)
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(|r| (r.alert_id, r.figures)).collect())
 }
 
+/// Every step of several alerts, oldest first, in one query.
+pub async fn steps_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, PushStep)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        alert_id: Uuid,
+        #[sqlx(flatten)]
+        step: PushStep,
+    }
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "select j.alert_id, j.step, j.kind, j.revision, j.quiet, j.requested_at, {STEP_STATE} as state,
+                j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
+                greatest(j.targeted - (j.sent + j.failed + j.gone + j.expired + j.skipped), 0) as pending,
+                (select count(*) from push_retries r where r.alert_id = j.alert_id and r.step = j.step) as retrying,
+                (extract(epoch from j.reached_50_at - j.requested_at) * 1000)::bigint as ms_to_50,
+                (extract(epoch from j.reached_95_at - j.requested_at) * 1000)::bigint as ms_to_95,
+                (extract(epoch from j.reached_100_at - j.requested_at) * 1000)::bigint as ms_to_100
+         from push_jobs j
+         where j.alert_id = any($1)
+         order by j.alert_id, j.step"
+    ))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.alert_id, r.step)).collect())
+}
+
 /// One row of the delivery log, as the API shows it (no endpoint: only the host).
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeliveryRow {
     pub subscription_id: i64,
+    /// The step the push belongs to (0: the original; then corrections and the retraction).
+    pub step: i16,
+    /// The alert's revision the push carried.
+    pub revision: i32,
     #[schema(value_type = DeliveryStatus)]
     pub status: String,
     pub http_status: Option<i16>,
@@ -748,23 +1169,28 @@ impl DeliveryStatus {
     }
 }
 
+/// A page of one alert's log, by (subscription, step): after `after`, of one step or all.
 pub async fn deliveries(
     pool: &PgPool,
     alert_id: Uuid,
+    step: Option<i16>,
     status: Option<&str>,
-    after: i64,
+    after: (i64, i16),
     limit: i64,
 ) -> sqlx::Result<Vec<DeliveryRow>> {
     sqlx::query_as(
-        "select d.subscription_id, d.status, d.http_status, d.attempts, d.push_host, d.latency_ms, d.error,
-                d.finished_at, d.shown_at, d.clicked_at
-         from push_deliveries d join push_jobs j on j.alert_id = d.alert_id and j.alert_day = d.alert_day
-         where d.alert_id = $1 and ($2::text is null or d.status = $2) and d.subscription_id > $3
-         order by d.subscription_id limit $4",
+        "select d.subscription_id, d.step, d.revision, d.status, d.http_status, d.attempts, d.push_host,
+                d.latency_ms, d.error, d.finished_at, d.shown_at, d.clicked_at
+         from push_deliveries d join push_jobs j on j.alert_id = d.alert_id and j.step = 0 and j.alert_day = d.alert_day
+         where d.alert_id = $1 and ($2::smallint is null or d.step = $2) and ($3::text is null or d.status = $3)
+           and (d.subscription_id, d.step) > ($4, $5)
+         order by d.subscription_id, d.step limit $6",
     )
     .bind(alert_id)
+    .bind(step)
     .bind(status)
-    .bind(after)
+    .bind(after.0)
+    .bind(after.1)
     .bind(limit)
     .fetch_all(pool)
     .await
@@ -823,8 +1249,8 @@ pub async fn add_receipt(
         "with delivery as (
             update push_deliveries d set {name}_at = now()
             from push_jobs j join alerts a on a.id = j.alert_id
-            where j.alert_id = $1 and a.status <> 'retracted'
-              and d.alert_day = j.alert_day and d.alert_id = $1 and d.subscription_id = $2
+            where j.alert_id = $1 and j.step = 0 and a.status <> 'retracted'
+              and d.alert_day = j.alert_day and d.alert_id = $1 and d.subscription_id = $2 and d.step = 0
               and d.status = 'sent' and d.{name}_at is null
             returning d.alert_id)
          insert into alert_stats (alert_id, push_{name}) select alert_id, 1 from delivery
@@ -842,9 +1268,9 @@ pub async fn add_receipt(
     // Not counted: find out why, for an answer the service worker (and its author) can act on.
     let why: Option<(String, Option<String>, Option<bool>)> = sqlx::query_as(&format!(
         "select a.status, d.status, d.{name}_at is not null from alerts a
-         left join push_jobs j on j.alert_id = a.id
+         left join push_jobs j on j.alert_id = a.id and j.step = 0
          left join push_deliveries d
-                on d.alert_day = j.alert_day and d.alert_id = a.id and d.subscription_id = $2
+                on d.alert_day = j.alert_day and d.alert_id = a.id and d.subscription_id = $2 and d.step = 0
          where a.id = $1"
     ))
     .bind(alert_id)

@@ -18,7 +18,7 @@ use crate::{
 pub(crate) const SUBJECT: &str = "mailto:teknik@burdurweb.com";
 
 /// `push_settings` as the environment of a `sondakika serve` child process.
-const PROCESS_PUSH_ENV: &[(&str, &str)] = &[
+pub(crate) const PROCESS_PUSH_ENV: &[(&str, &str)] = &[
     ("SONDAKIKA_VAPID_SUBJECT", SUBJECT),
     ("SONDAKIKA_PUSH_EXTRA_HOSTS", "localhost"),
     ("SONDAKIKA_PUSH_EXTRA_HOSTS_ALLOW_HTTP", "true"),
@@ -213,7 +213,12 @@ async fn an_alert_reaches_thousands_of_subscribers_once_each_with_an_exact_log()
     assert!(summary.starts_with(n["body"].as_str().unwrap().trim_end_matches('…')));
     assert!(r.ttl > 1700 && r.ttl <= 1800, "TTL from the alert, not a default: {}", r.ttl);
     assert_eq!(r.urgency, "high");
-    assert_eq!(r.topic, None);
+    assert_eq!(r.topic.as_deref(), Some(topic_of(id).as_str()), "one Topic per alert");
+}
+
+/// The `Topic` every push of one alert carries: its id's 16 bytes in base64url.
+pub(crate) fn topic_of(alert_id: &str) -> String {
+    B64.encode(alert_id.parse::<uuid::Uuid>().unwrap().as_bytes())
 }
 
 /// A self-hosted push service behind a private CA: trusted through `push_ca_file`, refused
@@ -317,7 +322,7 @@ async fn a_bad_push_ca_file_is_refused_at_start_naming_the_setting() {
 
 #[tokio::test]
 async fn only_subscribers_of_matching_topics_get_the_push() {
-    let (app, double) = push_app(|s| s.push_topic = Some("sondakika-spor".into())).await;
+    let (app, double) = push_app(|_| {}).await;
     bulk_subscribe(&app, &double, 0..10, &["spor"], Behaviour::Accept).await;
     bulk_subscribe(&app, &double, 10..20, &["burdur"], Behaviour::Accept).await;
     bulk_subscribe(&app, &double, 20..30, &[], Behaviour::Accept).await;
@@ -328,7 +333,8 @@ async fn only_subscribers_of_matching_topics_get_the_push() {
     let mut got: Vec<u64> = counts.keys().copied().collect();
     got.sort();
     assert_eq!(got, (0..10).chain(20..30).collect::<Vec<_>>());
-    assert!(double.received().iter().all(|r| r.topic.as_deref() == Some("sondakika-spor")));
+    let topic = topic_of(alert["id"].as_str().unwrap());
+    assert!(double.received().iter().all(|r| r.topic.as_deref() == Some(topic.as_str())));
 }
 
 #[tokio::test]
@@ -488,10 +494,13 @@ async fn a_retraction_stops_the_fan_out_within_a_second() {
         .await;
     let r = app.editor(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), None).await;
     assert_eq!(r.status(), 200);
+    // The alert's own pushes stop; those sent it then get the retraction.
+    let originals =
+        || double.received().iter().filter(|r| r.payload["notification"]["data"]["kind"] == "alert").count();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after_a_second = double.received().len();
+    let after_a_second = originals();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(double.received().len(), after_a_second, "nothing sent a second after the retraction");
+    assert_eq!(originals(), after_a_second, "nothing of the alert sent a second after the retraction");
     let f = wait_done(&app, &id, Duration::from_secs(30)).await;
     assert!(f["skipped"].as_i64().unwrap() > 300, "{f}");
     assert_eq!(f["sent"].as_i64().unwrap() + f["skipped"].as_i64().unwrap(), 400, "{f}");
@@ -849,7 +858,7 @@ async fn two_processes_share_one_fan_out_without_double_sends() {
 /// transaction, 100 % would come 300 ms before 95 %.
 #[tokio::test]
 async fn milestones_keep_their_order_when_flushes_overlap() {
-    use sondakika::push::store::{self, Outcome};
+    use sondakika::push::store::{self, JobKey, Outcome};
     // Push is off in this app: nothing but this test writes the alert's job.
     let app = TestApp::spawn().await;
     let alert = app.flag("Kilometre taşları sırayla", &[]).await;
@@ -887,11 +896,13 @@ async fn milestones_keep_their_order_when_flushes_overlap() {
     .unwrap();
     let late = tokio::spawn({
         let pool = app.pool.clone();
-        async move { store::record(&pool, id, day, &outcomes(95..100), &Default::default()).await }
+        let job = JobKey { alert_id: id, step: 0, alert_day: day };
+        async move { store::record(&pool, &job, &outcomes(95..100), &Default::default()).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!late.is_finished(), "the first flush waits on the uncommitted outcome");
-    store::record(&app.pool, id, day, &outcomes(0..95), &Default::default()).await.unwrap();
+    let job = JobKey { alert_id: id, step: 0, alert_day: day };
+    store::record(&app.pool, &job, &outcomes(0..95), &Default::default()).await.unwrap();
     blocker.rollback().await.unwrap();
     late.await.unwrap().unwrap();
 

@@ -53,7 +53,6 @@ use bytes::Bytes;
 use http::HeaderValue;
 use tokio::sync::Notify;
 use tokio_rustls::rustls::pki_types::CertificateDer;
-use tokio_util::sync::CancellationToken;
 
 pub use answer::Attempt;
 
@@ -113,12 +112,9 @@ pub trait Push: Send + 'static {
     /// Asked right before sending: the headers, or `None` when the push must not go any more
     /// (retracted, expired, shutting down).
     fn headers(&self) -> Option<Headers>;
-    /// Cancels the push while it waits or is in flight (a retraction).
-    fn cancelled(&self) -> &CancellationToken;
     /// The end of one try: `Some` with what the push service said (or why it could not be
-    /// reached), `None` when it was not sent or not confirmed (see [`Push::headers`],
-    /// [`Push::cancelled`]). Runs on the worker's task: it must not block; a retry is a new
-    /// [`Sender::submit`] after a delay.
+    /// reached), `None` when it was not sent (see [`Push::headers`]). Runs on the worker's
+    /// task: it must not block; a retry is a new [`Sender::submit`] after a delay.
     fn finish(self: Box<Self>, attempt: Option<Attempt>);
 }
 

@@ -288,7 +288,6 @@ async fn start(
             }
         }
     };
-    let cancel = push.cancelled().clone();
     let timeout = shared.timeout;
     let origin = origin.clone();
     Ok(Box::pin(async move {
@@ -298,23 +297,20 @@ async fn start(
                 Either::Right(response) => read_h2_answer(response.await.map_err(drop)?).await,
             })
         };
-        let result = tokio::select! {
-            biased;
-            r = tokio::time::timeout(timeout, exchange) => Some(r),
-            _ = cancel.cancelled() => None,
-        };
+        // Not given up when the alert is retracted meanwhile: the request is out, so the push
+        // may reach the device, and only its answer tells whether the retraction must follow
+        // it there. The timeout bounds the wait.
+        let result = tokio::time::timeout(timeout, exchange).await;
         let retry = |kind: &str| Attempt::Retry {
             status: None,
             after: None,
             error: format!("{kind} error talking to {}", origin.host),
         };
         match result {
-            // Retracted in flight: not confirmed.
-            None => Done { push, attempt: None, spoiled: spoiled_if_h1 },
             // Timeouts and refused connections are normal weather on the internet.
-            Some(Err(_)) => Done { push, attempt: Some(retry("timeout")), spoiled: spoiled_if_h1 },
-            Some(Ok(Err(()))) => Done { push, attempt: Some(retry("request")), spoiled: spoiled_if_h1 },
-            Some(Ok(Ok(answer))) => Done {
+            Err(_) => Done { push, attempt: Some(retry("timeout")), spoiled: spoiled_if_h1 },
+            Ok(Err(())) => Done { push, attempt: Some(retry("request")), spoiled: spoiled_if_h1 },
+            Ok(Ok(answer)) => Done {
                 push,
                 attempt: Some(classify(answer.status, answer.retry_after, &answer.text)),
                 spoiled: if answer.complete { None } else { spoiled_if_h1 },
