@@ -480,7 +480,12 @@ async fn deliveries(
     let step = q
         .step
         .as_deref()
-        .map(|s| s.parse::<i16>().ok().filter(|s| *s >= 0).ok_or_else(|| ApiError::field("step", "must be a step number (0, 1, ...)")))
+        .map(|s| {
+            s.parse::<i16>()
+                .ok()
+                .filter(|s| *s >= 0)
+                .ok_or_else(|| ApiError::field("step", "must be a step number (0, 1, ...)"))
+        })
         .transpose()?;
     let after = match q.after.as_deref() {
         None => (0, -1),
@@ -488,7 +493,11 @@ async fn deliveries(
             let bad = || ApiError::field("after", "must be a subscription id, or `<subscription id>.<step>`");
             let (sub, step) = s.split_once('.').unwrap_or((s, ""));
             let sub = sub.parse::<i64>().map_err(|_| bad())?;
-            let step = if step.is_empty() && !s.contains('.') { i16::MAX } else { step.parse::<i16>().map_err(|_| bad())? };
+            let step = if step.is_empty() && !s.contains('.') {
+                i16::MAX
+            } else {
+                step.parse::<i16>().map_err(|_| bad())?
+            };
             (sub, step)
         }
     };

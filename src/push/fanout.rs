@@ -186,7 +186,9 @@ impl Fanout {
                     // Its retries end now, not when they come due (every process does this;
                     // the first does the work).
                     let (which, why) = (store::RetriesOf::AllButRetraction, "the alert was retracted");
-                    if let Err(err) = store::close_retries(&self.pool, e.alert_id, which, "skipped", why).await {
+                    if let Err(err) =
+                        store::close_retries(&self.pool, e.alert_id, which, "skipped", why).await
+                    {
                         tracing::warn!(error = %err, alert_id = %e.alert_id, "could not close a retracted alert's retries");
                     }
                 }
@@ -421,13 +423,8 @@ impl Fanout {
     ) -> (Arc<BatchRun>, tokio::task::JoinHandle<anyhow::Result<()>>) {
         let (results, rx) = mpsc::unbounded_channel::<Finished>();
         let deactivation = self.settings.deactivation;
-        let writer = tokio::spawn(write_outcomes(
-            self.pool.clone(),
-            self.flushes.clone(),
-            job,
-            rx,
-            deactivation,
-        ));
+        let writer =
+            tokio::spawn(write_outcomes(self.pool.clone(), self.flushes.clone(), job, rx, deactivation));
         let run = Arc::new(BatchRun {
             alert: alert.clone(),
             job,
@@ -568,12 +565,14 @@ impl Fanout {
         // The newest revision any of them saw: the claim read it with the rows.
         let step = due.iter().map(|d| d.step).max_by_key(|s| s.alert_revision).expect("claimed retries");
         let Some(alert) = self.alert(&job, &step).await? else {
-            store::close_retries(&self.pool, alert_id, this_step, "skipped", "the alert no longer exists").await?;
+            store::close_retries(&self.pool, alert_id, this_step, "skipped", "the alert no longer exists")
+                .await?;
             return Ok(());
         };
         if alert.cancelled.is_cancelled() {
             let why = "the alert was retracted";
-            store::close_retries(&self.pool, alert_id, store::RetriesOf::AllButRetraction, "skipped", why).await?;
+            store::close_retries(&self.pool, alert_id, store::RetriesOf::AllButRetraction, "skipped", why)
+                .await?;
             return Ok(());
         }
         if alert.expires_at <= Utc::now() {

@@ -147,7 +147,11 @@ pub fn build(alert: &Alert, kind: StepKind, quiet: bool) -> Vec<u8> {
         }
         ("Haber geri çekildi".to_string(), body, front_page(&alert.url))
     } else {
-        (format!("{}: {}", alert.label, alert.headline), alert.summary.clone().unwrap_or_default(), alert.url.clone())
+        (
+            format!("{}: {}", alert.label, alert.headline),
+            alert.summary.clone().unwrap_or_default(),
+            alert.url.clone(),
+        )
     };
     let silent = retraction || (kind == StepKind::Correction && quiet);
     let render = |title: String, body: String, with_image: bool| {
@@ -250,14 +254,54 @@ mod tests {
 
     #[test]
     fn a_normal_alert_is_declarative_web_push() {
-        let p: serde_json::Value =
-            serde_json::from_slice(&build(&alert("Deprem", Some("Özet"), "https://x.example/a"), StepKind::Alert, false))
-                .unwrap();
+        let p: serde_json::Value = serde_json::from_slice(&build(
+            &alert("Deprem", Some("Özet"), "https://x.example/a"),
+            StepKind::Alert,
+            false,
+        ))
+        .unwrap();
         assert_eq!(p["web_push"], 8030);
         assert_eq!(p["notification"]["title"], "SON DAKİKA: Deprem");
         assert_eq!(p["notification"]["body"], "Özet");
         assert_eq!(p["notification"]["navigate"], "https://x.example/a");
         assert!(p["notification"]["tag"].as_str().unwrap().starts_with("sondakika-"));
+    }
+
+    #[test]
+    fn corrections_and_retractions_keep_the_tag_and_say_what_they_are() {
+        let mut a = alert("Deprem: 3 ölü", Some("AFAD açıkladı"), "https://www.burdurweb.com/haber/deprem");
+        let of = |a: &Alert, kind, quiet| -> serde_json::Value {
+            serde_json::from_slice(&build(a, kind, quiet)).unwrap()
+        };
+        let original = of(&a, StepKind::Alert, false);
+        a.headline = "Deprem: 2 ölü".into();
+        a.revision = 1;
+        let quiet = of(&a, StepKind::Correction, true);
+        let loud = of(&a, StepKind::Correction, false);
+        a.retract_reason = Some("Yanlış bilgi".into());
+        let retraction = of(&a, StepKind::Retraction, true);
+        for p in [&original, &quiet, &loud, &retraction] {
+            assert_eq!(p["notification"]["tag"], original["notification"]["tag"]);
+            assert_eq!(p["mutable"], true);
+        }
+        assert_eq!(original["notification"]["data"]["kind"], "alert");
+        assert_eq!(original["notification"].get("silent"), None);
+        assert_eq!(quiet["notification"]["title"], "SON DAKİKA: Deprem: 2 ölü");
+        assert_eq!(
+            (quiet["notification"]["silent"].as_bool(), quiet["notification"]["data"]["renotify"].as_bool()),
+            (Some(true), Some(false))
+        );
+        assert_eq!(
+            (loud["notification"].get("silent"), loud["notification"]["data"]["renotify"].as_bool()),
+            (None, Some(true))
+        );
+        assert_eq!(quiet["notification"]["data"]["revision"], 1);
+        let n = &retraction["notification"];
+        assert_eq!(n["data"]["kind"], "retraction");
+        assert_eq!(n["title"], "Haber geri çekildi");
+        assert_eq!(n["body"], "“Deprem: 2 ölü” başlıklı bildirim geri çekildi. Gerekçe: Yanlış bilgi");
+        assert_eq!(n["navigate"], "https://www.burdurweb.com/", "the front page: the article may be gone");
+        assert_eq!(n.get("image"), None);
     }
 
     #[test]

@@ -177,10 +177,20 @@ const LATER_STEP_TARGETS: &str = "
 /// alert planned, if any step was ready.
 pub async fn plan_next_job(pool: &PgPool, batch_size: i64) -> sqlx::Result<Option<Uuid>> {
     let mut tx = pool.begin().await?;
-    let job: Option<(Uuid, i16, StepKind, i32, NaiveDate, Vec<String>, bool)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Ready {
+        alert_id: Uuid,
+        step: i16,
+        kind: StepKind,
+        revision: i32,
+        alert_day: NaiveDate,
+        topics: Vec<String>,
+        stale: bool,
+    }
+    let job: Option<Ready> = sqlx::query_as(
         "select j.alert_id, j.step, j.kind, j.revision, j.alert_day, a.topics,
                 (a.status = 'retracted' and j.kind <> 'retraction')
-                or j.requested_at + make_interval(secs => a.ttl_seconds) < now()
+                or j.requested_at + make_interval(secs => a.ttl_seconds) < now() as stale
          from push_jobs j join alerts a on a.id = j.alert_id
          where j.state = 'planning' and (j.not_before is null or j.not_before <= now())
            and not exists (select 1 from push_jobs e
@@ -191,7 +201,9 @@ pub async fn plan_next_job(pool: &PgPool, batch_size: i64) -> sqlx::Result<Optio
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((alert_id, step, kind, revision, day, topics, stale)) = job else { return Ok(None) };
+    let Some(Ready { alert_id, step, kind, revision, alert_day: day, topics, stale }) = job else {
+        return Ok(None);
+    };
     if stale {
         // Retracted, or queued while push was off and no longer worth sending.
         sqlx::query("update push_jobs set state = 'cancelled' where alert_id = $1 and step = $2")
@@ -351,7 +363,8 @@ pub async fn claim_batch(
 pub type BatchKey = (Uuid, i16, i64);
 
 fn unzip_keys(keys: &[BatchKey]) -> (Vec<Uuid>, Vec<i16>, Vec<i64>) {
-    let mut out = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
+    let mut out =
+        (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
     for &(a, s, f) in keys {
         out.0.push(a);
         out.1.push(s);
@@ -526,12 +539,14 @@ pub async fn record(
     };
     let retried = ids(&|o| o.from_retry);
     if !retried.is_empty() {
-        sqlx::query("delete from push_retries where alert_id = $1 and step = $2 and subscription_id = any($3)")
-            .bind(job.alert_id)
-            .bind(job.step)
-            .bind(&retried)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "delete from push_retries where alert_id = $1 and step = $2 and subscription_id = any($3)",
+        )
+        .bind(job.alert_id)
+        .bind(job.step)
+        .bind(&retried)
+        .execute(&mut *tx)
+        .await?;
     }
     if let Some((step, kind, revision)) = latest
         && step > job.step
@@ -905,8 +920,13 @@ async fn add_closed(tx: &mut PgConnection, job: &JobKey, status: &str, n: i64) -
 /// outcomes were written: writing five outcomes can take longer than sending them. The stamps
 /// never go backwards (a later milestone is never stamped before an earlier one): flushes run
 /// concurrently, and one holding earlier answers may take the row after another.
-async fn mark_milestones(tx: &mut PgConnection, job: &JobKey, answered: &[DateTime<Utc>]) -> sqlx::Result<()> {
-    let (targeted, done, r50, r95, r100): (i64, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+async fn mark_milestones(
+    tx: &mut PgConnection,
+    job: &JobKey,
+    answered: &[DateTime<Utc>],
+) -> sqlx::Result<()> {
+    type Stamp = Option<DateTime<Utc>>;
+    let (targeted, done, r50, r95, r100): (i64, i64, Stamp, Stamp, Stamp) =
         sqlx::query_as(
             "select targeted, sent + failed + gone + expired + skipped, reached_50_at, reached_95_at, reached_100_at
              from push_jobs where alert_id = $1 and step = $2",

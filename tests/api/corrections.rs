@@ -39,7 +39,11 @@ async fn correct(app: &TestApp, id: &str, body: Value) -> Value {
 
 async fn retract(app: &TestApp, id: &str) -> Value {
     let r = app
-        .editor(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), Some(json!({ "reason": "Yanlış bilgi" })))
+        .editor(
+            reqwest::Method::POST,
+            &format!("/api/v1/alerts/{id}/retract"),
+            Some(json!({ "reason": "Yanlış bilgi" })),
+        )
         .await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
@@ -83,9 +87,11 @@ async fn corrections_and_the_retraction_reach_exactly_those_sent_the_alert() {
     assert!(steps[1]["ms_to_100"].as_i64().is_some());
 
     // Three quick corrections, one asking to alert again: one more step, the last text, loud.
-    for (headline, push) in
-        [("Burdur'da deprem: 4 ölü", "quiet"), ("Burdur'da deprem: 5 ölü", "renotify"), ("Burdur'da deprem: 6 ölü", "quiet")]
-    {
+    for (headline, push) in [
+        ("Burdur'da deprem: 4 ölü", "quiet"),
+        ("Burdur'da deprem: 5 ölü", "renotify"),
+        ("Burdur'da deprem: 6 ölü", "quiet"),
+    ] {
         correct(&app, &id, json!({ "headline": headline, "push": push })).await;
     }
     let steps = wait_steps(&app, &id, 3, Duration::from_secs(30)).await;
@@ -106,7 +112,11 @@ async fn corrections_and_the_retraction_reach_exactly_those_sent_the_alert() {
     for (sub, pushes) in &by {
         assert!(*sub < 40);
         let seen: Vec<(&str, i64)> = pushes.iter().map(|r| (kind(r), revision(r))).collect();
-        assert_eq!(seen, [("alert", 0), ("correction", 1), ("correction", 4), ("retraction", 5)], "subscriber {sub}");
+        assert_eq!(
+            seen,
+            [("alert", 0), ("correction", 1), ("correction", 4), ("retraction", 5)],
+            "subscriber {sub}"
+        );
         for r in pushes {
             let n = &r.payload["notification"];
             assert_eq!(n["tag"], format!("sondakika-{id}"), "one tag per alert");
@@ -118,7 +128,10 @@ async fn corrections_and_the_retraction_reach_exactly_those_sent_the_alert() {
         assert_eq!(n[2]["title"], "SON DAKİKA: Burdur'da deprem: 6 ölü");
         assert_eq!((n[2]["silent"].as_bool(), n[2]["data"]["renotify"].as_bool()), (None, Some(true)));
         assert_eq!(n[3]["title"], "Haber geri çekildi");
-        assert_eq!(n[3]["body"], "“Burdur'da deprem: 6 ölü” başlıklı bildirim geri çekildi. Gerekçe: Yanlış bilgi");
+        assert_eq!(
+            n[3]["body"],
+            "“Burdur'da deprem: 6 ölü” başlıklı bildirim geri çekildi. Gerekçe: Yanlış bilgi"
+        );
         assert_eq!(n[3]["navigate"], "https://www.example.com.tr/");
     }
 
@@ -128,8 +141,12 @@ async fn corrections_and_the_retraction_reach_exactly_those_sent_the_alert() {
     assert_eq!(rows.len(), 40);
     assert!(rows.iter().all(|r| r["step"] == 1 && r["revision"] == 1 && r["status"] == "sent"));
     let (_, page) = app.get_json(&format!("/api/v1/alerts/{id}/deliveries?limit=3")).await;
-    let first: Vec<(i64, i64)> =
-        page["items"].as_array().unwrap().iter().map(|r| (r["subscription_id"].as_i64().unwrap(), r["step"].as_i64().unwrap())).collect();
+    let first: Vec<(i64, i64)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["subscription_id"].as_i64().unwrap(), r["step"].as_i64().unwrap()))
+        .collect();
     assert_eq!(first.iter().map(|(_, s)| *s).collect::<Vec<_>>(), [0, 1, 2], "by subscriber, then step");
     let (_, next) = app.get_json(page["next"].as_str().unwrap()).await;
     assert_eq!(next["items"][0]["step"], 3, "the next page goes on where this one ended");
@@ -155,7 +172,8 @@ async fn a_change_during_the_fan_out_leaves_nobody_with_the_original_as_last_wor
 
     let alert = app.flag("Yangın: 10 ev boşaltıldı", &[]).await;
     let id = alert["id"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(30), "a first part went out", || async { double.received().len() >= 40 }).await;
+    eventually(Duration::from_secs(30), "a first part went out", || async { double.received().len() >= 40 })
+        .await;
     correct(&app, &id, json!({ "headline": "Yangın: 12 ev boşaltıldı" })).await;
     wait_steps(&app, &id, 2, Duration::from_secs(60)).await;
     assert_eq!(double.violations(), Vec::<String>::new());
@@ -234,8 +252,10 @@ async fn a_correction_survives_kill_9_and_is_shared_by_two_processes() {
 
     correct(&app, &id, json!({ "headline": "Seçim sonuçları: ilk sonuçlar" })).await;
     let corrections = || pushes_by_subscriber(&double, &id).values().filter(|p| p.len() >= 2).count();
-    eventually(Duration::from_secs(30), "a third of the correction went out", || async { corrections() >= 400 })
-        .await;
+    eventually(Duration::from_secs(30), "a third of the correction went out", || async {
+        corrections() >= 400
+    })
+    .await;
     a.child.start_kill().unwrap(); // SIGKILL: no goodbye, no flush
     a.child.wait().await.unwrap();
 
@@ -312,11 +332,12 @@ async fn milestones_count_to_the_answers_not_to_the_writes() {
     let id = alert["id"].as_str().unwrap().to_string();
     // The planner has made the step `running` once it is visible here; hold its row.
     eventually(Duration::from_secs(10), "the step is planned", || async {
-        let state: Option<String> = sqlx::query_scalar("select state from push_jobs where alert_id = $1::uuid")
-            .bind(&id)
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap();
+        let state: Option<String> =
+            sqlx::query_scalar("select state from push_jobs where alert_id = $1::uuid")
+                .bind(&id)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
         state.as_deref() == Some("running")
     })
     .await;
@@ -325,12 +346,25 @@ async fn milestones_count_to_the_answers_not_to_the_writes() {
         .execute(&mut *blocker)
         .await
         .unwrap();
-    eventually(Duration::from_secs(10), "the push service answered", || async { double.received().len() == 5 })
-        .await;
+    eventually(Duration::from_secs(10), "the push service answered", || async {
+        double.received().len() == 5
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // How long after publication the outcomes could first be written.
+    let released: f64 = sqlx::query_scalar(
+        "select (extract(epoch from clock_timestamp() - published_at) * 1000)::float8 from alerts where id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     blocker.rollback().await.unwrap();
     let f = wait_done(&app, &id, Duration::from_secs(10)).await;
     assert_eq!(f["sent"], 5);
-    let ms = f["ms_to_100"].as_i64().unwrap();
-    assert!(ms < 1300, "ms_to_100 is {ms}: counted to the write, not to the answers");
+    let ms = f["ms_to_100"].as_i64().unwrap() as f64;
+    assert!(
+        ms + 1000.0 < released,
+        "ms_to_100 is {ms}, the writes waited until {released}: counted to the writes"
+    );
 }
