@@ -57,6 +57,8 @@ pub struct AppState {
     /// Web Push, when `vapid_subject` is set.
     pub push: Option<Arc<crate::push::Push>>,
     pub public_limiter: Arc<api::limits::PublicLimits>,
+    /// The SSRF-safe client for URLs admins register (feeds, webhook endpoints).
+    pub outbound: crate::net::Outbound,
 }
 
 impl AppState {
@@ -140,7 +142,10 @@ impl Application {
             max_message_bytes: stream::ws::MAX_CLIENT_MESSAGE,
         };
         let push = crate::push::Push::build(&settings, &pool).await?.map(Arc::new);
+        let outbound =
+            crate::net::Outbound::from_settings(&settings).context("building the outbound HTTP client")?;
         let state = AppState {
+            outbound,
             push,
             public_limiter: Arc::new(api::limits::PublicLimits::new(&settings)),
             db: pool,

@@ -167,6 +167,28 @@ pub struct Settings {
     /// Fraction (0–1) of `shown`/`clicked` receipts service workers report.
     pub receipt_sample_rate: f64,
 
+    /// Hosts that URLs admins register (feeds, webhook endpoints) may reach although they resolve
+    /// to private, loopback or link-local addresses: `cms.intra.example`, `*.intra.example`,
+    /// `127.0.0.1`. Empty: only public addresses are ever fetched. Push services have their own
+    /// list (`push_extra_hosts`).
+    #[serde(deserialize_with = "list_from_str_or_seq")]
+    pub outbound_private_hosts: Vec<String>,
+    /// Seconds one outbound fetch (a feed poll, a webhook delivery) may take in all: every
+    /// redirect, the connect, the headers and the body. 1 to 300.
+    pub outbound_timeout_secs: u64,
+    /// The shortest poll interval a feed may have, in seconds (1 to 86,400). A feed registered
+    /// with a shorter one is refused; the default interval of a new feed is the larger of this
+    /// and 120 s.
+    pub feed_min_interval_secs: u64,
+    /// Largest feed document read, in bytes (1 KiB to 64 MiB); a larger answer is a per-feed
+    /// error and reading stops at the bound.
+    pub feed_max_bytes: usize,
+    /// Items published more than this many hours ago never fire (1 to 720), nor do items older
+    /// than the feed's registration.
+    pub feed_max_item_age_hours: u32,
+    /// Feeds one process fetches at once (1 to 64); others wait for their turn.
+    pub feed_concurrency: usize,
+
     /// Serve the browser assets from this directory (the repo's `assets/`) instead of the copies
     /// embedded in the binary: for front-end work without rebuilding.
     pub dev_assets_dir: Option<PathBuf>,
@@ -237,6 +259,12 @@ impl Default for Settings {
             // behind one address each get their receipt counted.
             public_receipt_rate_per_minute: 600,
             receipt_sample_rate: 1.0,
+            outbound_private_hosts: Vec::new(),
+            outbound_timeout_secs: 20,
+            feed_min_interval_secs: 60,
+            feed_max_bytes: 5 * 1024 * 1024,
+            feed_max_item_age_hours: 24,
+            feed_concurrency: 4,
             dev_assets_dir: None,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -393,13 +421,36 @@ impl Settings {
             );
         }
         for host in &self.push_extra_hosts {
-            if crate::push::subscription::HostRule::parse(host).is_none() {
+            if crate::net::HostRule::parse(host).is_none() {
                 return bad(
                     "push_extra_hosts",
                     format!(
                         "`{host}` is not a host name (write `push.example.net`, or `*.push.example.net` for its subdomains)"
                     ),
                 );
+            }
+        }
+        for host in &self.outbound_private_hosts {
+            if crate::net::HostRule::parse(host).is_none() {
+                return bad(
+                    "outbound_private_hosts",
+                    format!(
+                        "`{host}` is not a host name or IP address (write `cms.intra.example`, \
+                         `*.intra.example` or `127.0.0.1`)"
+                    ),
+                );
+            }
+        }
+        let ranges = [
+            ("outbound_timeout_secs", self.outbound_timeout_secs, 1, 300),
+            ("feed_min_interval_secs", self.feed_min_interval_secs, 1, 86_400),
+            ("feed_max_bytes", self.feed_max_bytes as u64, 1024, 64 * 1024 * 1024),
+            ("feed_max_item_age_hours", self.feed_max_item_age_hours as u64, 1, 720),
+            ("feed_concurrency", self.feed_concurrency as u64, 1, 64),
+        ];
+        for (name, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return bad(name, format!("must be between {min} and {max} (got {value})"));
             }
         }
         if !(0.0..=1.0).contains(&self.receipt_sample_rate) {

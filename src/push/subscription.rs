@@ -14,6 +14,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::alerts::domain::{FieldError, Lines, check_text};
+pub use crate::net::HostRule;
 
 pub const MAX_ENDPOINT_CHARS: usize = 1000;
 /// The stored (serialised, ASCII) endpoint is bounded in bytes too: it is the unique key of
@@ -32,41 +33,6 @@ pub const DEFAULT_PUSH_HOSTS: &[&str] = &[
     "web.push.apple.com",                // Safari on macOS and iOS
     "*.notify.windows.com", // Edge and apps on Windows: WNS nodes, `wns2-par02p.notify.windows.com`
 ];
-
-/// One allowed host: exact, or written `*.host` for the subdomains of `host`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostRule {
-    host: String,
-    subdomains: bool,
-}
-
-impl HostRule {
-    /// `host` or `*.host`, lowercase; `None` if it is not a host name.
-    pub fn parse(rule: &str) -> Option<Self> {
-        let rule = rule.trim().to_ascii_lowercase();
-        let (host, subdomains) = match rule.strip_prefix("*.") {
-            Some(rest) => (rest.to_string(), true),
-            None => (rule, false),
-        };
-        let ip = host.parse::<std::net::IpAddr>().is_ok();
-        let name = !host.is_empty()
-            && host.len() <= 253
-            && host.split('.').all(|l| {
-                !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        ((name || ip) && !(subdomains && ip)).then_some(Self { host, subdomains })
-    }
-
-    fn matches(&self, host: &str) -> bool {
-        if self.subdomains {
-            host.len() > self.host.len() + 1
-                && host.ends_with(self.host.as_str())
-                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
-        } else {
-            host == self.host
-        }
-    }
-}
 
 /// How a host got past the allowlist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +66,7 @@ impl Allowlist {
     }
 
     pub fn matches(&self, host: &str) -> Option<Matched> {
-        let find = |rules: &[HostRule]| rules.iter().find(|r| r.matches(host)).map(|r| r.subdomains);
+        let find = |rules: &[HostRule]| rules.iter().find(|r| r.matches(host)).map(HostRule::is_wildcard);
         if let Some(minted) = find(&self.standard) {
             return Some(Matched { extra: false, minted });
         }

@@ -7,6 +7,8 @@ mod editor_api;
 mod helpers;
 mod hostile_input;
 mod openapi;
+mod origin;
+mod outbound;
 mod public_limits;
 mod push;
 mod push_double;
