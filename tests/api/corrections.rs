@@ -168,9 +168,9 @@ async fn a_change_during_the_fan_out_leaves_nobody_with_the_original_as_last_wor
         s.push_batch_size = 50;
     })
     .await;
-    bulk_subscribe(&app, &double, 0..300, &[], Behaviour::Slow(Duration::from_millis(15))).await;
+    bulk_subscribe(&app, &double, 0..300, &["yangin"], Behaviour::Slow(Duration::from_millis(15))).await;
 
-    let alert = app.flag("Yangın: 10 ev boşaltıldı", &[]).await;
+    let alert = app.flag("Yangın: 10 ev boşaltıldı", &["yangin"]).await;
     let id = alert["id"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(30), "a first part went out", || async { double.received().len() >= 40 })
         .await;
@@ -192,17 +192,27 @@ async fn a_change_during_the_fan_out_leaves_nobody_with_the_original_as_last_wor
     }
     assert!(corrected_at_once > 100, "pending pushes went out corrected: only {corrected_at_once}");
 
-    // A second alert, retracted midway.
-    let alert = app.flag("Baraj kapakları açıldı", &[]).await;
+    // A second alert, retracted midway, to readers whose push service takes a message at once
+    // and answers later: the pushes out when the retraction comes reach the devices, so the
+    // retraction must follow them.
+    bulk_subscribe(
+        &app,
+        &double,
+        300..400,
+        &["baraj"],
+        Behaviour::TakeThenAnswerAfter(Duration::from_millis(150)),
+    )
+    .await;
+    let alert = app.flag("Baraj kapakları açıldı", &["baraj"]).await;
     let id = alert["id"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(30), "a first part went out", || async {
-        pushes_by_subscriber(&double, &id).len() >= 40
+        pushes_by_subscriber(&double, &id).len() >= 10
     })
     .await;
     retract(&app, &id).await;
     let steps = wait_steps(&app, &id, 2, Duration::from_secs(60)).await;
     let by = pushes_by_subscriber(&double, &id);
-    assert!(by.len() < 300, "the retraction stopped the fan-out");
+    assert!(by.len() < 100, "the retraction stopped the fan-out");
     for (sub, pushes) in &by {
         let kinds: Vec<&str> = pushes.iter().map(kind).collect();
         assert_eq!(kinds, ["alert", "retraction"], "subscriber {sub}");

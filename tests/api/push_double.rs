@@ -44,6 +44,9 @@ pub enum Behaviour {
     },
     /// Accept after a delay.
     Slow(Duration),
+    /// Take the message at once (a real push service then delivers it, whatever becomes of
+    /// the connection), and answer `201` after a delay.
+    TakeThenAnswerAfter(Duration),
     /// Accept, and close the connection after the answer (`Connection: close`, as a load
     /// balancer draining connections does).
     AcceptAndClose,
@@ -227,6 +230,7 @@ async fn receive(
             tokio::time::sleep(d).await;
             (201, None)
         }
+        Behaviour::TakeThenAnswerAfter(_) => (201, None),
     };
     inner.lock().unwrap().received.push(Received {
         subscriber: id,
@@ -238,6 +242,9 @@ async fn receive(
         answered: status,
         version,
     });
+    if let Behaviour::TakeThenAnswerAfter(d) = behaviour {
+        tokio::time::sleep(d).await;
+    }
     let mut r = (StatusCode::from_u16(status).unwrap(), "").into_response();
     if let Some(s) = retry_after {
         r.headers_mut().insert("retry-after", s.into());
