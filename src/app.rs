@@ -227,7 +227,7 @@ impl Application {
         }
         workers::flush_stats(&state).await;
         state.db.close().await;
-        drop(database);
+        database.shutdown().await;
         tracing::info!("sondakika stopped");
         Ok(())
     }

@@ -18,12 +18,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    // The server sizes its runtime by `worker_threads`; a settings error is reported by `run`.
-    if let Command::Serve { .. } = cli.command
-        && let Ok(settings) = Settings::load(cli.config.as_deref())
-        && settings.worker_threads > 0
+    // Settings are read once, here: the server sizes its runtime by `worker_threads`. A
+    // settings error is reported by `run`, for the commands that need settings.
+    let needs_settings = !matches!(
+        cli.command,
+        Command::Alert { .. } | Command::Bench(_) | Command::Vapid(VapidCommand::Generate { print: true })
+    );
+    let settings = needs_settings.then(|| Settings::load(cli.config.as_deref()));
+    if let (Command::Serve { .. }, Some(Ok(s))) = (&cli.command, &settings)
+        && s.worker_threads > 0
     {
-        runtime.worker_threads(settings.worker_threads);
+        runtime.worker_threads(s.worker_threads);
     }
     let runtime = match runtime.build() {
         Ok(r) => r,
@@ -32,7 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -41,12 +46,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(
+    cli: Cli,
+    settings: Option<Result<Settings, sondakika::config::SettingsError>>,
+) -> anyhow::Result<()> {
+    let settings = move || settings.expect("settings are read for every command that needs them");
     match cli.command {
         Command::Alert { server, command } => cli::client::run(server, command).await,
         Command::Bench(cmd) => cli::bench::run(cmd).await,
         Command::Serve { bind } => {
-            let mut settings = Settings::load(cli.config.as_deref())?;
+            let mut settings = settings()?;
             if let Some(bind) = bind {
                 settings.bind = bind;
             }
@@ -57,12 +66,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run().await
         }
         Command::Migrate => {
-            let settings = Settings::load(cli.config.as_deref())?;
+            let settings = settings()?;
             telemetry::init_logs(&settings);
             let database = Database::locate(&settings).await?;
             let pool = db::connect(database.options.clone(), 2).await?;
             db::migrate(&pool).await?;
             pool.close().await;
+            database.shutdown().await;
             eprintln!("migrations applied");
             Ok(())
         }
@@ -75,7 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Vapid(cmd) => {
-            let settings = Settings::load(cli.config.as_deref())?;
+            let settings = settings()?;
             telemetry::init_logs(&Settings { log_level: "warn".into(), ..settings.clone() });
             let database = Database::locate(&settings).await?;
             let pool = db::connect(database.options.clone(), 2).await?;
@@ -107,16 +117,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             pool.close().await;
+            database.shutdown().await;
             result
         }
         Command::Token(cmd) => {
-            let settings = Settings::load(cli.config.as_deref())?;
+            let settings = settings()?;
             telemetry::init_logs(&Settings { log_level: "warn".into(), ..settings.clone() });
             let database = Database::locate(&settings).await?;
             let pool = db::connect(database.options.clone(), 2).await?;
             db::migrate(&pool).await?;
             let result = token(&pool, cmd).await;
             pool.close().await;
+            database.shutdown().await;
             result
         }
     }

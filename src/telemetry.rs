@@ -77,7 +77,10 @@ fn describe() {
         "From the publishing transaction to this process broadcasting the event"
     );
     describe_histogram!("sondakika_event_fetch_seconds", Unit::Seconds, "Reading new events from the log");
-    describe_gauge!("sondakika_stream_listener_connected", "1 while the LISTEN connection is up");
+    describe_gauge!(
+        "sondakika_stream_listener_connected",
+        "1 while the LISTEN connection is up, by channel (stream events, push work)"
+    );
     describe_gauge!("sondakika_db_pool_connections", "Database pool connections, by state");
     describe_counter!(
         "sondakika_push_attempts_total",
@@ -159,8 +162,8 @@ pub mod metrics {
     pub fn fetch_time(d: Duration) {
         histogram!("sondakika_event_fetch_seconds").record(d.as_secs_f64());
     }
-    pub fn listener_connected(up: bool) {
-        gauge!("sondakika_stream_listener_connected").set(if up { 1.0 } else { 0.0 });
+    pub fn listener_connected(channel: &'static str, up: bool) {
+        gauge!("sondakika_stream_listener_connected", "channel" => channel).set(if up { 1.0 } else { 0.0 });
     }
     pub fn vapid_signed() {
         counter!("sondakika_vapid_tokens_signed_total").increment(1);

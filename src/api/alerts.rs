@@ -8,7 +8,6 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -24,6 +23,7 @@ use crate::{
     },
     app::AppState,
     auth::Editor,
+    idempotency::{self, NextAction},
     push::store::{DeliveryRow, DeliveryStatus},
     telemetry::metrics,
 };
@@ -237,35 +237,25 @@ async fn create(
     let key = idempotency_key(&headers)?;
     let now = Utc::now();
     let new = req.parse(state.settings.default_ttl_secs, now).map_err(ApiError::Validation)?;
-    let fingerprint = Sha256::digest(&raw).to_vec();
+    let fingerprint = idempotency::Fingerprint::of(&raw);
 
     let mut tx = state.db.begin().await?;
     if let Some(key) = &key {
-        // Concurrent requests with one key: the second waits for the first, then replays it.
-        sqlx::query("select pg_advisory_xact_lock($1::int, hashtext($2))")
-            .bind(editor.id as i32)
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
-        let stored: Option<(Vec<u8>, i16, String)> = sqlx::query_as(
-            "select request_hash, status, body from idempotency_keys where token_id = $1 and key = $2",
-        )
-        .bind(editor.id)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some((hash, status, body)) = stored {
-            if hash != fingerprint {
+        match idempotency::try_processing(&mut tx, editor.id, key, &fingerprint).await? {
+            Ok(NextAction::StartProcessing) => {}
+            Ok(NextAction::ReturnSaved { status, body }) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                let location = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["links"]["self"].as_str().map(String::from));
+                return Ok(json_response(status, body, location.as_deref(), true));
+            }
+            Err(reused) => {
                 return Err(ApiError::Validation(vec![FieldError::new(
                     "Idempotency-Key",
-                    "this key was already used for a different request; use a new key per alert",
+                    reused.to_string(),
                 )]));
             }
-            let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
-            let location = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["links"]["self"].as_str().map(String::from));
-            return Ok(json_response(status, body, location.as_deref(), true));
         }
     }
 
@@ -276,17 +266,7 @@ async fn create(
     let view = AlertView::from(alert);
     let body = serde_json::to_string(&view).expect("alert view serialises");
     if let Some(key) = &key {
-        sqlx::query(
-            "insert into idempotency_keys (token_id, key, request_hash, status, body)
-             values ($1, $2, $3, $4, $5)",
-        )
-        .bind(editor.id)
-        .bind(key)
-        .bind(&fingerprint)
-        .bind(status.as_u16() as i16)
-        .bind(&body)
-        .execute(&mut *tx)
-        .await?;
+        idempotency::save_response(&mut tx, editor.id, key, &fingerprint, status.as_u16(), &body).await?;
     }
     tx.commit().await?;
     if status == StatusCode::CREATED {

@@ -3,6 +3,7 @@
 //! Tables belong to the modules that use them (`alerts::store`, `auth`, `stream::hub`); this
 //! module only connects and migrates.
 
+pub mod listen;
 pub mod local;
 
 use std::time::Duration;
@@ -45,6 +46,16 @@ impl Database {
                 .await??;
                 Ok(Self { options: local.connect_options(), local: Some(local) })
             }
+        }
+    }
+}
+
+impl Database {
+    /// Stops the private server, if this process started one, on a blocking thread: a fast
+    /// shutdown can take seconds, which must not stall the async threads still finishing.
+    pub async fn shutdown(mut self) {
+        if let Some(mut local) = self.local.take() {
+            let _ = tokio::task::spawn_blocking(move || local.stop()).await;
         }
     }
 }

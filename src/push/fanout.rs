@@ -149,7 +149,15 @@ impl Fanout {
     pub async fn run(self: Arc<Self>, hub: Arc<Hub>, shutdown: CancellationToken) {
         let wake = Arc::new(tokio::sync::Notify::new());
         let mut tasks = JoinSet::new();
-        tasks.spawn(listen(self.pool.clone(), wake.clone(), shutdown.clone()));
+        // Wakes the workers on NOTIFY (new steps, planned ranges); they also look every 500 ms.
+        let notify = wake.clone();
+        let on_notify = move || notify.notify_waiters();
+        tasks.spawn(crate::db::listen::listen(
+            self.pool.clone(),
+            store::PUSH_CHANNEL,
+            on_notify,
+            shutdown.clone(),
+        ));
         tasks.spawn(self.clone().watch_alerts(hub, shutdown.clone()));
         tasks.spawn(self.clone().retry_due(shutdown.clone()));
         tasks.spawn(forget_idle_origins(self.sender.clone(), shutdown.clone()));
@@ -970,39 +978,6 @@ async fn forget_idle_origins(sender: Arc<Sender>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(60)) => sender.forget_idle(),
-        }
-    }
-}
-
-/// Wakes the workers on NOTIFY (new jobs, planned batches).
-async fn listen(pool: PgPool, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
-    loop {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(_) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        if listener.listen(store::PUSH_CHANNEL).await.is_err() {
-            continue;
-        }
-        loop {
-            let n = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                n = listener.try_recv() => n,
-            };
-            match n {
-                Ok(_) => wake.notify_waiters(),
-                Err(_) => {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
         }
     }
 }

@@ -23,7 +23,7 @@ use std::{
 
 use axum::{body::Bytes, extract::ws::Utf8Bytes};
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -254,10 +254,13 @@ pub async fn load_window(hub: &Hub, pool: &PgPool) -> sqlx::Result<()> {
 /// hub's head. Reading by seq (not trusting NOTIFY payloads) means a lost notification or a lost
 /// connection costs latency, never an event; `poll` bounds that latency.
 pub async fn follow(hub: Arc<Hub>, pool: PgPool, poll: Duration, shutdown: CancellationToken) {
-    // The listener runs in its own task: `PgListener::try_recv` is not documented as
-    // cancel-safe, so it is never raced against a timer, only against shutdown.
     let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let listener = tokio::spawn(listen(pool.clone(), wake_tx, shutdown.clone()));
+    // Coalesced: if a wake-up is already pending, one catch-up covers this one too.
+    let wake = move || {
+        let _ = wake_tx.try_send(());
+    };
+    let listener =
+        tokio::spawn(crate::db::listen::listen(pool.clone(), STREAM_CHANNEL, wake, shutdown.clone()));
     loop {
         if let Err(e) = catch_up(&hub, &pool).await {
             tracing::warn!(error = %e, "reading new stream events failed; retrying");
@@ -270,55 +273,6 @@ pub async fn follow(hub: Arc<Hub>, pool: PgPool, poll: Duration, shutdown: Cance
         }
     }
     let _ = listener.await;
-}
-
-async fn listen(pool: PgPool, wake: tokio::sync::mpsc::Sender<()>, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
-    let mut listener = loop {
-        match PgListener::connect_with(&pool).await {
-            Ok(mut l) => match l.listen(STREAM_CHANNEL).await {
-                Ok(()) => break l,
-                Err(e) => tracing::warn!(error = %e, "stream listener could not LISTEN; retrying"),
-            },
-            Err(e) => tracing::warn!(error = %e, "stream listener could not connect; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    };
-    metrics::listener_connected(true);
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            n = listener.try_recv() => n,
-        };
-        match next {
-            Ok(Some(_)) => {
-                backoff = Duration::from_millis(100);
-                metrics::listener_connected(true);
-            }
-            // The connection was lost and has been re-established (with LISTEN again): what was
-            // committed in between is read by the catch-up this wake-up triggers.
-            Ok(None) => {
-                tracing::warn!("stream listener lost its database connection; reconnected");
-                metrics::listener_connected(true);
-            }
-            Err(e) => {
-                metrics::listener_connected(false);
-                tracing::warn!(error = %e, "stream listener cannot reach the database; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        }
-        // Coalesce: if a wake-up is already pending, one catch-up covers this one too.
-        let _ = wake.try_send(());
-    }
 }
 
 async fn catch_up(hub: &Hub, pool: &PgPool) -> sqlx::Result<()> {

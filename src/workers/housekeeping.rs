@@ -23,10 +23,7 @@ pub async fn run(state: AppState) {
 
 async fn once(state: &AppState) -> sqlx::Result<()> {
     let pool = &state.db;
-    let keys = sqlx::query("delete from idempotency_keys where created_at < now() - interval '24 hours'")
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let keys = crate::idempotency::delete_expired(pool).await?;
     let events = sqlx::query("delete from stream_events where created_at < now() - interval '7 days'")
         .execute(pool)
         .await?
