@@ -1029,10 +1029,11 @@ pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
     tx.commit().await
 }
 
-/// Push figures of one alert: its original push (step 0) and the receipts.
+/// Where one step's fan-out is, and how far it got.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct PushFigures {
-    /// Where the fan-out is: `waiting`, `planning`, `running`, `done` or `cancelled`.
+pub struct StepFigures {
+    /// `waiting` (a step inside its coalescing window, or behind an earlier step still
+    /// sending), `planning`, `running`, `done` or `cancelled`.
     pub state: String,
     pub targeted: i64,
     pub sent: i64,
@@ -1043,13 +1044,21 @@ pub struct PushFigures {
     pub pending: i64,
     /// Of the pending, those waiting for another try (their push service failed or was down).
     pub retrying: i64,
-    pub shown: i64,
-    pub clicked: i64,
-    /// Milliseconds from publication until the push service had answered 50/95/100 % of the
-    /// targets.
+    /// Milliseconds from the step's request (publication, for the original) until the push
+    /// services had answered 50/95/100 % of its targets.
     pub ms_to_50: Option<i64>,
     pub ms_to_95: Option<i64>,
     pub ms_to_100: Option<i64>,
+}
+
+/// Push figures of one alert: its original push (step 0) and the receipts.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct PushFigures {
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub figures: StepFigures,
+    pub shown: i64,
+    pub clicked: i64,
 }
 
 /// One step of an alert's push: the original, a correction or the retraction, with its
@@ -1066,28 +1075,23 @@ pub struct PushStep {
     pub quiet: bool,
     /// When the editor published, corrected or retracted (for coalesced corrections, the last).
     pub requested_at: DateTime<Utc>,
-    /// `waiting` (a correction inside its coalescing window, or behind an earlier step still
-    /// sending), `planning`, `running`, `done` or `cancelled`.
-    pub state: String,
-    pub targeted: i64,
-    pub sent: i64,
-    pub failed: i64,
-    pub gone: i64,
-    pub expired: i64,
-    pub skipped: i64,
-    pub pending: i64,
-    pub retrying: i64,
-    /// Milliseconds from `requested_at` until the push service had answered 50/95/100 % of the
-    /// step's targets.
-    pub ms_to_50: Option<i64>,
-    pub ms_to_95: Option<i64>,
-    pub ms_to_100: Option<i64>,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub figures: StepFigures,
 }
 
-/// The step's state as the API tells it.
-const STEP_STATE: &str = "case when j.state = 'planning' and (j.not_before > now() or exists (
-        select 1 from push_jobs e where e.alert_id = j.alert_id and e.step < j.step and e.state in ('planning', 'running')))
-    then 'waiting' else j.state end";
+/// The columns of [`StepFigures`], from the step's row `j`.
+const STEP_FIGURES: &str = "
+    case when j.state = 'planning' and (j.not_before > now() or exists (
+            select 1 from push_jobs e where e.alert_id = j.alert_id and e.step < j.step
+                                        and e.state in ('planning', 'running')))
+         then 'waiting' else j.state end as state,
+    j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
+    greatest(j.targeted - (j.sent + j.failed + j.gone + j.expired + j.skipped), 0) as pending,
+    (select count(*) from push_retries r where r.alert_id = j.alert_id and r.step = j.step) as retrying,
+    (extract(epoch from j.reached_50_at - j.requested_at) * 1000)::bigint as ms_to_50,
+    (extract(epoch from j.reached_95_at - j.requested_at) * 1000)::bigint as ms_to_95,
+    (extract(epoch from j.reached_100_at - j.requested_at) * 1000)::bigint as ms_to_100";
 
 pub async fn figures(conn: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<Option<PushFigures>> {
     Ok(figures_of(conn, &[alert_id]).await?.into_iter().next().map(|(_, f)| f))
@@ -1102,13 +1106,8 @@ pub async fn figures_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<V
         figures: PushFigures,
     }
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "select j.alert_id, {STEP_STATE} as state, j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
-                greatest(j.targeted - (j.sent + j.failed + j.gone + j.expired + j.skipped), 0) as pending,
-                (select count(*) from push_retries r where r.alert_id = j.alert_id and r.step = 0) as retrying,
-                coalesce(s.push_shown, 0) as shown, coalesce(s.push_clicked, 0) as clicked,
-                (extract(epoch from j.reached_50_at - j.requested_at) * 1000)::bigint as ms_to_50,
-                (extract(epoch from j.reached_95_at - j.requested_at) * 1000)::bigint as ms_to_95,
-                (extract(epoch from j.reached_100_at - j.requested_at) * 1000)::bigint as ms_to_100
+        "select j.alert_id, {STEP_FIGURES},
+                coalesce(s.push_shown, 0) as shown, coalesce(s.push_clicked, 0) as clicked
          from push_jobs j
          left join alert_stats s on s.alert_id = j.alert_id
          where j.alert_id = any($1) and j.step = 0"
@@ -1128,13 +1127,7 @@ pub async fn steps_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec
         step: PushStep,
     }
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "select j.alert_id, j.step, j.kind, j.revision, j.quiet, j.requested_at, {STEP_STATE} as state,
-                j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
-                greatest(j.targeted - (j.sent + j.failed + j.gone + j.expired + j.skipped), 0) as pending,
-                (select count(*) from push_retries r where r.alert_id = j.alert_id and r.step = j.step) as retrying,
-                (extract(epoch from j.reached_50_at - j.requested_at) * 1000)::bigint as ms_to_50,
-                (extract(epoch from j.reached_95_at - j.requested_at) * 1000)::bigint as ms_to_95,
-                (extract(epoch from j.reached_100_at - j.requested_at) * 1000)::bigint as ms_to_100
+        "select j.alert_id, j.step, j.kind, j.revision, j.quiet, j.requested_at, {STEP_FIGURES}
          from push_jobs j
          where j.alert_id = any($1)
          order by j.alert_id, j.step"

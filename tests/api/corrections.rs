@@ -31,6 +31,16 @@ fn revision(r: &Received) -> i64 {
     r.payload["notification"]["data"]["revision"].as_i64().unwrap()
 }
 
+/// A step's state, straight from its row.
+async fn step_state(app: &TestApp, alert_id: &str, step: i16) -> Option<String> {
+    sqlx::query_scalar("select state from push_jobs where alert_id = $1::uuid and step = $2")
+        .bind(alert_id)
+        .bind(step)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+}
+
 async fn correct(app: &TestApp, id: &str, body: Value) -> Value {
     let r = app.editor(reqwest::Method::PATCH, &format!("/api/v1/alerts/{id}"), Some(body)).await;
     assert_eq!(r.status(), 200, "correction refused: {}", r.text().await.unwrap());
@@ -250,13 +260,7 @@ async fn a_correction_survives_kill_9_and_is_shared_by_two_processes() {
     })
     .await;
     eventually(Duration::from_secs(30), "the original's step is done", || async {
-        let state: Option<String> =
-            sqlx::query_scalar("select state from push_jobs where alert_id = $1::uuid and step = 0")
-                .bind(&id)
-                .fetch_optional(&app.pool)
-                .await
-                .unwrap();
-        state.as_deref() == Some("done")
+        step_state(&app, &id, 0).await.as_deref() == Some("done")
     })
     .await;
 
@@ -272,13 +276,7 @@ async fn a_correction_survives_kill_9_and_is_shared_by_two_processes() {
     let mut b = ServerProcess::start(&db, &env).await;
     let mut c = ServerProcess::start(&db, &env).await;
     eventually(Duration::from_secs(60), "the correction's step is done", || async {
-        let state: Option<String> =
-            sqlx::query_scalar("select state from push_jobs where alert_id = $1::uuid and step = 1")
-                .bind(&id)
-                .fetch_optional(&app.pool)
-                .await
-                .unwrap();
-        state.as_deref() == Some("done")
+        step_state(&app, &id, 1).await.as_deref() == Some("done")
     })
     .await;
     assert_eq!(double.violations(), Vec::<String>::new());
@@ -342,13 +340,7 @@ async fn milestones_count_to_the_answers_not_to_the_writes() {
     let id = alert["id"].as_str().unwrap().to_string();
     // The planner has made the step `running` once it is visible here; hold its row.
     eventually(Duration::from_secs(10), "the step is planned", || async {
-        let state: Option<String> =
-            sqlx::query_scalar("select state from push_jobs where alert_id = $1::uuid")
-                .bind(&id)
-                .fetch_optional(&app.pool)
-                .await
-                .unwrap();
-        state.as_deref() == Some("running")
+        step_state(&app, &id, 0).await.as_deref() == Some("running")
     })
     .await;
     sqlx::query("select 1 from push_jobs where alert_id = $1::uuid for update")

@@ -908,6 +908,7 @@ async fn milestones_keep_their_order_when_flushes_overlap() {
 
     let mut conn = app.pool.acquire().await.unwrap();
     let f = store::figures(&mut conn, id).await.unwrap().unwrap();
+    let f = f.figures;
     assert_eq!(f.sent, 100);
     let (m50, m95, m100) = (f.ms_to_50.unwrap(), f.ms_to_95.unwrap(), f.ms_to_100.unwrap());
     assert!(m50 <= m95 && m95 <= m100, "milestones out of order: {m50} / {m95} / {m100} ms");
