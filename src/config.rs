@@ -189,6 +189,25 @@ pub struct Settings {
     /// Feeds one process fetches at once (1 to 64); others wait for their turn.
     pub feed_concurrency: usize,
 
+    /// Time limit for one webhook request, connecting included (1–60 s). Beyond, the attempt
+    /// counts as failed and is retried.
+    pub webhook_timeout_secs: u64,
+    /// Webhook requests one process has in flight at once (1–1000); at most 4 of them to one
+    /// endpoint.
+    pub webhook_max_in_flight: usize,
+    /// Wait before the first retry of a failed webhook delivery (1–3600 s); it doubles with each
+    /// further try, to at most an hour between tries.
+    pub webhook_retry_first_secs: u64,
+    /// How long after its event a webhook delivery is retried (10 s – 30 days); then it is
+    /// given up (`failed`).
+    pub webhook_retry_window_secs: u64,
+    /// An endpoint whose every attempt failed for this long is disabled (1 s – 30 days); an
+    /// admin enables it again.
+    pub webhook_disable_after_secs: u64,
+    /// After a secret rotation, how long the previous secret also signs (0 – 7 days; 0: the old
+    /// secret stops at once).
+    pub webhook_secret_grace_secs: u64,
+
     /// Serve the browser assets from this directory (the repo's `assets/`) instead of the copies
     /// embedded in the binary: for front-end work without rebuilding.
     pub dev_assets_dir: Option<PathBuf>,
@@ -265,6 +284,14 @@ impl Default for Settings {
             feed_max_bytes: 5 * 1024 * 1024,
             feed_max_item_age_hours: 24,
             feed_concurrency: 4,
+            webhook_timeout_secs: 10,
+            webhook_max_in_flight: 64,
+            webhook_retry_first_secs: 5,
+            // A day of tries: a receiver down overnight still gets the night's events.
+            webhook_retry_window_secs: 24 * 3600,
+            // Five days of nothing but failures: the receiver is gone, not down.
+            webhook_disable_after_secs: 5 * 24 * 3600,
+            webhook_secret_grace_secs: 24 * 3600,
             dev_assets_dir: None,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -455,6 +482,20 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.receipt_sample_rate) {
             return bad("receipt_sample_rate", "must be between 0 and 1".into());
+        }
+        const DAY: u64 = 24 * 3600;
+        let webhook_bounds = [
+            ("webhook_timeout_secs", self.webhook_timeout_secs, 1, 60),
+            ("webhook_max_in_flight", self.webhook_max_in_flight as u64, 1, 1000),
+            ("webhook_retry_first_secs", self.webhook_retry_first_secs, 1, 3600),
+            ("webhook_retry_window_secs", self.webhook_retry_window_secs, 10, 30 * DAY),
+            ("webhook_disable_after_secs", self.webhook_disable_after_secs, 1, 30 * DAY),
+            ("webhook_secret_grace_secs", self.webhook_secret_grace_secs, 0, 7 * DAY),
+        ];
+        for (name, value, min, max) in webhook_bounds {
+            if !(min..=max).contains(&value) {
+                return bad(name, format!("must be between {min} and {max}, got {value}"));
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return bad("log_level", e.to_string());

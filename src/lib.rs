@@ -19,4 +19,5 @@ pub mod server;
 pub mod stream;
 pub mod telemetry;
 pub mod web;
+pub mod webhooks;
 pub mod workers;

@@ -172,6 +172,7 @@ async fn publish(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
         .await?;
     let alert = get(tx, id).await?.expect("row exists in this transaction");
     append_event(tx, seq, EventKind::Alert, &alert).await?;
+    crate::webhooks::enqueue(tx, crate::webhooks::EventType::Flagged, &alert).await?;
     // The push fan-out is queued in the same transaction: published means queued, even if the
     // process dies right after the commit.
     crate::push::store::queue_job(tx, id).await
@@ -249,6 +250,7 @@ pub async fn correct(
         let seq = next_seq(tx).await?;
         let alert = get(tx, id).await?.expect("locked row");
         append_event(tx, seq, EventKind::Update, &alert).await?;
+        crate::webhooks::enqueue(tx, crate::webhooks::EventType::Corrected, &alert).await?;
     }
     Ok(Changed::Done(get(tx, id).await?.expect("locked row")))
 }
@@ -276,6 +278,7 @@ pub async fn retract(tx: &mut PgConnection, id: Uuid, reason: Option<&Reason>) -
         let seq = next_seq(tx).await?;
         let alert = get(tx, id).await?.expect("locked row");
         append_event(tx, seq, EventKind::Retract, &alert).await?;
+        crate::webhooks::enqueue(tx, crate::webhooks::EventType::Retracted, &alert).await?;
     }
     Ok(Changed::Done(get(tx, id).await?.expect("locked row")))
 }

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod openapi;
 pub mod push;
 pub mod tokens;
+pub mod webhooks;
 
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -24,6 +25,7 @@ use crate::app::AppState;
 pub fn routes(state: AppState) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     let v1 = alerts::router()
         .merge(tokens::router())
+        .merge(webhooks::router())
         .merge(push::router(state))
         .routes(utoipa_axum::routes!(openapi::document));
     let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

@@ -55,7 +55,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
     components(schemas(Problem)),
     tags(
         (name = "editor", description = "Flag, correct and retract alerts; needs an editor token."),
-        (name = "admin", description = "Manage tokens; needs an admin's token."),
+        (name = "admin", description = "Manage tokens and webhook endpoints; needs an admin's token."),
         (name = "push", description = "Public endpoints for news sites' pages and service workers; \
                                        rate-limited per client address."),
         (name = "health", description = "Liveness and readiness."),

@@ -1,7 +1,8 @@
 //! Removes what is no longer needed, at start and then hourly: idempotency keys after a day,
 //! stream events after a week (beyond any replay window; the alerts themselves are kept), push
 //! subscriptions unseen for `subscription_max_idle_days`, delivery-log partitions past
-//! `delivery_retention_days` (and creates the next days' partitions).
+//! `delivery_retention_days` (and creates the next days' partitions), finished webhook
+//! deliveries past `delivery_retention_days`.
 
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ async fn once(state: &AppState) -> sqlx::Result<()> {
     push::store::maintain_partitions(pool, state.settings.delivery_retention_days).await?;
     let stale =
         push::store::drop_stale_subscriptions(pool, state.settings.subscription_max_idle_days).await?;
-    tracing::debug!(keys, events, stale_subscriptions = stale, "housekeeping done");
+    let webhooks =
+        crate::webhooks::store::forget_finished(pool, state.settings.delivery_retention_days).await?;
+    tracing::debug!(keys, events, stale_subscriptions = stale, webhooks, "housekeeping done");
     Ok(())
 }

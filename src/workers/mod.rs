@@ -4,6 +4,7 @@
 //! - the stream follower (`stream::hub::follow`): new events → this process's tickers;
 //! - [`scheduler`]: publishes scheduled alerts when due (`for update skip locked`);
 //! - the stats flusher: this process's ticker counts → `alert_stats`, once a second;
+//! - the webhook worker (`webhooks::worker`): delivers queued webhooks (`for update skip locked`);
 //! - [`housekeeping`]: expires idempotency keys and old stream events;
 //! - the limiter sweep: forgets rate-limit entries of idle clients every minute, so their
 //!   memory follows recent clients only.
@@ -26,6 +27,14 @@ pub fn spawn_all(state: &AppState) {
     t.spawn(hub::follow(state.hub.clone(), state.db.clone(), STREAM_POLL, state.shutdown.clone()));
     t.spawn(scheduler::run(state.db.clone(), state.shutdown.clone()));
     t.spawn(housekeeping::run(state.clone()));
+    match crate::webhooks::worker::Worker::new(state.db.clone(), &state.settings, t.clone()) {
+        Ok(w) => {
+            t.spawn(w.run(state.shutdown.clone()));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the webhook worker could not start; webhooks wait in the queue")
+        }
+    }
     if let Some(push) = &state.push {
         t.spawn(push.fanout.clone().run(state.hub.clone(), state.shutdown.clone()));
     }

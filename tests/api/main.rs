@@ -16,3 +16,4 @@ mod push_isolation;
 mod roles;
 mod service;
 mod tickers;
+mod webhooks;

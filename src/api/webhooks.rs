@@ -1,0 +1,359 @@
+//! Webhook endpoints, for admins only: register where events go, see each endpoint's recent
+//! attempts, rotate its secret, enable it again after it was disabled. The deliveries themselves
+//! are `webhooks::worker`'s.
+
+use axum::{
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    error::{ApiError, ApiResult, Problem},
+    extract::{Json, Path},
+};
+use crate::{
+    alerts::domain::{FieldError, Lines, WebUrl, check_text},
+    app::AppState,
+    auth::Admin,
+    webhooks::{
+        EventType, signature,
+        store::{self, Attempt, Change, Endpoint},
+    },
+};
+
+/// Attempts shown with an endpoint.
+pub const RECENT_ATTEMPTS: i64 = 50;
+pub const MAX_DESCRIPTION_CHARS: usize = 200;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, change, remove))
+        .routes(routes!(rotate_secret))
+}
+
+#[derive(Serialize, ToSchema)]
+struct EndpointList {
+    items: Vec<Endpoint>,
+}
+
+/// An endpoint with its latest attempts.
+#[derive(Serialize, ToSchema)]
+struct EndpointDetail {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    /// The latest attempts (at most 50), newest first.
+    recent_attempts: Vec<Attempt>,
+}
+
+/// An endpoint with its secret: the answer to creating it and to rotating its secret, the only
+/// times the secret is shown.
+#[derive(Serialize, ToSchema)]
+struct EndpointWithSecret {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    /// `whsec_…`: give it to the receiver's Standard Webhooks library to verify signatures.
+    secret: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    /// Where events are POSTed (http or https).
+    #[schema(required = true, value_type = String, max_length = 2048, example = "https://hooks.example.com.tr/sondakika")]
+    url: Option<String>,
+    /// The event types to send (at least one).
+    #[schema(required = true, value_type = Vec<EventType>, min_items = 1)]
+    event_types: Option<Vec<String>>,
+    /// What it is for, for the people who read the list.
+    #[schema(max_length = 200, example = "Telegram kanalı")]
+    description: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+struct ChangeRequest {
+    #[schema(max_length = 2048)]
+    url: Option<String>,
+    #[schema(value_type = Option<Vec<EventType>>, min_items = 1)]
+    event_types: Option<Vec<String>>,
+    /// `null` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, max_length = 200)]
+    description: Option<Option<String>>,
+    /// `true` enables a disabled endpoint (its failure streak starts afresh); `false` disables it.
+    enabled: Option<bool>,
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+fn parse_url(value: &str) -> Result<String, FieldError> {
+    WebUrl::parse("url", value, false).map(|u| u.as_str().to_string())
+}
+
+fn parse_event_types(values: &[String]) -> Result<Vec<String>, FieldError> {
+    if values.is_empty() {
+        return Err(FieldError::new("event_types", "must name at least one event type"));
+    }
+    let mut types = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let Some(t) = EventType::parse(v) else {
+            let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+            return Err(FieldError::new(
+                format!("event_types[{i}]"),
+                format!("`{v}` is not an event type; known: {}", known.join(", ")),
+            ));
+        };
+        types.push(t);
+    }
+    types.sort_by_key(|t| t.as_str());
+    types.dedup();
+    Ok(types.into_iter().map(|t| t.as_str().to_string()).collect())
+}
+
+fn parse_description(value: &str) -> Result<String, FieldError> {
+    let chars = value.chars().count();
+    if chars > MAX_DESCRIPTION_CHARS {
+        return Err(FieldError::new(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters (got {chars})"),
+        ));
+    }
+    check_text("description", value, Lines::Single)?;
+    Ok(value.to_string())
+}
+
+fn endpoint_id(id: &str) -> ApiResult<i64> {
+    id.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::NotFound(format!("there is no webhook endpoint with id `{id}`")))
+}
+
+fn missing(id: i64) -> ApiError {
+    ApiError::NotFound(format!("there is no webhook endpoint with id `{id}`"))
+}
+
+/// The answer holds a secret: no cache anywhere may keep it.
+fn with_secret(status: StatusCode, body: EndpointWithSecret) -> Response {
+    let id = body.endpoint.id;
+    let mut r = (status, axum::Json(body)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::CREATED
+        && let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/webhooks/{id}"))
+    {
+        h.insert(header::LOCATION, loc);
+    }
+    r
+}
+
+/// List the webhook endpoints (admins only).
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    tag = "admin",
+    operation_id = "list_webhooks",
+    security(("editorToken" = [])),
+    responses(
+        (status = 200, description = "The endpoints, oldest first.", body = EndpointList),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<axum::Json<EndpointList>> {
+    Ok(axum::Json(EndpointList { items: store::list(&state.db).await? }))
+}
+
+/// Register a webhook endpoint (admins only). Its secret is in this answer, once.
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    tag = "admin",
+    operation_id = "create_webhook",
+    security(("editorToken" = [])),
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Registered; the answer is not cacheable (`Cache-Control: no-store`).",
+         body = EndpointWithSecret, headers(("Location" = String, description = "The endpoint's address.")),
+         links(("GetWebhook" = (operation_id = "get_webhook", parameters(("id" = "$response.body#/id")))))),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Json(req): Json<CreateRequest>,
+) -> ApiResult<Response> {
+    let mut errors = Vec::new();
+    let url = match req.url.as_deref() {
+        None => Err(FieldError::new("url", "is required: where events are sent")),
+        Some(u) => parse_url(u),
+    }
+    .map_err(|e| errors.push(e))
+    .ok();
+    let types = match req.event_types.as_deref() {
+        None => Err(FieldError::new(
+            "event_types",
+            "is required: which events to send (alert.flagged, alert.corrected, alert.retracted, alert.delivered)",
+        )),
+        Some(t) => parse_event_types(t),
+    }
+    .map_err(|e| errors.push(e))
+    .ok();
+    let description = match req.description.as_deref().map(parse_description) {
+        None => Some(None),
+        Some(Ok(d)) => Some(Some(d)),
+        Some(Err(e)) => {
+            errors.push(e);
+            None
+        }
+    };
+    let (Some(url), Some(types), Some(description)) = (url, types, description) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let secret = signature::new_secret();
+    let endpoint = store::create(&state.db, &url, description.as_deref(), &types, &secret).await?;
+    tracing::info!(endpoint_id = endpoint.id, admin_id = admin.id, "webhook endpoint registered");
+    Ok(with_secret(StatusCode::CREATED, EndpointWithSecret { endpoint, secret }))
+}
+
+/// One webhook endpoint with its latest attempts (admins only).
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}",
+    tag = "admin",
+    operation_id = "get_webhook",
+    security(("editorToken" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id.")),
+    responses(
+        (status = 200, description = "The endpoint.", body = EndpointDetail),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No endpoint has this id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn show(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<EndpointDetail>> {
+    let id = endpoint_id(&id)?;
+    let endpoint = store::get(&state.db, id).await?.ok_or_else(|| missing(id))?;
+    let recent_attempts = store::recent_attempts(&state.db, id, RECENT_ATTEMPTS).await?;
+    Ok(axum::Json(EndpointDetail { endpoint, recent_attempts }))
+}
+
+/// Change a webhook endpoint, or enable it again (admins only).
+#[utoipa::path(
+    patch,
+    path = "/webhooks/{id}",
+    tag = "admin",
+    operation_id = "update_webhook",
+    security(("editorToken" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id.")),
+    request_body = ChangeRequest,
+    responses(
+        (status = 200, description = "The endpoint as changed.", body = Endpoint),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No endpoint has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn change(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    Json(req): Json<ChangeRequest>,
+) -> ApiResult<axum::Json<Endpoint>> {
+    let id = endpoint_id(&id)?;
+    let mut errors = Vec::new();
+    let mut c = Change { enabled: req.enabled, ..Change::default() };
+    if let Some(u) = req.url.as_deref() {
+        c.url = parse_url(u).map_err(|e| errors.push(e)).ok();
+    }
+    if let Some(t) = req.event_types.as_deref() {
+        c.event_types = parse_event_types(t).map_err(|e| errors.push(e)).ok();
+    }
+    match req.description {
+        None => {}
+        Some(None) => c.description = Some(None),
+        Some(Some(d)) => c.description = parse_description(&d).map_err(|e| errors.push(e)).ok().map(Some),
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let endpoint = store::update(&state.db, id, &c).await?.ok_or_else(|| missing(id))?;
+    tracing::info!(
+        endpoint_id = id,
+        admin_id = admin.id,
+        enabled = endpoint.enabled,
+        "webhook endpoint changed"
+    );
+    Ok(axum::Json(endpoint))
+}
+
+/// Remove a webhook endpoint and its queued events (admins only).
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{id}",
+    tag = "admin",
+    operation_id = "delete_webhook",
+    security(("editorToken" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No endpoint has this id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn remove(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = endpoint_id(&id)?;
+    if !store::delete(&state.db, id).await? {
+        return Err(missing(id));
+    }
+    tracing::info!(endpoint_id = id, admin_id = admin.id, "webhook endpoint removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rotate a webhook endpoint's secret (admins only). The new secret is in this answer, once;
+/// the previous one also signs for `webhook_secret_grace_secs` (see
+/// `previous_secret_valid_until`), so the receiver can switch without losing an event.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/rotate-secret",
+    tag = "admin",
+    operation_id = "rotate_webhook_secret",
+    security(("editorToken" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id.")),
+    responses(
+        (status = 200, description = "Rotated; the answer is not cacheable (`Cache-Control: no-store`).",
+         body = EndpointWithSecret),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No endpoint has this id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn rotate_secret(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = endpoint_id(&id)?;
+    let secret = signature::new_secret();
+    let endpoint = store::rotate(&state.db, id, &secret, state.settings.webhook_secret_grace_secs)
+        .await?
+        .ok_or_else(|| missing(id))?;
+    let until: Option<DateTime<Utc>> = endpoint.previous_secret_valid_until;
+    tracing::info!(endpoint_id = id, admin_id = admin.id, previous_valid_until = ?until, "webhook secret rotated");
+    Ok(with_secret(StatusCode::OK, EndpointWithSecret { endpoint, secret }))
+}

@@ -1,0 +1,378 @@
+//! The `webhook_endpoints`, `webhook_deliveries` and `webhook_attempts` tables.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
+
+use super::EventType;
+
+/// An endpoint as the API shows it: never its secret (that is answered once, on creation and on
+/// rotation).
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Endpoint {
+    pub id: i64,
+    /// Where events are POSTed.
+    pub url: String,
+    pub description: Option<String>,
+    /// The event types sent to it.
+    #[schema(value_type = Vec<EventType>)]
+    pub event_types: Vec<String>,
+    /// `false` once it failed for `webhook_disable_after_secs` in a row (or an admin disabled
+    /// it): nothing is queued for it until it is enabled again.
+    pub enabled: bool,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Why it was disabled, in words.
+    pub disabled_reason: Option<String>,
+    /// The first failed attempt since its last success (none while it works).
+    pub failing_since: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Until when the secret before the last rotation also signs (absent when none does).
+    pub previous_secret_valid_until: Option<DateTime<Utc>>,
+    /// Events waiting to be delivered (or retried) to it.
+    pub pending: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SELECT_ENDPOINT: &str = "
+    select e.id, e.url, e.description, e.event_types, e.enabled, e.disabled_at, e.disabled_reason,
+           e.failing_since, e.last_success_at,
+           case when e.previous_secret_until > now() then e.previous_secret_until end
+               as previous_secret_valid_until,
+           (select count(*) from webhook_deliveries d
+             where d.endpoint_id = e.id and d.state = 'pending') as pending,
+           e.created_at, e.updated_at
+    from webhook_endpoints e";
+
+pub async fn create(
+    pool: &PgPool,
+    url: &str,
+    description: Option<&str>,
+    event_types: &[String],
+    secret: &str,
+) -> sqlx::Result<Endpoint> {
+    let id: i64 = sqlx::query_scalar(
+        "insert into webhook_endpoints (url, description, event_types, secret)
+         values ($1, $2, $3, $4) returning id",
+    )
+    .bind(url)
+    .bind(description)
+    .bind(event_types)
+    .bind(secret)
+    .fetch_one(pool)
+    .await?;
+    Ok(get(pool, id).await?.expect("row just inserted"))
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Endpoint>> {
+    sqlx::query_as(&format!("{SELECT_ENDPOINT} where e.id = $1")).bind(id).fetch_optional(pool).await
+}
+
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Endpoint>> {
+    sqlx::query_as(&format!("{SELECT_ENDPOINT} order by e.id")).fetch_all(pool).await
+}
+
+/// A change an admin asks for; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct Change {
+    pub url: Option<String>,
+    pub description: Option<Option<String>>,
+    pub event_types: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+pub async fn update(pool: &PgPool, id: i64, c: &Change) -> sqlx::Result<Option<Endpoint>> {
+    let done = sqlx::query(
+        "update webhook_endpoints set
+            url = coalesce($2, url),
+            description = case when $3 then $4 else description end,
+            event_types = coalesce($5, event_types),
+            -- Enabling starts afresh (no failure streak); disabling by hand says so.
+            enabled = coalesce($6, enabled),
+            disabled_at = case when $6 then null when not $6 and enabled then now() else disabled_at end,
+            disabled_reason = case when $6 then null
+                                   when not $6 and enabled then 'disabled by an admin'
+                                   else disabled_reason end,
+            failing_since = case when $6 then null else failing_since end,
+            updated_at = now()
+         where id = $1",
+    )
+    .bind(id)
+    .bind(c.url.as_deref())
+    .bind(c.description.is_some())
+    .bind(c.description.as_ref().and_then(|d| d.as_deref()))
+    .bind(c.event_types.as_deref())
+    .bind(c.enabled)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    get(pool, id).await
+}
+
+pub async fn delete(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query("delete from webhook_endpoints where id = $1").bind(id).execute(pool).await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Replaces the secret; the current one keeps signing too for `grace_secs` (0: not at all).
+pub async fn rotate(pool: &PgPool, id: i64, secret: &str, grace_secs: u64) -> sqlx::Result<Option<Endpoint>> {
+    let done = sqlx::query(
+        "update webhook_endpoints set
+            previous_secret = case when $3 > 0 then secret end,
+            previous_secret_until = case when $3 > 0 then now() + make_interval(secs => $3) end,
+            secret = $2,
+            updated_at = now()
+         where id = $1",
+    )
+    .bind(id)
+    .bind(secret)
+    .bind(grace_secs as f64)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    get(pool, id).await
+}
+
+/// One try of one delivery.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Attempt {
+    pub attempted_at: DateTime<Utc>,
+    /// The `webhook-id` of the event tried.
+    pub message_id: String,
+    #[schema(value_type = EventType)]
+    pub event_type: String,
+    /// Which try of this event it was (1 = the first).
+    pub attempt: i32,
+    /// The receiver's HTTP status (absent when none came: connection failed or timed out).
+    pub http_status: Option<i16>,
+    /// From sending the request to the answer (or the failure).
+    pub latency_ms: i32,
+    /// What went wrong, in words (absent on success).
+    pub error: Option<String>,
+    /// Where the event is now: `pending` (to be retried), `delivered` or `failed` (gave up).
+    pub delivery_state: String,
+}
+
+/// The endpoint's latest attempts, newest first.
+pub async fn recent_attempts(pool: &PgPool, endpoint_id: i64, limit: i64) -> sqlx::Result<Vec<Attempt>> {
+    sqlx::query_as(
+        "select a.attempted_at, d.message_id, d.event_type,
+                (select count(*) from webhook_attempts p
+                  where p.delivery_id = a.delivery_id and p.id <= a.id)::int as attempt,
+                a.http_status, a.latency_ms, a.error, d.state as delivery_state
+         from webhook_attempts a join webhook_deliveries d on d.id = a.delivery_id
+         where a.endpoint_id = $1
+         order by a.id desc limit $2",
+    )
+    .bind(endpoint_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Queues `body` for every enabled endpoint subscribed to `event`, in the caller's transaction.
+/// Returns how many endpoints it was queued for.
+pub async fn queue(
+    tx: &mut PgConnection,
+    event: EventType,
+    message_id: &str,
+    body: &str,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "insert into webhook_deliveries (endpoint_id, message_id, event_type, body)
+         select id, $1, $2, $3 from webhook_endpoints where enabled and $2 = any(event_types)",
+    )
+    .bind(message_id)
+    .bind(event.as_str())
+    .bind(body)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A delivery claimed for one attempt.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub endpoint_id: i64,
+    pub message_id: String,
+    pub body: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub url: String,
+    pub secret: String,
+    /// The secret before the last rotation, while it still signs.
+    pub previous_secret: Option<String>,
+}
+
+/// Claims due deliveries for one attempt each: at most `per_endpoint` of any endpoint (so that
+/// one slow endpoint cannot take every place) and none of the endpoints in `busy`, at most
+/// `limit` in all. Claiming moves `next_attempt_at` to the end of the lease: until then no other
+/// process takes them, and if this one dies they are due again then.
+pub async fn claim(
+    pool: &PgPool,
+    limit: i64,
+    per_endpoint: i64,
+    busy: &[i64],
+    lease_secs: f64,
+) -> sqlx::Result<Vec<Claimed>> {
+    sqlx::query_as(
+        "with due as (
+             select d.id
+             from webhook_endpoints e
+             cross join lateral (
+                 select d.id from webhook_deliveries d
+                 where d.endpoint_id = e.id and d.state = 'pending' and d.next_attempt_at <= now()
+                 order by d.next_attempt_at
+                 limit $2
+                 for update skip locked
+             ) d
+             where e.enabled and e.id <> all($3)
+             limit $1
+         )
+         update webhook_deliveries d
+            set next_attempt_at = now() + make_interval(secs => $4), attempts = d.attempts + 1
+         from due, webhook_endpoints e
+         where d.id = due.id and e.id = d.endpoint_id
+         returning d.id, d.endpoint_id, d.message_id, d.body, d.attempts, d.created_at, e.url, e.secret,
+                   case when e.previous_secret_until > now() then e.previous_secret end as previous_secret",
+    )
+    .bind(limit)
+    .bind(per_endpoint)
+    .bind(busy)
+    .bind(lease_secs)
+    .fetch_all(pool)
+    .await
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub http_status: Option<u16>,
+    pub latency_ms: u32,
+    /// `None`: delivered (a 2xx answer).
+    pub error: Option<String>,
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Seconds until the next try (already computed from the attempt count).
+    pub retry_in_secs: f64,
+    /// Give up when the next try would come later than this many seconds after the event.
+    pub retry_window_secs: f64,
+    /// Disable the endpoint once it has been failing this long.
+    pub disable_after_secs: f64,
+}
+
+/// Records an attempt: the delivery is done, retried later, or given up; the endpoint's failure
+/// streak starts or ends, and an endpoint failing for too long is disabled (its pending events
+/// are given up with it). Returns whether this disabled the endpoint.
+pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "insert into webhook_attempts (endpoint_id, delivery_id, http_status, latency_ms, error)
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(c.endpoint_id)
+    .bind(c.id)
+    .bind(o.http_status.map(|s| s as i16))
+    .bind(o.latency_ms.min(i32::MAX as u32) as i32)
+    .bind(o.error.as_deref())
+    .execute(&mut *tx)
+    .await?;
+    let mut disabled = false;
+    match &o.error {
+        None => {
+            sqlx::query(
+                "update webhook_deliveries set state = 'delivered', finished_at = now(), last_error = null
+                 where id = $1",
+            )
+            .bind(c.id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "update webhook_endpoints set failing_since = null, last_success_at = now() where id = $1",
+            )
+            .bind(c.endpoint_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Some(error) => {
+            // Retried unless the next try would fall outside the window (then given up now).
+            // A delivery another attempt already finished (a lease that ran out) stays finished.
+            sqlx::query(
+                "update webhook_deliveries set
+                    last_error = $2,
+                    state = case when now() + make_interval(secs => $3)
+                                      > created_at + make_interval(secs => $4)
+                                 then 'failed' else 'pending' end,
+                    finished_at = case when now() + make_interval(secs => $3)
+                                            > created_at + make_interval(secs => $4)
+                                       then now() end,
+                    next_attempt_at = now() + make_interval(secs => $3)
+                 where id = $1 and state = 'pending'",
+            )
+            .bind(c.id)
+            .bind(error)
+            .bind(p.retry_in_secs)
+            .bind(p.retry_window_secs)
+            .execute(&mut *tx)
+            .await?;
+            disabled = sqlx::query_scalar(
+                "with verdict as (
+                     select id, coalesce(failing_since, now()) as since,
+                            enabled and coalesce(failing_since, now())
+                                        <= now() - make_interval(secs => $2) as disable
+                     from webhook_endpoints where id = $1 for update
+                 )
+                 update webhook_endpoints w set
+                    failing_since = v.since,
+                    enabled = w.enabled and not v.disable,
+                    disabled_at = case when v.disable then now() else w.disabled_at end,
+                    disabled_reason = case when v.disable
+                        then 'every attempt failed since '
+                             || to_char(v.since at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')
+                             || ' UTC; the last: ' || $3
+                        else w.disabled_reason end
+                 from verdict v where w.id = v.id
+                 returning v.disable",
+            )
+            .bind(c.endpoint_id)
+            .bind(p.disable_after_secs)
+            .bind(error)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or(false);
+            if disabled {
+                sqlx::query(
+                    "update webhook_deliveries set state = 'failed', finished_at = now(),
+                            last_error = 'the endpoint was disabled after failing for too long'
+                     where endpoint_id = $1 and state = 'pending'",
+                )
+                .bind(c.endpoint_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(disabled)
+}
+
+/// Forgets finished deliveries (and their attempts) older than `days`.
+pub async fn forget_finished(pool: &PgPool, days: u32) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "delete from webhook_deliveries
+         where state <> 'pending' and finished_at < now() - make_interval(days => $1)",
+    )
+    .bind(days as i32)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
