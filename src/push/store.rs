@@ -752,17 +752,21 @@ async fn count_failures(tx: &mut PgConnection, ids: &[i64], rule: &Deactivation)
 
 /// Marks the step done (and 100 % reached) once no range and no retry of it is left.
 async fn complete_job(tx: &mut PgConnection, job: &JobKey) -> sqlx::Result<()> {
-    sqlx::query(
+    let done: Option<bool> = sqlx::query_scalar(
         "update push_jobs set state = case when state = 'cancelled' then state else 'done' end,
                 reached_100_at = coalesce(reached_100_at, clock_timestamp())
          where alert_id = $1 and step = $2 and state in ('running', 'cancelled')
            and not exists (select 1 from push_batches where alert_id = $1 and step = $2 and state <> 'done')
-           and not exists (select 1 from push_retries where alert_id = $1 and step = $2)",
+           and not exists (select 1 from push_retries where alert_id = $1 and step = $2)
+         returning state = 'done'",
     )
     .bind(job.alert_id)
     .bind(job.step)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    if done == Some(true) {
+        crate::webhooks::enqueue_delivered(tx, job.alert_id, job.step).await?;
+    }
     Ok(())
 }
 

@@ -210,29 +210,30 @@ pub struct Claimed {
     pub previous_secret: Option<String>,
 }
 
-/// Claims due deliveries for one attempt each: at most `per_endpoint` of any endpoint (so that
-/// one slow endpoint cannot take every place) and none of the endpoints in `busy`, at most
-/// `limit` in all. Claiming moves `next_attempt_at` to the end of the lease: until then no other
+/// Claims due deliveries for one attempt each, at most `limit` in all and, for each endpoint,
+/// at most `per_endpoint` less what this process already has in flight to it (`in_flight`:
+/// endpoint ids and counts), so that one slow endpoint cannot take every place. Claiming moves `next_attempt_at` to the end of the lease: until then no other
 /// process takes them, and if this one dies they are due again then.
 pub async fn claim(
     pool: &PgPool,
     limit: i64,
     per_endpoint: i64,
-    busy: &[i64],
+    in_flight: &[(i64, i64)],
     lease_secs: f64,
 ) -> sqlx::Result<Vec<Claimed>> {
     sqlx::query_as(
         "with due as (
              select d.id
              from webhook_endpoints e
+             left join unnest($3::bigint[], $5::bigint[]) f (endpoint_id, n) on f.endpoint_id = e.id
              cross join lateral (
                  select d.id from webhook_deliveries d
                  where d.endpoint_id = e.id and d.state = 'pending' and d.next_attempt_at <= now()
                  order by d.next_attempt_at
-                 limit $2
+                 limit greatest($2 - coalesce(f.n, 0), 0)
                  for update skip locked
              ) d
-             where e.enabled and e.id <> all($3)
+             where e.enabled
              limit $1
          )
          update webhook_deliveries d
@@ -244,10 +245,23 @@ pub async fn claim(
     )
     .bind(limit)
     .bind(per_endpoint)
-    .bind(busy)
+    .bind(in_flight.iter().map(|(id, _)| *id).collect::<Vec<_>>())
     .bind(lease_secs)
+    .bind(in_flight.iter().map(|(_, n)| *n).collect::<Vec<_>>())
     .fetch_all(pool)
     .await
+}
+
+/// Hands a claimed delivery back untried (this process is stopping): due again at once.
+pub async fn release(pool: &PgPool, id: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "update webhook_deliveries set next_attempt_at = now(), attempts = greatest(attempts - 1, 0)
+         where id = $1 and state = 'pending'",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// What one attempt came to.

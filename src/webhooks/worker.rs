@@ -2,6 +2,10 @@
 //! records the attempt. Its places (`webhook_max_in_flight`), its time limit
 //! (`webhook_timeout_secs`) and its HTTP client are its own: a receiver that hangs costs this
 //! worker a place for at most the time limit, and nothing else in the process waits for it.
+//!
+//! Requests go through [`Outbound`], the SSRF-safe client for URLs admins give us: an endpoint
+//! that resolves to a private address is refused unless the operator allowed its host
+//! (`outbound_private_hosts`), and a redirect is never followed (the answer to a POST).
 
 use std::{
     collections::HashMap,
@@ -10,10 +14,13 @@ use std::{
 };
 
 use chrono::Utc;
+use http::{HeaderName, HeaderValue};
 use rand::Rng;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::net::{OutRequest, Outbound};
 
 use super::{
     signature,
@@ -31,6 +38,9 @@ pub const PER_ENDPOINT: usize = 4;
 const MAX_BACKOFF_SECS: f64 = 3600.0;
 /// How much of a receiver's error answer is kept with the attempt.
 const MAX_ERROR_CHARS: usize = 300;
+/// Most bytes of a receiver's answer read. Receivers answer with a few bytes; a longer answer
+/// counts as a failed attempt (the reading stops at the bound).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// What the worker needs from the settings.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +82,7 @@ impl Limits {
 pub struct Worker {
     pool: PgPool,
     limits: Limits,
-    http: reqwest::Client,
+    http: Outbound,
     tracker: TaskTracker,
     /// Attempts in flight per endpoint in this process.
     in_flight: Arc<Mutex<HashMap<i64, usize>>>,
@@ -80,41 +90,34 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(pool: PgPool, settings: &Settings, tracker: TaskTracker) -> anyhow::Result<Self> {
+    pub fn new(pool: PgPool, settings: &Settings, http: Outbound, tracker: TaskTracker) -> Self {
         let limits = Limits::from_settings(settings);
-        let http = reqwest::Client::builder()
-            .timeout(limits.timeout)
-            .connect_timeout(limits.timeout)
-            // A receiver's redirect is not followed: the URL an admin registered is the one
-            // events go to (and a redirect could point anywhere, a private address included).
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("sondakika-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self {
+        Self {
             pool,
             http,
             tracker,
             in_flight: Arc::default(),
             places: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
-        })
+        }
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
+        let shutdown = &shutdown;
         loop {
             let free = this.places.available_permits();
             let mut more = false;
             if free > 0 {
-                let busy: Vec<i64> = {
+                let in_flight: Vec<(i64, i64)> = {
                     let m = this.in_flight.lock().expect("not poisoned");
-                    m.iter().filter(|(_, n)| **n >= PER_ENDPOINT).map(|(id, _)| *id).collect()
+                    m.iter().map(|(id, n)| (*id, *n as i64)).collect()
                 };
                 match store::claim(
                     &this.pool,
                     free as i64,
                     PER_ENDPOINT as i64,
-                    &busy,
+                    &in_flight,
                     this.limits.lease_secs(),
                 )
                 .await
@@ -122,7 +125,7 @@ impl Worker {
                     Ok(claimed) => {
                         more = claimed.len() == free;
                         for c in claimed {
-                            this.start(c).await;
+                            this.start(c, shutdown.clone()).await;
                         }
                     }
                     Err(e) => {
@@ -140,13 +143,22 @@ impl Worker {
         }
     }
 
-    async fn start(self: &Arc<Self>, c: Claimed) {
+    async fn start(self: &Arc<Self>, c: Claimed, shutdown: CancellationToken) {
         let permit = self.places.clone().acquire_owned().await.expect("the semaphore is never closed");
         *self.in_flight.lock().expect("not poisoned").entry(c.endpoint_id).or_default() += 1;
         let this = self.clone();
         self.tracker.spawn(async move {
-            let outcome = this.attempt(&c).await;
-            this.finish(&c, &outcome).await;
+            // On shutdown an attempt in flight is dropped and handed back at once (not when the
+            // lease runs out), so that shutting down never waits for a slow receiver; the
+            // receiver may then get it twice, with the same webhook-id.
+            tokio::select! {
+                outcome = this.attempt(&c) => this.finish(&c, &outcome).await,
+                _ = shutdown.cancelled() => {
+                    if let Err(e) = store::release(&this.pool, c.id).await {
+                        tracing::warn!(error = %e, "could not hand back a webhook delivery; its lease will");
+                    }
+                }
+            }
             let mut m = this.in_flight.lock().expect("not poisoned");
             if let Some(n) = m.get_mut(&c.endpoint_id) {
                 *n -= 1;
@@ -164,34 +176,39 @@ impl Worker {
         let mut secrets = vec![c.secret.as_str()];
         secrets.extend(c.previous_secret.as_deref());
         let sig = signature::header(&secrets, &c.message_id, timestamp, c.body.as_bytes());
+        let header = |v: &str| HeaderValue::from_str(v).expect("ASCII we made");
         let started = Instant::now();
-        let sent = self
-            .http
-            .post(&c.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &c.message_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", sig)
-            .body(c.body.clone())
-            .send()
-            .await;
-        let (http_status, error) = match sent {
-            Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+        let Ok(url) = url::Url::parse(&c.url) else {
+            return Outcome {
+                http_status: None,
+                latency_ms: 0,
+                error: Some("the stored URL does not parse".into()),
+            };
+        };
+        let req = OutRequest::post(url, c.body.clone())
+            .header(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(HeaderName::from_static("webhook-id"), header(&c.message_id))
+            .header(HeaderName::from_static("webhook-timestamp"), header(&timestamp.to_string()))
+            .header(HeaderName::from_static("webhook-signature"), header(&sig))
+            .max_bytes(MAX_ANSWER_BYTES)
+            .timeout(self.limits.timeout);
+        let (http_status, error) = match self.http.fetch(req).await {
+            Ok(r) if r.status.is_success() => (Some(r.status.as_u16()), None),
             Ok(r) => {
-                let status = r.status();
-                // A little of the receiver's answer helps whoever runs it; bounded in time and size.
-                let text =
-                    tokio::time::timeout(Duration::from_secs(1), r.text()).await.ok().and_then(Result::ok);
-                let snippet: String = text.unwrap_or_default().chars().take(MAX_ERROR_CHARS).collect();
+                // A little of the receiver's answer helps whoever runs it.
+                let text = String::from_utf8_lossy(&r.body);
+                let snippet: String = text.chars().take(MAX_ERROR_CHARS).collect();
                 let snippet = snippet.trim();
-                let mut error = format!("answered HTTP {}", status.as_u16());
-                if !snippet.is_empty() {
+                let mut error = format!("answered HTTP {}", r.status.as_u16());
+                if r.status.is_redirection() {
+                    error.push_str(" (a redirect, which is not followed: register the final URL)");
+                } else if !snippet.is_empty() {
                     error.push_str(": ");
                     error.push_str(snippet);
                 }
-                (Some(status.as_u16()), Some(error))
+                (Some(r.status.as_u16()), Some(error))
             }
-            Err(e) => (None, Some(describe(e, self.limits.timeout))),
+            Err(e) => (None, Some(e.to_string())),
         };
         let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
         let result = if error.is_none() { "delivered" } else { "failed" };
@@ -220,26 +237,6 @@ impl Worker {
             tracing::info!(endpoint_id = c.endpoint_id, message_id = %c.message_id, attempt = c.attempts, %error, "webhook attempt failed");
         }
     }
-}
-
-/// A failure in words, without the URL (a receiver's URL often holds a secret token).
-fn describe(e: reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {} s", timeout.as_secs());
-    }
-    if e.is_connect() {
-        let mut cause = std::error::Error::source(&e);
-        let mut deepest = None;
-        while let Some(c) = cause {
-            deepest = Some(c.to_string());
-            cause = c.source();
-        }
-        return format!("could not connect: {}", deepest.unwrap_or_else(|| "connection failed".into()));
-    }
-    if e.is_redirect() {
-        return "answered with a redirect, which is not followed: register the final URL".into();
-    }
-    e.without_url().to_string()
 }
 
 #[cfg(test)]

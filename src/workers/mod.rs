@@ -27,14 +27,13 @@ pub fn spawn_all(state: &AppState) {
     t.spawn(hub::follow(state.hub.clone(), state.db.clone(), STREAM_POLL, state.shutdown.clone()));
     t.spawn(scheduler::run(state.db.clone(), state.shutdown.clone()));
     t.spawn(housekeeping::run(state.clone()));
-    match crate::webhooks::worker::Worker::new(state.db.clone(), &state.settings, t.clone()) {
-        Ok(w) => {
-            t.spawn(w.run(state.shutdown.clone()));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "the webhook worker could not start; webhooks wait in the queue")
-        }
-    }
+    let webhooks = crate::webhooks::worker::Worker::new(
+        state.db.clone(),
+        &state.settings,
+        state.outbound.clone(),
+        t.clone(),
+    );
+    t.spawn(webhooks.run(state.shutdown.clone()));
     if let Some(push) = &state.push {
         t.spawn(push.fanout.clone().run(state.hub.clone(), state.shutdown.clone()));
     }

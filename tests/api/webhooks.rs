@@ -15,7 +15,11 @@ use serde_json::{Value, json};
 use sondakika::auth::{self, Role};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{ServerProcess, TestApp, Ticker, eventually, new_database};
+use crate::{
+    helpers::{ServerProcess, TestApp, Ticker, eventually, new_database},
+    push::{bulk_subscribe, push_app, wait_done},
+    push_double::Behaviour,
+};
 
 static SETUP: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
@@ -118,6 +122,20 @@ async fn endpoint(app: &TestApp, admin: &str, id: i64) -> Value {
     r.json().await.unwrap()
 }
 
+/// The receivers listen on loopback, which webhook URLs may reach only when the operator
+/// allows it (`outbound_private_hosts`), as here.
+fn receivers_allowed(s: &mut sondakika::config::Settings) {
+    s.outbound_private_hosts = vec!["127.0.0.1".into()];
+}
+
+async fn spawn(configure: impl FnOnce(&mut sondakika::config::Settings)) -> TestApp {
+    TestApp::spawn_with(|s| {
+        receivers_allowed(s);
+        configure(s);
+    })
+    .await
+}
+
 fn fast_retries(s: &mut sondakika::config::Settings) {
     s.webhook_retry_first_secs = 1;
     s.webhook_timeout_secs = 2;
@@ -125,7 +143,7 @@ fn fast_retries(s: &mut sondakika::config::Settings) {
 
 #[tokio::test]
 async fn every_alert_event_arrives_signed_per_standard_webhooks_with_the_alert_as_the_api_shows_it() {
-    let app = TestApp::spawn().await;
+    let app = spawn(|_| {}).await;
     let admin = admin_token(&app.pool).await;
     let rx = Receiver::start().await;
     let only_retractions = Receiver::start().await;
@@ -230,7 +248,7 @@ async fn every_alert_event_arrives_signed_per_standard_webhooks_with_the_alert_a
 
 #[tokio::test]
 async fn a_failed_delivery_is_retried_with_backoff_after_500s_and_timeouts_with_the_same_webhook_id() {
-    let app = TestApp::spawn_with(fast_retries).await;
+    let app = spawn(fast_retries).await;
     let admin = admin_token(&app.pool).await;
     let rx = Receiver::start().await;
     let (id, secret) = register(&app, &admin, &rx.url("/hook"), &["alert.flagged"]).await;
@@ -270,7 +288,10 @@ async fn a_failed_delivery_is_retried_with_backoff_after_500s_and_timeouts_with_
     assert_eq!(attempts[0].1, 500);
     assert!(attempts[0].2.as_str().unwrap().contains("HTTP 500"), "{attempts:?}");
     assert_eq!(attempts[1].1, Value::Null, "no answer: {attempts:?}");
-    assert!(attempts[1].2.as_str().unwrap().contains("no answer within 2 s"), "{attempts:?}");
+    assert!(
+        attempts[1].2.as_str().unwrap().contains("did not answer completely within 2 seconds"),
+        "{attempts:?}"
+    );
     assert_eq!(attempts[2].1, 503);
     assert_eq!(
         (attempts[3].0.clone(), attempts[3].1.clone(), attempts[3].2.clone()),
@@ -283,7 +304,7 @@ async fn a_failed_delivery_is_retried_with_backoff_after_500s_and_timeouts_with_
 
 #[tokio::test]
 async fn a_rotated_secret_signs_alongside_the_old_one_for_the_grace_period_only() {
-    let app = TestApp::spawn_with(|s| s.webhook_secret_grace_secs = 3).await;
+    let app = spawn(|s| s.webhook_secret_grace_secs = 3).await;
     let admin = admin_token(&app.pool).await;
     let rx = Receiver::start().await;
     let (id, old) = register(&app, &admin, &rx.url("/hook"), &["alert.flagged"]).await;
@@ -319,7 +340,7 @@ async fn a_rotated_secret_signs_alongside_the_old_one_for_the_grace_period_only(
 
 #[tokio::test]
 async fn an_endpoint_that_keeps_failing_is_disabled_until_an_admin_enables_it_again() {
-    let app = TestApp::spawn_with(|s| {
+    let app = spawn(|s| {
         fast_retries(s);
         s.webhook_disable_after_secs = 3;
     })
@@ -374,7 +395,7 @@ async fn an_endpoint_that_keeps_failing_is_disabled_until_an_admin_enables_it_ag
 
 #[tokio::test]
 async fn a_receiver_that_hangs_never_slows_the_alert_itself() {
-    let app = TestApp::spawn_with(|s| s.webhook_timeout_secs = 10).await;
+    let app = spawn(|s| s.webhook_timeout_secs = 10).await;
     let admin = admin_token(&app.pool).await;
     let rx = Receiver::start().await;
     let (_, secret) = register(&app, &admin, &rx.url("/hook"), &["alert.flagged"]).await;
@@ -397,7 +418,11 @@ async fn a_receiver_that_hangs_never_slows_the_alert_itself() {
 #[tokio::test]
 async fn a_process_killed_during_delivery_loses_no_event_and_a_duplicate_keeps_its_webhook_id() {
     let db = new_database().await;
-    let env = [("SONDAKIKA_WEBHOOK_TIMEOUT_SECS", "3"), ("SONDAKIKA_WEBHOOK_RETRY_FIRST_SECS", "1")];
+    let env = [
+        ("SONDAKIKA_WEBHOOK_TIMEOUT_SECS", "3"),
+        ("SONDAKIKA_WEBHOOK_RETRY_FIRST_SECS", "1"),
+        ("SONDAKIKA_OUTBOUND_PRIVATE_HOSTS", "127.0.0.1"),
+    ];
     let mut a = ServerProcess::start(&db, &env).await;
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
     let admin = admin_token(&pool).await;
@@ -594,5 +619,97 @@ async fn webhook_endpoints_are_for_admins_and_bad_input_names_the_field() {
     let r =
         app.http.delete(app.url(&format!("/api/v1/webhooks/{id}"))).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(r.status(), 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_urls_follow_the_outbound_rules_no_private_address_unless_the_operator_allows_it() {
+    let app = TestApp::spawn_with(fast_retries).await;
+    let admin = admin_token(&app.pool).await;
+    let rx = Receiver::start().await;
+    // A literal private address is refused at once, naming the setting that would allow it.
+    for url in [rx.url("/hook"), "http://10.0.0.5/hook".to_string(), "http://[::1]/hook".to_string()] {
+        let r = app
+            .http
+            .post(app.url("/api/v1/webhooks"))
+            .bearer_auth(&admin)
+            .json(&json!({ "url": url, "event_types": ["alert.flagged"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{url}");
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(problem["field"], "url");
+        assert!(problem["detail"].as_str().unwrap().contains("outbound_private_hosts"), "{problem}");
+    }
+    // A name that resolves to one is checked where it is connected to: every attempt is refused,
+    // and the receiver behind it never hears a thing.
+    let (id, secret) =
+        register(&app, &admin, &format!("http://localhost:{}/hook", rx.port), &["alert.flagged"]).await;
+    rx.control(json!({ "secrets": [secret] })).await;
+    app.flag("İç ağa istek yok", &[]).await;
+    eventually(Duration::from_secs(10), "an attempt is recorded", || {
+        let app = &app;
+        let admin = &admin;
+        async move { !endpoint(app, admin, id).await["recent_attempts"].as_array().unwrap().is_empty() }
+    })
+    .await;
+    let ep = endpoint(&app, &admin, id).await;
+    let error = ep["recent_attempts"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("private or local address") && error.contains("outbound_private_hosts"),
+        "{error}"
+    );
+    assert_eq!(ep["recent_attempts"][0]["http_status"], Value::Null);
+    assert!(rx.log().await.is_empty(), "nothing reached the private address");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn alert_delivered_reports_each_finished_fan_out_with_its_step_and_figures() {
+    let (app, double) = push_app(|s| {
+        receivers_allowed(s);
+        s.push_correction_coalesce_ms = 100;
+    })
+    .await;
+    let admin = admin_token(&app.pool).await;
+    let rx = Receiver::start().await;
+    let (_, secret) = register(&app, &admin, &rx.url("/hook"), &["alert.delivered"]).await;
+    rx.control(json!({ "secrets": [secret] })).await;
+    bulk_subscribe(&app, &double, 0..5, &[], Behaviour::Accept).await;
+
+    let alert = app.flag("Teslim edildi: Çeşme'de fırtına", &[]).await;
+    let id = alert["id"].as_str().unwrap();
+    wait_done(&app, id, Duration::from_secs(20)).await;
+    let log = rx.wait_for(1, Duration::from_secs(10)).await;
+    let b = body(&log[0]);
+    assert_eq!(log[0]["verified_with"], json!([0]));
+    assert_eq!(b["type"], "alert.delivered");
+    assert_eq!(b["data"]["id"], id);
+    assert_eq!(b["data"]["headline"], "Teslim edildi: Çeşme'de fırtına");
+    assert_eq!(b["data"]["step"]["step"], 0);
+    assert_eq!(b["data"]["step"]["kind"], "alert");
+    assert_eq!(b["data"]["step"]["state"], "done");
+    assert_eq!(b["data"]["step"]["targeted"], 5);
+    assert_eq!(b["data"]["step"]["sent"], 5);
+    assert_eq!(b["data"]["push"]["sent"], 5, "the alert's figures, as the API shows them");
+
+    // A correction's fan-out is a step of its own, and reports itself.
+    let r = app
+        .editor(
+            Method::PATCH,
+            &format!("/api/v1/alerts/{id}"),
+            Some(json!({"headline": "Düzeltildi: Çeşme"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let log = rx.wait_for(2, Duration::from_secs(20)).await;
+    let b = body(&log[1]);
+    assert_eq!(b["type"], "alert.delivered");
+    assert_eq!(b["data"]["step"]["step"], 1);
+    assert_eq!(b["data"]["step"]["kind"], "correction");
+    assert_eq!(b["data"]["step"]["targeted"], 5);
+    assert_eq!(b["data"]["headline"], "Düzeltildi: Çeşme");
+    assert_ne!(log[0]["webhook_id"], log[1]["webhook_id"]);
     app.stop().await;
 }
