@@ -474,7 +474,7 @@ async fn a_process_killed_during_delivery_loses_no_event_and_a_duplicate_keeps_i
 
     // 6 flagged + 1 retracted, each at least once; the lease of the killed process's claims
     // (3 s + 5 s) runs out before they are tried again.
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let by_id = loop {
         let log = rx.log().await;
         let mut by_id: BTreeMap<String, Vec<Value>> = BTreeMap::new();
