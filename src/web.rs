@@ -4,10 +4,14 @@
 //! - `/`: a demo reader page with the sample article, the ticker widget and the alerts button;
 //! - `/embed/sondakika.js`: the one script tag a news site adds;
 //! - `/sw.js`: the service worker that shows notifications;
-//! - `/console`: the editor console.
+//! - `/console`: the editor console;
+//! - `/assets/icon.svg`, `/assets/icon-192.png`, `/assets/badge-96.png`: the icon, and the PNGs
+//!   the service worker puts on notifications (rendered once from the SVG by
+//!   `scripts/render-icons.mjs`: a PNG is what every platform's notifications show).
 
 use axum::{
     Router,
+    body::Bytes,
     extract::State,
     http::{HeaderValue, header},
     response::{Html, IntoResponse, Response},
@@ -28,6 +32,12 @@ const ASSETS: &[(&str, &str)] = &[
     ("icon.svg", include_str!("../assets/icon.svg")),
 ];
 
+/// The embedded binary assets (the notification images), by path under `assets/`.
+const BINARY_ASSETS: &[(&str, &[u8])] = &[
+    ("icon-192.png", include_bytes!("../assets/icon-192.png")),
+    ("badge-96.png", include_bytes!("../assets/badge-96.png")),
+];
+
 /// An asset's text: embedded, or read from `dev_assets_dir` when set.
 fn load(state: &AppState, name: &str) -> String {
     if let Some(dir) = &state.settings.dev_assets_dir
@@ -36,6 +46,16 @@ fn load(state: &AppState, name: &str) -> String {
         return text;
     }
     ASSETS.iter().find(|(n, _)| *n == name).map(|(_, t)| t.to_string()).unwrap_or_default()
+}
+
+/// A binary asset's bytes: embedded, or read from `dev_assets_dir` when set.
+fn load_bytes(state: &AppState, name: &str) -> Bytes {
+    if let Some(dir) = &state.settings.dev_assets_dir
+        && let Ok(bytes) = std::fs::read(dir.join(name))
+    {
+        return bytes.into();
+    }
+    BINARY_ASSETS.iter().find(|(n, _)| *n == name).map(|(_, b)| Bytes::from_static(b)).unwrap_or_default()
 }
 
 pub fn router() -> Router<AppState> {
@@ -68,6 +88,14 @@ pub fn router() -> Router<AppState> {
             "/assets/icon.svg",
             get(|State(s): State<AppState>| async move { asset(load(&s, "icon.svg"), "image/svg+xml") }),
         )
+        .route(
+            "/assets/icon-192.png",
+            get(|State(s): State<AppState>| async move { png(load_bytes(&s, "icon-192.png")) }),
+        )
+        .route(
+            "/assets/badge-96.png",
+            get(|State(s): State<AppState>| async move { png(load_bytes(&s, "badge-96.png")) }),
+        )
 }
 
 fn with_headers(body: String, content_type: &'static str, cache: &'static str) -> Response {
@@ -90,6 +118,18 @@ fn script(body: String, cache: &'static str, cross_origin: bool) -> Response {
 
 fn asset(body: String, content_type: &'static str) -> Response {
     with_headers(body, content_type, "public, max-age=3600")
+}
+
+/// A notification image. Cross-origin readable: a news site's service worker (another origin)
+/// names it as its notifications' icon, and some platforms fetch that from the worker.
+fn png(body: Bytes) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    r
 }
 
 fn page(html: String) -> Response {

@@ -64,6 +64,8 @@
       updated: "güncellendi",
       now: "az önce",
       announce: "Son dakika: ",
+      announceCorrected: "Düzeltme: ",
+      announceRetracted: "Geri çekildi: ",
       on: "Son dakika bildirimlerini aç",
       off: "Bildirimleri kapat",
       working: "Bir saniye…",
@@ -78,6 +80,7 @@
       stInsecure: "Bildirimler yalnızca güvenli (https) sayfalarda çalışır.",
       stNoPush: "Bu sitede anlık bildirimler şu anda kapalı.",
       stError: "Bildirimler açılamadı. Lütfen biraz sonra yeniden deneyin.",
+      stTimeout: "Tarayıcınızın bildirim hizmetine ulaşılamadı; bu ağ onu engelliyor olabilir. Bildirimler açılmadı. Başka bir ağda ya da biraz sonra yeniden deneyin.",
       stOffError: "Bildirimler kapatılamadı. Lütfen yeniden deneyin.",
       langLabel: "Dil",
       close: "Kapat"
@@ -92,6 +95,8 @@
       updated: "updated",
       now: "just now",
       announce: "Breaking news: ",
+      announceCorrected: "Correction: ",
+      announceRetracted: "Withdrawn: ",
       on: "Turn on breaking-news alerts",
       off: "Turn off alerts",
       working: "One moment…",
@@ -106,6 +111,7 @@
       stInsecure: "Notifications only work on secure (https) pages.",
       stNoPush: "Push alerts are not enabled on this site right now.",
       stError: "Could not turn on alerts. Please try again shortly.",
+      stTimeout: "Your browser's notification service could not be reached; this network may be blocking it. Alerts were not turned on. Try again later or on another network.",
       stOffError: "Could not turn off alerts. Please try again.",
       langLabel: "Language",
       close: "Close"
@@ -318,6 +324,19 @@
     labelBox.classList.toggle("live", connected);
   }
 
+  // What the screen reader was told, by alert id: a correction or retraction of an alert it
+  // announced is announced too, so that nobody is left with the wrong headline. (The live region
+  // holds only the latest announcement; clearing it would take nothing back.)
+  var announced = {};
+  var announcedCount = 0;
+
+  function say(textFor) {
+    announcer.textContent = "";
+    announcer.textContent = textFor;
+  }
+
+  function headlineOf(frame) { return (frame.label || t("label")) + ": " + frame.headline; }
+
   function apply(frame, announce) {
     if (!frame || !frame.id) return;
     if (frame.type === "alert" || frame.type === "update") {
@@ -326,11 +345,20 @@
       if (announce && isNew && frame.type === "alert") {
         fresh[frame.id] = true;
         setTimeout(function () { delete fresh[frame.id]; }, 2000);
-        announcer.textContent = "";
-        announcer.textContent = (frame.label || t("label")) + ": " + frame.headline;
+        if (!(frame.id in announced) && ++announcedCount > 50) { announced = {}; announcedCount = 1; }
+        announced[frame.id] = headlineOf(frame);
+        say(announced[frame.id]);
+      } else if (announce && frame.type === "update" && announced[frame.id] && announced[frame.id] !== headlineOf(frame)) {
+        announced[frame.id] = headlineOf(frame);
+        say(t("announceCorrected") + announced[frame.id]);
       }
     } else if (frame.type === "retract") {
+      var gone = alerts[frame.id];
       delete alerts[frame.id];
+      if (announce && announced[frame.id]) {
+        say(t("announceRetracted") + (gone ? gone.headline : announced[frame.id]));
+        delete announced[frame.id];
+      }
     }
   }
 
@@ -656,9 +684,44 @@
     });
   }
 
+  // Where the browser's push service cannot be reached (a network that blocks FCM, say),
+  // pushManager.subscribe() never settles. Give up after this long: a reachable push service
+  // answers within a few seconds, even on a slow mobile network.
+  var SUBSCRIBE_TIMEOUT_MS = 20000;
+  var attempt = 0;
+
+  /** pushManager.subscribe(), bounded. Should the abandoned call settle after all, the reader's
+   * request is completed then (unless a newer attempt took over). */
+  function subscribeBounded(reg, key) {
+    var mine = attempt;
+    var call = reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64urlBytes(key) });
+    var timer;
+    var timeout = new Promise(function (resolve, reject) {
+      timer = setTimeout(function () {
+        var e = new Error("push service unreachable");
+        e.timeout = true;
+        reject(e);
+        call.then(function (sub) {
+          if (mine !== attempt || pushState !== "error") return;
+          attempt++;
+          setPush("working");
+          return post(sub).then(function () { setPush("on"); });
+        }).catch(function () { /* still unreachable: the reader was told */ });
+      }, SUBSCRIBE_TIMEOUT_MS);
+    });
+    return Promise.race([call, timeout]).then(function (sub) {
+      clearTimeout(timer);
+      return sub;
+    }, function (e) {
+      clearTimeout(timer);
+      throw e;
+    });
+  }
+
   function turnOn() {
     var permission = askPermission(); // right here in the click, as browsers require
     var HANDLED = {};
+    attempt++;
     setPush("working");
     permission.then(function (p) {
       if (p === "denied") { setPush("denied"); throw HANDLED; }
@@ -669,7 +732,7 @@
       return reg.pushManager.getSubscription().then(function (sub) {
         if (sub && sameKey(sub, key)) return sub;
         return (sub ? sub.unsubscribe() : Promise.resolve()).then(function () {
-          return reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64urlBytes(key) });
+          return subscribeBounded(reg, key);
         });
       });
     }).then(post).then(function () {
@@ -677,6 +740,7 @@
     }).catch(function (e) {
       if (e === HANDLED) return;
       if (e && e.noPush) return setPush("nopush");
+      if (e && e.timeout) return setPush("error", "stTimeout");
       if (window.console) console.warn("sondakika: could not turn on alerts", e);
       setPush(Notification.permission === "denied" ? "denied" : "error");
     });

@@ -1,9 +1,11 @@
 // The reader's side, in headless Chromium against a real server (each test starts its own):
 // the demo page's live ticker (alert within a second, correction, retraction, replay after a cut
-// connection, SSE fallback), the service worker's notifications and receipts (pushes delivered
-// through the DevTools protocol), the alerts button's subscription (only the browser's push
-// service is faked), what the button explains when alerts cannot work, the embed on a news site
-// of another origin, and the screenshot docs/screenshots/reader.png.
+// connection, SSE fallback, screen-reader announcements of corrections and retractions), the
+// service worker's notifications and receipts (pushes delivered through the DevTools protocol):
+// an alert, its corrections and its retraction, in any order; the notification images; the
+// alerts button's subscription (only the browser's push service is faked), bounded where that
+// push service cannot be reached; what the button explains when alerts cannot work, the embed on
+// a news site of another origin, and the screenshot docs/screenshots/reader.png.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -162,50 +164,93 @@ async function subscribeDouble(server, pushService, id) {
   assert.equal(r.status, 201, await r.text());
 }
 
-/** The payload the server pushed to subscriber `id` for an alert, decrypted by the double. */
-function pushedTo(pushService, id, alertId) {
+/**
+ * The payload the server pushed to subscriber `id` for an alert, decrypted by the double: the
+ * step of the alert's life given by `kind` (`alert`, `correction`, `retraction`), the latest if
+ * there are several.
+ */
+function pushedTo(pushService, id, alertId, kind = "alert") {
   return until(
-    () => pushService.received.find((r) => r.subscriber === id && r.payload.notification.data.id === alertId)?.payload,
-    { what: `the push of ${alertId} to subscriber ${id}` },
+    () =>
+      pushService.received.findLast(
+        (r) => r.subscriber === id && r.payload.notification.data.id === alertId && (r.payload.notification.data.kind || "alert") === kind,
+      )?.payload,
+    { what: `the ${kind} push of ${alertId} to subscriber ${id}` },
   );
 }
 
-test("the service worker shows a push as a notification, replaces it on an update and reports it shown", async () => {
-  const pushService = await startPushDouble();
-  await withReader(async ({ server, context, page, editor }) => {
-    // Two readers' subscriptions on a push double, so that the server really sends (and logs)
-    // pushes: a receipt counts only with the token of a push that was sent.
-    await subscribeDouble(server, pushService, 1);
-    await subscribeDouble(server, pushService, 2);
-    await context.grantPermissions(["notifications"], { origin: server.url });
-    await page.goto(server.url + "/");
-    const cdp = await context.newCDPSession(page);
-    const registrations = new Map();
-    const versions = [];
-    cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations: rs }) => {
-      for (const r of rs) registrations.set(r.registrationId, r);
-    });
-    cdp.on("ServiceWorker.workerVersionUpdated", ({ versions: vs }) => versions.push(...vs));
-    await cdp.send("ServiceWorker.enable");
-    await page.evaluate(async () => {
-      await navigator.serviceWorker.register("/sw.js");
-      await navigator.serviceWorker.ready;
-    });
-    const registrationId = await until(
-      () => [...registrations.values()].find((r) => r.scopeURL === `${server.url}/` && !r.isDeleted)?.registrationId,
-      { what: "the service worker registration" },
-    );
-    await until(() => versions.some((v) => v.registrationId === registrationId && v.status === "activated"), {
-      what: "the activated worker",
-    });
-
-    const notifications = (tag) =>
+/**
+ * The page's service worker, registered and activated, with pushes delivered to it through the
+ * DevTools protocol (the way a push service's message reaches it) and its notifications read back.
+ */
+async function pushWorker(page, context, origin) {
+  const cdp = await context.newCDPSession(page);
+  const registrations = new Map();
+  const activated = new Set();
+  cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations: rs }) => rs.forEach((r) => registrations.set(r.registrationId, r)));
+  cdp.on("ServiceWorker.workerVersionUpdated", ({ versions }) =>
+    versions.forEach((v) => v.status === "activated" && activated.add(v.registrationId)),
+  );
+  await cdp.send("ServiceWorker.enable");
+  await page.evaluate(async () => {
+    await navigator.serviceWorker.register("/sw.js");
+    await navigator.serviceWorker.ready;
+  });
+  const registrationId = await until(
+    () => [...registrations.values()].find((r) => r.scopeURL === `${origin}/` && !r.isDeleted && activated.has(r.registrationId))?.registrationId,
+    { what: "the activated service worker" },
+  );
+  return {
+    deliver: (payload) => cdp.send("ServiceWorker.deliverPushMessage", { origin, registrationId, data: JSON.stringify(payload) }),
+    /** Every notification the worker shows, or those of one tag. */
+    notifications: (tag) =>
       page.evaluate(async (tag) => {
         const reg = await navigator.serviceWorker.ready;
-        return (await reg.getNotifications({ tag })).map((n) => ({ title: n.title, body: n.body, tag: n.tag, icon: n.icon, data: n.data }));
-      }, tag);
-    const deliver = (payload) =>
-      cdp.send("ServiceWorker.deliverPushMessage", { origin: server.url, registrationId, data: JSON.stringify(payload) });
+        return (await reg.getNotifications(tag ? { tag } : {})).map((n) => ({
+          title: n.title, body: n.body, tag: n.tag, icon: n.icon, badge: n.badge, silent: n.silent, renotify: n.renotify, data: n.data,
+        }));
+      }, tag),
+  };
+}
+
+/** Lets a worker that was handed a push finish with it, for checks that nothing changed. */
+const settle = () => new Promise((r) => setTimeout(r, 1_500));
+
+/**
+ * A later step of an alert's life as the server pushes it (CONTRACT11's payload), built from the
+ * server's own push of the alert: `correction` (the corrected alert, quiet unless `renotify`) or
+ * `retraction` (the withdrawn notice).
+ */
+function step(original, kind, { revision, headline, summary, label = "SON DAKİKA", renotify = false } = {}) {
+  const n = original.notification;
+  const notification =
+    kind === "retraction"
+      ? {
+          ...n,
+          title: "Haber geri çekildi",
+          body: `“${headline}” başlıklı bildirim geri çekildi.`,
+          navigate: new URL(n.navigate).origin + "/",
+          silent: true,
+          data: { ...n.data, kind, revision, renotify: false },
+        }
+      : {
+          ...n,
+          title: `${label}: ${headline}`,
+          body: summary ?? n.body,
+          ...(renotify ? {} : { silent: true }),
+          data: { ...n.data, kind, revision, renotify },
+        };
+  delete notification.image;
+  return { ...original, mutable: true, notification };
+}
+
+test("the service worker shows a push with a PNG icon and reports it shown; a correction replaces it (same tag, new text, quiet), and an older push never brings the old headline back", async () => {
+  const pushService = await startPushDouble();
+  await withReader(async ({ server, context, page, editor }) => {
+    await subscribeDouble(server, pushService, 1);
+    await context.grantPermissions(["notifications"], { origin: server.url });
+    await page.goto(server.url + "/");
+    const worker = await pushWorker(page, context, server.url);
 
     const flagged = (await editor.flag(alertBody())).body;
     const tag = `sondakika-${flagged.id}`;
@@ -216,39 +261,136 @@ test("the service worker shows a push as a notification, replaces it on an updat
       until(async () => {
         const { body } = await editor.show(flagged.id);
         return body.push && body.push.shown >= n ? body.push : null;
-      }, { what: `push.shown >= ${n}` });
+      }, { timeout: 30_000, what: `push.shown >= ${n}` });
 
-    const first = await pushedTo(pushService, 1, flagged.id);
-    assert.match(first.notification.data.receipt, /^\d+\.[A-Za-z0-9_-]{22}$/);
-    await deliver(first);
+    const original = await pushedTo(pushService, 1, flagged.id);
+    assert.match(original.notification.data.receipt, /^\d+\.[A-Za-z0-9_-]{22}$/);
+    await worker.deliver(original);
     await shownCount(1);
-    const shownFirst = await notifications(tag);
-    assert.equal(shownFirst.length, 1, "one notification for the alert");
-    const [shown] = shownFirst;
+    const [shown, ...more] = await worker.notifications(tag);
+    assert.equal(more.length, 0, "one notification for the alert");
     assert.equal(shown.title, `SON DAKİKA: ${HEADLINE}`);
     assert.equal(shown.body, flagged.summary);
     assert.equal(shown.tag, tag);
-    assert.equal(shown.icon, `${server.url}/assets/icon.svg`);
+    assert.equal(shown.icon, `${server.url}/assets/icon-192.png`, "a PNG icon, which every platform shows");
+    assert.equal(shown.badge, `${server.url}/assets/badge-96.png`);
+    assert.equal(shown.silent, false, "the alert itself is not quiet");
     assert.equal(shown.data.url, flagged.url);
     assert.equal(shown.data.alertId, flagged.id);
-    assert.equal(shown.data.receipt, first.notification.data.receipt);
+    assert.equal(shown.data.receipt, original.notification.data.receipt);
 
-    // The server does not push corrections (yet); the second reader's real push, turned into
-    // one, stands in for it with its own receipt. (The first push's receipt would not count
-    // twice.)
-    const corrected = (await editor.correct(flagged.id, { headline: "Burdur'da 4,2 büyüklüğünde deprem" })).body;
-    const second = await pushedTo(pushService, 2, flagged.id);
-    const n = second.notification;
-    await deliver({ ...second, notification: { ...n, title: `${corrected.label}: ${corrected.headline}`, data: { ...n.data, kind: "update" } } });
-    const figures = await shownCount(2);
-    const replaced = await notifications(tag);
-    assert.equal(replaced.length, 1, "the update replaced the first notification");
-    assert.equal(replaced[0].title, "SON DAKİKA: Burdur'da 4,2 büyüklüğünde deprem");
-    assert.equal(replaced[0].data.kind, "update");
+    // The quiet correction (the default): the same notification, replaced, without a sound.
+    const fixed = "Burdur'da 4,2 büyüklüğünde deprem";
+    assert.equal((await editor.correct(flagged.id, { headline: fixed })).status, 200);
+    const correction = step(original, "correction", { revision: 1, headline: fixed });
+    await worker.deliver(correction);
+    const replaced = await until(async () => {
+      const now = await worker.notifications(tag);
+      return now.length === 1 && now[0].title === `SON DAKİKA: ${fixed}` ? now : null;
+    }, { what: "the corrected notification" });
+    assert.equal(replaced[0].tag, tag);
+    assert.equal(replaced[0].silent, true, "a quiet correction makes no sound");
+    assert.equal(replaced[0].renotify, false);
+    assert.equal(replaced[0].data.kind, "correction");
+    assert.equal(replaced[0].data.revision, 1);
+    assert.equal(replaced[0].icon, `${server.url}/assets/icon-192.png`);
+
+    // The original, delivered late (a push service reordered them, or a retry): nothing changes.
+    await worker.deliver(original);
+    await settle();
+    assert.deepEqual((await worker.notifications()).map((n) => n.title), [`SON DAKİKA: ${fixed}`], "never the stale headline");
+
+    // Dismissed by the reader, then the late original again: the current text comes back, not the old.
+    await page.evaluate(async () => (await (await navigator.serviceWorker.ready).getNotifications()).forEach((n) => n.close()));
+    await worker.deliver(original);
+    await until(async () => (await worker.notifications()).length === 1, { what: "a notification for the late push" });
+    assert.deepEqual((await worker.notifications()).map((n) => [n.title, n.silent]), [[`SON DAKİKA: ${fixed}`, true]]);
+
+    // "Alert again": a correction that sounds.
+    const again = "Burdur'da 4,4 büyüklüğünde deprem";
+    await worker.deliver(step(original, "correction", { revision: 2, headline: again, renotify: true }));
+    const renotified = await until(async () => {
+      const now = await worker.notifications(tag);
+      return now.length === 1 && now[0].title === `SON DAKİKA: ${again}` ? now[0] : null;
+    }, { what: "the renotifying correction" });
+    assert.equal(renotified.renotify, true);
+    assert.equal(renotified.silent, false);
+    await worker.deliver(correction);
+    await settle();
+    assert.deepEqual((await worker.notifications()).map((n) => n.title), [`SON DAKİKA: ${again}`], "revision 1 after revision 2 changes nothing");
+    const figures = await shownCount(1);
     assert.equal(figures.clicked, 0);
-    assert.equal(figures.sent, 2);
   }, { serverOptions: PUSH_DOUBLE_ENV });
   await pushService.close();
+});
+
+test("a retraction closes the alert's notification when another of ours stays on screen, or else replaces it with the quiet withdrawn notice; nothing brings it back", async () => {
+  const pushService = await startPushDouble();
+  await withReader(async ({ server, context, page, editor }) => {
+    await subscribeDouble(server, pushService, 1);
+    await context.grantPermissions(["notifications"], { origin: server.url });
+    await page.goto(server.url + "/");
+    const worker = await pushWorker(page, context, server.url);
+    const titles = async () => (await worker.notifications()).map((n) => n.title).sort();
+
+    const wrong = (await editor.flag(alertBody({ headline: "Bucak'ta baraj taştı" }))).body;
+    const other = (await editor.flag(alertBody({ headline: "Gölhisar'da sel: yollar kapandı" }))).body;
+    const wrongPush = await pushedTo(pushService, 1, wrong.id);
+    const otherPush = await pushedTo(pushService, 1, other.id);
+    await worker.deliver(wrongPush);
+    await worker.deliver(otherPush);
+    await until(async () => (await worker.notifications()).length === 2, { what: "both alerts on screen" });
+
+    // Another of our notifications stays on screen: every browser lets this push show nothing
+    // new, so the wrong one is simply closed.
+    assert.equal((await editor.retract(wrong.id)).status, 200);
+    await worker.deliver(step(wrongPush, "retraction", { revision: 0, headline: wrong.headline }));
+    await until(async () => (await worker.notifications(`sondakika-${wrong.id}`)).length === 0, { what: "the retracted notification closed" });
+    assert.deepEqual(await titles(), ["SON DAKİKA: Gölhisar'da sel: yollar kapandı"]);
+
+    // Its original (or a correction) arriving late does not bring it back.
+    await worker.deliver(wrongPush);
+    await worker.deliver(step(wrongPush, "correction", { revision: 1, headline: "Bucak'ta baraj taşmadı" }));
+    await settle();
+    assert.deepEqual(await titles(), ["SON DAKİKA: Gölhisar'da sel: yollar kapandı"]);
+
+    // The last one on screen: a push must leave a notification (Chrome would show its own "This
+    // site has been updated in the background"; Firefox would spend the site's push quota), so
+    // the withdrawn notice replaces it, quietly, under the same tag.
+    assert.equal((await editor.retract(other.id)).status, 200);
+    await worker.deliver(step(otherPush, "retraction", { revision: 0, headline: other.headline }));
+    const notice = await until(async () => {
+      const [n] = await worker.notifications(`sondakika-${other.id}`);
+      return n && n.title === "Haber geri çekildi" ? n : null;
+    }, { what: "the withdrawn notice" });
+    assert.equal(notice.body, "“Gölhisar'da sel: yollar kapandı” başlıklı bildirim geri çekildi.");
+    assert.equal(notice.silent, true, "the withdrawn notice makes no sound");
+    assert.equal(notice.data.kind, "retraction");
+    assert.equal(notice.data.url, new URL(other.url).origin + "/", "a click on the notice goes to the site, not the withdrawn article");
+    assert.equal(notice.icon, `${server.url}/assets/icon-192.png`);
+    assert.deepEqual(await titles(), ["Haber geri çekildi"], "one notification, and no browser default in its place");
+
+    await worker.deliver(otherPush);
+    await settle();
+    assert.deepEqual(await titles(), ["Haber geri çekildi"], "the original after its retraction changes nothing");
+  }, { serverOptions: PUSH_DOUBLE_ENV });
+  await pushService.close();
+});
+
+test("notification images: a 192×192 PNG icon and a 96×96 badge served from /assets, and an SVG icon with explicit width and height", async () => {
+  await withReader(async ({ server }) => {
+    for (const [path, size] of [["/assets/icon-192.png", 192], ["/assets/badge-96.png", 96]]) {
+      const r = await fetch(server.url + path);
+      assert.equal(r.status, 200, path);
+      assert.equal(r.headers.get("content-type"), "image/png");
+      assert.equal(r.headers.get("access-control-allow-origin"), "*", "a news site's worker names it across origins");
+      const png = Buffer.from(await r.arrayBuffer());
+      assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], `${path} is a PNG`);
+      assert.deepEqual([png.readUInt32BE(16), png.readUInt32BE(20)], [size, size], `${path} is ${size}×${size}`);
+    }
+    const svg = await (await fetch(server.url + "/assets/icon.svg")).text();
+    assert.match(svg, /^<svg[^>]* width="192" height="192"/, "Firefox drops an SVG icon without width and height");
+  });
 });
 
 test("the alerts button subscribes with a well-formed subscription, re-syncs on load and turns off", async () => {
@@ -331,6 +473,96 @@ test("the alerts button subscribes with a well-formed subscription, re-syncs on 
     assert.deepEqual(deleted.request().postDataJSON(), { endpoint: fake.endpoint });
     await until(async () => (await button.getAttribute("data-state")) === "off", { what: "off again" });
     assert.equal((await button.textContent()).trim(), "Turn on breaking-news alerts");
+  });
+});
+
+test("the ticker's screen-reader announcement is corrected with its alert and taken back when the alert is retracted", async () => {
+  await withReader(async ({ server, page, editor }) => {
+    await openDemo(page, server);
+    const announcer = page.locator(`${ticker} [aria-live="polite"]`);
+    const says = (text, what) => until(async () => (await announcer.textContent()) === text, { timeout: 5_000, what });
+
+    const flagged = (await editor.flag(alertBody())).body;
+    await says(`SON DAKİKA: ${HEADLINE}`, "the alert announced");
+    const fixed = "Burdur'da 4,2 büyüklüğünde deprem: AFAD açıklama yaptı";
+    assert.equal((await editor.correct(flagged.id, { headline: fixed })).status, 200);
+    await says(`Düzeltme: SON DAKİKA: ${fixed}`, "the correction announced in place of the wrong headline");
+
+    // A correction that leaves the headline as it was is not announced again.
+    const other = (await editor.flag(alertBody({ headline: "Gölhisar'da sel: yollar kapandı" }))).body;
+    await says("SON DAKİKA: Gölhisar'da sel: yollar kapandı", "the second alert announced");
+    assert.equal((await editor.correct(other.id, { summary: "Yollar öğleden sonra açıldı." })).status, 200);
+    await until(async () => (await state(page)).seq >= other.seq + 1, { what: "the summary-only update applied" });
+    assert.equal(await announcer.textContent(), "SON DAKİKA: Gölhisar'da sel: yollar kapandı");
+
+    // The first alert withdrawn after another was announced: the reader is told all the same.
+    assert.equal((await editor.retract(flagged.id)).status, 200);
+    await says(`Geri çekildi: ${fixed}`, "the retraction announced");
+    await page.locator(alertSel(flagged.id)).waitFor({ state: "detached" });
+
+    // In English too.
+    await page.locator('button[data-lang="en"]').click();
+    assert.equal((await editor.retract(other.id)).status, 200);
+    await says("Withdrawn: Gölhisar'da sel: yollar kapandı", "the English retraction");
+  });
+});
+
+test("where the browser's push service cannot be reached, subscribing gives up after a bounded time with an explanation, and a later try works", async () => {
+  const raw = await webcrypto.subtle.exportKey(
+    "raw",
+    (await webcrypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, true, ["deriveBits"])).publicKey,
+  );
+  const fake = {
+    endpoint: `https://fcm.googleapis.com/fcm/send/test-${randomUUID()}`,
+    p256dh: Buffer.from(raw).toString("base64url"),
+    auth: randomBytes(16).toString("base64url"),
+  };
+  await withReader(async ({ server, context, page }) => {
+    // As in Chromium on a network that blocks FCM: the first subscribe() never settles. The
+    // second one (the network works again) does.
+    await context.addInitScript((fake) => {
+      window.subscribeCalls = 0;
+      let subscribed = false;
+      const make = () => ({
+        endpoint: fake.endpoint,
+        expirationTime: null,
+        options: { userVisibleOnly: true, applicationServerKey: null },
+        getKey: () => null,
+        toJSON: () => ({ endpoint: fake.endpoint, expirationTime: null, keys: { p256dh: fake.p256dh, auth: fake.auth } }),
+        unsubscribe: async () => true,
+      });
+      PushManager.prototype.subscribe = function () {
+        window.subscribeCalls++;
+        if (window.subscribeCalls === 1) return new Promise(() => {});
+        subscribed = true;
+        return Promise.resolve(make());
+      };
+      PushManager.prototype.getSubscription = async () => (subscribed ? make() : null);
+    }, fake);
+    await context.grantPermissions(["notifications"], { origin: server.url });
+    await page.clock.install();
+    await page.goto(server.url + "/");
+    const button = page.locator('[data-sondakika="subscribe"]');
+    const status = page.locator('[data-sondakika="status"]');
+    await until(async () => (await button.getAttribute("data-state")) === "off", { what: "the button's off state" });
+
+    await button.click();
+    await until(() => page.evaluate(() => window.subscribeCalls === 1), { what: "the first subscribe()" });
+    assert.equal(await button.getAttribute("data-state"), "working");
+    assert.equal(await button.isDisabled(), true);
+    await page.clock.fastForward(19_000);
+    assert.equal(await button.getAttribute("data-state"), "working", "still trying before the bound");
+    await page.clock.fastForward(2_000);
+    await until(async () => (await button.getAttribute("data-state")) === "error", { what: "giving up" });
+    assert.equal(await button.isDisabled(), false, "the button works again");
+    assert.match(await status.textContent(), /bildirim hizmetine ulaşılamadı.*ağ onu engelliyor olabilir/);
+    assert.equal((await button.textContent()).trim(), "Son dakika bildirimlerini aç");
+
+    const isPost = (r) => r.url() === `${server.url}/api/v1/push/subscriptions` && r.request().method() === "POST";
+    const [posted] = await Promise.all([page.waitForResponse(isPost), button.click()]);
+    assert.equal(posted.status(), 201);
+    await until(async () => (await button.getAttribute("data-state")) === "on", { what: "on after the second try" });
+    assert.match(await status.textContent(), /bildirimleri açık/);
   });
 });
 
@@ -481,7 +713,7 @@ test("on a news site of another origin: data-target, data-lang, CORS, aggressive
       const notes = await page.evaluate(async () =>
         (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => ({ title: n.title, icon: n.icon })),
       );
-      assert.deepEqual(notes, [{ title: `SON DAKİKA: ${HEADLINE}`, icon: `${pushOn.url}/assets/icon.svg` }]);
+      assert.deepEqual(notes, [{ title: `SON DAKİKA: ${HEADLINE}`, icon: `${pushOn.url}/assets/icon-192.png` }]);
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();
