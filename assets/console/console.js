@@ -20,6 +20,10 @@
   const POLL_MS = 1000;
   const WATCH_MAX_MS = 5 * 60 * 1000;
   const REQUEST_TIMEOUT_MS = 20000;
+  // PATCH `push`: replace the notification quietly, alert again, or tickers only.
+  const PUSH_MODES = ["quiet", "renotify", "none"];
+  const PUSH_MODE_LABEL = { quiet: "pushQuiet", renotify: "pushRenotify", none: "pushNone" };
+  const STEP_STATES_SETTLED = ["done", "cancelled"];
   const STORE = {
     token: "sondakika.console.token", // sessionStorage
     draft: "sondakika.console.draft", // localStorage
@@ -107,6 +111,8 @@
       pushTargets: "Web Push {state}: {targeted} abone hedeflendi · süresi geçen: {expired} · atlanan: {skipped}",
       pushState_planning: "planlanıyor",
       pushState_running: "gönderiliyor",
+      pushState_sending: "gönderiliyor",
+      pushState_waiting: "bekliyor",
       pushState_done: "tamamlandı",
       pushState_cancelled: "durduruldu (geri çekildi)",
       liveWatching: "İzleniyor, her saniye güncelleniyor…",
@@ -142,8 +148,36 @@
       retracted: "Uyarı geri çekildi.",
       retractedReason: "Gerekçe: {reason}",
       confirmRetractTitle: "Bu uyarıyı geri çek?",
-      retractHelp: "Şeritlerden kaldırılır; henüz gönderilmemiş bildirimler durdurulur.",
+      retractHelp: "Şeritlerden kaldırılır; okurların cihazlarındaki bildirim kapatılır (ya da yerine kısa bir “geri çekildi” notu gelir), henüz gönderilmemiş bildirimler durdurulur.",
       reason: "Gerekçe",
+      pushChoice: "Okurların cihazlarındaki bildirim",
+      pushQuiet: "Sessizce değiştir (ses ve titreşim yok)",
+      pushRenotify: "Yeniden uyar (sesli, titreşimli)",
+      pushNone: "Yalnızca şeritler (bildirimlere dokunma)",
+      pushChoiceHelp: "Henüz gönderilmemiş bildirimler her durumda düzeltilmiş metinle gider.",
+      correctedQuiet: "Düzeltme yayınlandı; okurların bildirimi sessizce değiştiriliyor.",
+      correctedRenotify: "Düzeltme yayınlandı; okurlar yeniden uyarılıyor.",
+      correctedNone: "Düzeltme yayınlandı; yalnızca şeritler (gönderilmiş bildirimler değişmedi).",
+      retractedDevices: "Uyarı geri çekildi; okurların cihazlarındaki bildirim kaldırılıyor.",
+      steps: "Bildirim adımları",
+      stepsNone: "Henüz bildirim adımı yok.",
+      kind_alert: "Uyarı",
+      kind_correction: "Düzeltme",
+      kind_retraction: "Geri çekme",
+      reach_alert: "uyarı {n} cihaza ulaştı",
+      reach_correction: "düzeltme {n} cihaza ulaştı",
+      reach_retraction: "geri çekme {n} cihaza ulaştı",
+      stepRevision: "sürüm {n}",
+      stepQuiet: "sessiz",
+      stepRenotify: "yeniden uyarır",
+      stepState_waiting: "bekliyor",
+      stepWaiting: "Birkaç saniye içinde gelen başka düzeltmeler bu adıma katılır; okurlara yalnızca sonuncusu gider.",
+      stepState_planning: "planlanıyor",
+      stepState_sending: "gönderiliyor",
+      stepState_done: "tamamlandı",
+      stepState_cancelled: "durduruldu",
+      stepFigures: "hedef {targeted} · bekliyor {pending} · başarısız {failed} · abonelik bitmiş {gone} · atlanan {skipped}",
+      stepSpeed: "%50 · %95 · %100: {a} · {b} · {c}",
       editHeadline: "Düzeltilmiş başlık",
       editSummary: "Düzeltilmiş özet",
       editUrl: "Düzeltilmiş bağlantı",
@@ -228,6 +262,8 @@
       pushTargets: "Web Push {state}: {targeted} subscribers targeted · expired: {expired} · skipped: {skipped}",
       pushState_planning: "planning",
       pushState_running: "sending",
+      pushState_sending: "sending",
+      pushState_waiting: "waiting",
       pushState_done: "finished",
       pushState_cancelled: "stopped (retracted)",
       liveWatching: "Watching, updated every second…",
@@ -263,8 +299,38 @@
       retracted: "Alert retracted.",
       retractedReason: "Reason: {reason}",
       confirmRetractTitle: "Retract this alert?",
-      retractHelp: "It is removed from tickers; pushes not yet sent are stopped.",
+      retractHelp: "It is removed from tickers; the notification on readers' devices is closed (or replaced by a short “withdrawn” notice), and pushes not yet sent are stopped.",
       reason: "Reason",
+      pushChoice: "The notification on readers' devices",
+      pushQuiet: "Replace it quietly (no sound or vibration)",
+      pushRenotify: "Alert again (with sound and vibration)",
+      pushNone: "Tickers only (leave notifications alone)",
+      pushChoiceHelp: "Pushes not yet sent go out with the corrected text in any case.",
+      correctedQuiet: "Correction published; readers' notifications are being replaced quietly.",
+      correctedRenotify: "Correction published; readers are being alerted again.",
+      correctedNone: "Correction published; tickers only (notifications already sent are unchanged).",
+      retractedDevices: "Alert retracted; the notification is being removed from readers' devices.",
+      steps: "Push steps",
+      stepsNone: "No push step yet.",
+      kind_alert: "Alert",
+      kind_correction: "Correction",
+      kind_retraction: "Retraction",
+      reach_alert: "alert reached {n} {devices}",
+      reach_correction: "correction reached {n} {devices}",
+      reach_retraction: "retraction reached {n} {devices}",
+      device: "device",
+      devices: "devices",
+      stepRevision: "revision {n}",
+      stepQuiet: "quiet",
+      stepRenotify: "alerts again",
+      stepState_waiting: "waiting",
+      stepWaiting: "Further corrections within a few seconds join this step; readers get only the last one.",
+      stepState_planning: "planning",
+      stepState_sending: "sending",
+      stepState_done: "finished",
+      stepState_cancelled: "stopped",
+      stepFigures: "targeted {targeted} · pending {pending} · failed {failed} · gone {gone} · skipped {skipped}",
+      stepSpeed: "50 · 95 · 100 %: {a} · {b} · {c}",
       editHeadline: "Corrected headline",
       editSummary: "Corrected summary",
       editUrl: "Corrected link",
@@ -956,6 +1022,21 @@
     }
   }
 
+  /**
+   * After a correction or retraction of an alert: follow its new push step in the live panel,
+   * keeping the chart if that alert is the one being watched already.
+   */
+  function watchAgain(alert) {
+    const w = state.watch;
+    if (!w || w.id !== alert.id) return startWatch(alert, false);
+    w.alert = { ...w.alert, ...alert };
+    w.done = null;
+    w.started = Date.now();
+    w.unchanged = 0;
+    renderLive();
+    pollSoon(0);
+  }
+
   function pollSoon(ms) {
     const w = state.watch;
     if (!w) return;
@@ -979,10 +1060,14 @@
           failed: p ? p.failed : 0,
         };
         w.samples.push(sample);
-        const key = JSON.stringify([r.body.status, r.body.delivery, p]);
+        const steps = stepsOf(r.body);
+        const key = JSON.stringify([r.body.status, r.body.delivery, p, steps]);
         w.unchanged = key === w.lastKey ? w.unchanged + 1 : 0;
         w.lastKey = key;
-        const settled = !p || p.state === "done" || p.state === "cancelled" || (p.pending === 0 && p.state !== "planning");
+        // Settled once every step has finished (a correction waiting to coalesce has not).
+        const settled =
+          (!p || p.state === "done" || p.state === "cancelled" || (p.pending === 0 && p.state !== "planning")) &&
+          steps.every((st) => STEP_STATES_SETTLED.includes(st.state));
         const elapsed = Date.now() - w.started;
         // Tickers are counted once a second; give late counts and receipts a few seconds.
         if (r.body.status !== "scheduled" && settled && w.unchanged >= 5 && elapsed >= 10000) w.done = "done";
@@ -999,6 +1084,11 @@
     }
     renderLive();
     if (!w.done) pollSoon(POLL_MS);
+  }
+
+  /** The alert's push steps, oldest first: the original, each correction, the retraction. */
+  function stepsOf(a) {
+    return state.pushEnabled === false || !Array.isArray(a.push_steps) ? [] : a.push_steps;
   }
 
   /** The alert's push figures, or null when Web Push is off (or the alert not yet published). */
@@ -1053,8 +1143,61 @@
     if (a.status === "retracted") stateText = `${t("liveRetracted")} ${stateText}`;
     const st = $("live-state");
     if (st.textContent !== stateText) st.textContent = stateText;
+    renderSteps(stepsOf(a));
     $("live-resume").hidden = !(w.done === "done" || w.done === "timeout");
     drawChart(w);
+  }
+
+  /** "düzeltme 12.430 cihaza ulaştı": how many devices one step reached (push service accepted). */
+  function reachText(step) {
+    const n = step.sent || 0;
+    return t(`reach_${step.kind}`, { n: num(n), devices: t(n === 1 ? "device" : "devices") });
+  }
+
+  /**
+   * One line per push step, with its state, what it reached and its 50/95/100 % times. Lines are
+   * rebuilt only when their figures change, so a screen reader's place is not lost every second.
+   */
+  function renderSteps(steps) {
+    const box = $("steps-box");
+    box.hidden = steps.length === 0;
+    const list = $("steps");
+    const rows = steps.map((step) => {
+      const sig = JSON.stringify([step, lang]);
+      const old = list.querySelector(`:scope > [data-step="${step.step}"]`);
+      if (old && old.dataset.sig === sig) return old;
+      const settled = STEP_STATES_SETTLED.includes(step.state);
+      const share = step.targeted > 0 ? Math.min(1, (step.targeted - (step.pending || 0)) / step.targeted) : settled ? 1 : 0;
+      const mode = step.kind === "correction" ? t(step.quiet ? "stepQuiet" : "stepRenotify") : null;
+      const li = el(
+        "li",
+        { class: `step step-${step.kind} state-${step.state}`, "data-step": step.step, "data-kind": step.kind, "data-state": step.state },
+        el(
+          "div",
+          { class: "step-head" },
+          el("strong", { class: "step-kind", text: t(`kind_${step.kind}`) || step.kind }),
+          step.kind === "alert" ? null : el("span", { class: "muted", text: t("stepRevision", { n: num(step.revision || 0) }) }),
+          mode ? el("span", { class: "step-mode", text: mode }) : null,
+          el("span", { class: `step-state badge state-${step.state}`, text: t(`stepState_${step.state}`) }),
+          step.requested_at ? el("time", { datetime: step.requested_at, text: fmtTime(step.requested_at) }) : null,
+        ),
+        el("p", { class: "step-reach", text: reachText(step) }),
+        step.state === "waiting" && step.kind === "correction" ? el("p", { class: "step-waiting small muted", text: t("stepWaiting") }) : null,
+        el("div", { class: "bar", "aria-hidden": "true" }, el("div", { class: "step-bar", style: `width: ${(share * 100).toFixed(1)}%` })),
+        el("p", { class: "step-figures small muted", text: t("stepFigures", {
+          targeted: num(step.targeted || 0),
+          pending: num(step.pending || 0),
+          failed: num(step.failed || 0),
+          gone: num(step.gone || 0),
+          skipped: num(step.skipped || 0),
+        }) }),
+        el("p", { class: "step-speed small", text: t("stepSpeed", { a: fmtMs(step.ms_to_50), b: fmtMs(step.ms_to_95), c: fmtMs(step.ms_to_100) }) }),
+      );
+      li.dataset.sig = sig;
+      return li;
+    });
+    const same = rows.length === list.children.length && rows.every((r, i) => r === list.children[i]);
+    if (!same) list.replaceChildren(...rows);
   }
 
   const SVG = "http://www.w3.org/2000/svg";
@@ -1247,9 +1390,28 @@
     summary.value = edit.summary;
     const url = el("input", { id: `${uid}-url`, type: "url", autocomplete: "off", spellcheck: "false", "data-role": "edit-url", "aria-describedby": errId, oninput: onInput("url") });
     url.value = edit.url;
+    // Per correction: what happens to the notification already on readers' devices. Quiet is
+    // the default: a fix of a typo or a figure should not ring every phone a second time.
+    const pushMode = PUSH_MODES.includes(edit.push) ? edit.push : "quiet";
+    const choice = el(
+      "fieldset",
+      { class: "push-choice", "data-role": "edit-push", "aria-describedby": `${uid}-push-help` },
+      el("legend", { text: t("pushChoice") }),
+      ...PUSH_MODES.map((mode) => {
+        const id = `${uid}-push-${mode}`;
+        const radio = el("input", { type: "radio", id, name: `${uid}-push`, value: mode, "data-push": mode, onchange: () => {
+          edit.push = mode;
+          saveEdits();
+        } });
+        radio.checked = mode === pushMode;
+        return el("div", { class: "choice" }, radio, el("label", { for: id, text: t(PUSH_MODE_LABEL[mode]) }));
+      }),
+      el("p", { class: "help", id: `${uid}-push-help`, text: t("pushChoiceHelp") }),
+    );
     const errMsg = state.editErrors[a.id];
     const badField = errMsg && errMsg.field;
     for (const [n, c] of [["headline", headline], ["summary", summary], ["url", url]]) if (badField === n) c.setAttribute("aria-invalid", "true");
+    if (badField === "push") choice.setAttribute("aria-invalid", "true");
     const form = el(
       "form",
       { class: "edit", novalidate: true, onsubmit: (e) => {
@@ -1264,6 +1426,7 @@
       field("headline", "editHeadline", headline, counter(`${uid}-headline-count`, edit.headline, MAX_HEADLINE)),
       field("summary", "editSummary", summary, counter(`${uid}-summary-count`, edit.summary, MAX_SUMMARY)),
       field("url", "editUrl", url, null),
+      choice,
       el("p", { class: "field-error", id: errId, role: "alert", hidden: !errMsg, text: errMsg ? errMsg.text : "" }),
       el(
         "div",
@@ -1295,6 +1458,8 @@
       row?.querySelector(field ? `[data-role="edit-${field}"]` : `[data-role="edit-headline"]`)?.focus();
     };
     if (!Object.keys(patch).length) return setError(t("noChange"));
+    const push = PUSH_MODES.includes(edit.push) ? edit.push : "quiet";
+    patch.push = push;
     const button = form.querySelector('[data-role="save"]');
     button.disabled = true;
     button.textContent = t("saving");
@@ -1307,16 +1472,14 @@
         const i = state.recent.findIndex((x) => x.id === a.id);
         if (i >= 0) state.recent[i] = r.body;
         renderRecent(true);
-        announce(t("corrected"));
+        announce(t({ quiet: "correctedQuiet", renotify: "correctedRenotify", none: "correctedNone" }[push]));
         rowOf(a.id)?.querySelector(`[data-role="correct"]`)?.focus();
-        if (state.watch && state.watch.id === a.id) {
-          state.watch.alert = { ...state.watch.alert, ...r.body, push: state.watch.alert.push };
-          renderLive();
-        }
+        // Follow the correction's push step live (a tickers-only correction has none to follow).
+        if (push !== "none" || (state.watch && state.watch.id === a.id)) watchAgain(r.body);
         loadRecent();
       } else {
         const p = r.body || {};
-        const field = ["headline", "summary", "url"].includes(p.field) ? p.field : null;
+        const field = ["headline", "summary", "url", "push"].includes(p.field) ? p.field : null;
         setError(t("errProblem", { status: r.status, detail: p.detail || detailOf(r) }), field);
       }
     } catch (e) {
@@ -1369,12 +1532,9 @@
         delete state.edits[a.id];
         saveEdits();
         renderRecent(true);
-        announce(t("retracted"));
+        announce(t("retractedDevices"));
         rowOf(a.id)?.querySelector(`[data-role="watch"]`)?.focus();
-        if (state.watch && state.watch.id === a.id && r.body) {
-          state.watch.alert = { ...state.watch.alert, ...r.body, push: state.watch.alert.push };
-          renderLive();
-        }
+        if (r.body) watchAgain(r.body);
         loadRecent();
       } else {
         err.textContent = t("errProblem", { status: r.status, detail: detailOf(r) });
