@@ -105,10 +105,11 @@ pub enum AlertCommand {
     },
     /// Show one alert with its delivery figures.
     Show { id: String },
-    /// Retract an alert: tickers drop it.
-    Retract {
-        id: String,
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    /// Correct an alert: tickers show the new text at once, and readers' notifications are
+    /// replaced quietly (or, with --renotify, alert again); then follow the correction's
+    /// delivery to devices live.
+    Correct(client::CorrectArgs),
+    /// Retract an alert: tickers drop it and readers' devices remove its notification; then
+    /// follow the retraction's delivery to devices live.
+    Retract(client::RetractArgs),
 }

@@ -1,6 +1,7 @@
 //! One integration-test binary (faster to link than one per file), against a real PostgreSQL,
 //! real servers on port 0 and real WebSocket/HTTP clients.
 
+mod cli;
 mod corrections;
 mod edge;
 mod editor_api;

@@ -9,7 +9,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { startServer, launchBrowser, api, screenshotPath, repo } from "./harness.mjs";
+import { startServer, startPushDouble, PUSH_DOUBLE_ENV, launchBrowser, api, screenshotPath, repo } from "./harness.mjs";
 
 const bin = process.env.SONDAKIKA_BIN || join(repo, "target", "debug", "sondakika");
 
@@ -395,6 +395,144 @@ test("composing: counters count characters, the push-size meter follows payload.
   // Nothing sticks out sideways on a phone.
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(overflow <= 0, `page is ${overflow}px wider than the phone`);
+});
+
+/**
+ * Subscribes `count` readers on a push double through the public API, as the site's script
+ * does, a few at a time.
+ */
+async function subscribeMany(on, pushService, count) {
+  let next = 0;
+  const one = async () => {
+    while (next < count) {
+      const id = ++next;
+      const r = await fetch(`${on.url}/api/v1/push/subscriptions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ subscription: pushService.subscription(id), topics: [], locale: "tr" }),
+      });
+      assert.equal(r.status, 201, await r.text());
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, one));
+}
+
+/** The pushes of one alert of a given kind the double decrypted, by subscriber. */
+function pushesOf(pushService, alertId, kind) {
+  return pushService.received.filter((r) => r.payload.notification.data.id === alertId && r.payload.notification.data.kind === kind);
+}
+
+/** Records every state each push step's line of the live panel goes through. */
+async function recordStepStates(page) {
+  await page.evaluate(() => {
+    window.stepStates = {};
+    const note = () => {
+      for (const li of document.querySelectorAll("#steps > li")) {
+        const seen = (window.stepStates[li.dataset.step] ??= []);
+        if (seen[seen.length - 1] !== li.dataset.state) seen.push(li.dataset.state);
+      }
+    };
+    new MutationObserver(note).observe(document.getElementById("steps"), { childList: true, subtree: true, attributes: true });
+    note();
+  });
+}
+
+test("a correction replaces the notification quietly by default, alerts again or goes to tickers only by choice; every push step's progress shows live", async (t) => {
+  const COUNT = 1050; // enough for digit grouping: 1.050 in Turkish, 1,050 in English
+  const pushService = await startPushDouble();
+  const on = await startServer(PUSH_DOUBLE_ENV);
+  t.after(async () => {
+    await on.stop();
+    await pushService.close();
+  });
+  await subscribeMany(on, pushService, COUNT);
+
+  const page = await openConsole(t, { on, viewport: { width: 1280, height: 1000 } });
+  await signIn(page, on.token);
+  await recordStepStates(page);
+  await compose(page, { headline: "Burdur'da deprem: ilk bilgiler", summary: "AFAD verileri paylaştı.", url: articleUrl("duzeltme") });
+  const [created] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith("/api/v1/alerts") && r.request().method() === "POST"),
+    sendAndConfirm(page),
+  ]);
+  const id = (await created.json()).id;
+
+  // The original's step, live in the panel: Turkish digit grouping, its state and its times.
+  const steps = page.locator("#steps");
+  const step = (n) => steps.locator(`li[data-step="${n}"]`);
+  const done = (n) => steps.locator(`li[data-step="${n}"][data-state="done"]`).waitFor({ timeout: 30_000 });
+  await step(0).locator(".step-reach", { hasText: "uyarı 1.050 cihaza ulaştı" }).waitFor({ timeout: 60_000 });
+  await done(0);
+  assert.equal(await step(0).getAttribute("data-kind"), "alert");
+  assert.match(await step(0).locator(".step-speed").textContent(), /^%50 · %95 · %100: \d[\d.,]* (ms|sn) · \d[\d.,]* (ms|sn) · \d[\d.,]* (ms|sn)$/);
+  assert.equal(pushesOf(pushService, id, "alert").length, COUNT);
+
+  // 1. Correct, choosing "alert again": the PATCH says so, every device gets a renotifying push.
+  const row = page.locator(`#recent [data-alert-id="${id}"]`);
+  const correct = async (headline, choice) => {
+    await row.getByRole("button", { name: "Düzelt", exact: true }).click();
+    const choices = row.getByRole("group", { name: "Okurların cihazlarındaki bildirim" });
+    assert.ok(await choices.getByLabel("Sessizce değiştir (ses ve titreşim yok)").isChecked(), "quiet is the default");
+    if (choice) await choices.getByLabel(choice).check();
+    await row.getByLabel("Düzeltilmiş başlık").fill(headline);
+    const [patch] = await Promise.all([
+      page.waitForRequest((r) => r.url().endsWith(`/api/v1/alerts/${id}`) && r.method() === "PATCH"),
+      row.getByRole("button", { name: "Düzeltmeyi yayınla" }).click(),
+    ]);
+    await row.locator(".row-headline", { hasText: headline }).waitFor();
+    return JSON.parse(patch.postData());
+  };
+  const first = await correct("Burdur'da 4,2 büyüklüğünde deprem", "Yeniden uyar (sesli, titreşimli)");
+  assert.deepEqual(first, { headline: "Burdur'da 4,2 büyüklüğünde deprem", push: "renotify" });
+  assert.match(await page.locator("#recent-status").textContent(), /yeniden uyarılıyor/);
+  await step(1).locator(".step-reach", { hasText: "düzeltme 1.050 cihaza ulaştı" }).waitFor({ timeout: 60_000 });
+  await done(1);
+  assert.equal(await step(1).getAttribute("data-kind"), "correction");
+  assert.match(await step(1).locator(".step-head").textContent(), /yeniden uyarır/);
+  const renotified = pushesOf(pushService, id, "correction");
+  assert.equal(renotified.length, COUNT);
+  assert.ok(renotified.every((r) => r.payload.notification.data.renotify === true && !r.payload.notification.silent));
+  assert.ok(renotified.every((r) => r.payload.notification.title === "SON DAKİKA: Burdur'da 4,2 büyüklüğünde deprem"));
+
+  // 2. Correct again with the default: a quiet replacement.
+  const second = await correct("Burdur'da 4,2 büyüklüğünde deprem: hasar yok", null);
+  assert.equal(second.push, "quiet");
+  await step(2).locator(".step-reach", { hasText: "düzeltme 1.050 cihaza ulaştı" }).waitFor({ timeout: 60_000 });
+  await done(2);
+  assert.match(await step(2).locator(".step-head").textContent(), /sessiz/);
+  const quiet = pushesOf(pushService, id, "correction").slice(COUNT);
+  assert.equal(quiet.length, COUNT);
+  assert.ok(quiet.every((r) => r.payload.notification.data.renotify === false && r.payload.notification.silent === true));
+
+  // 3. Tickers only: no step, no push.
+  const third = await correct("Burdur'da 4,2 büyüklüğünde deprem: hasar yok, okullar tatil", "Yalnızca şeritler (bildirimlere dokunma)");
+  assert.equal(third.push, "none");
+  const before = pushService.received.length;
+  await page.waitForTimeout(4000); // longer than the coalescing window (2 s)
+  assert.equal(pushService.received.length, before, "no push for a tickers-only correction");
+  assert.equal(await steps.locator("li").count(), 3);
+
+  // 4. Retract: its step follows every device that was sent the alert.
+  await row.getByRole("button", { name: "Geri çek", exact: true }).click();
+  await page.locator("#confirm-retract").getByRole("button", { name: "Geri çek", exact: true }).click();
+  await step(3).locator(".step-reach", { hasText: "geri çekme 1.050 cihaza ulaştı" }).waitFor({ timeout: 60_000 });
+  await done(3);
+  assert.equal(pushesOf(pushService, id, "retraction").length, COUNT);
+
+  // Each step was shown while it was still under way, not only once it was over.
+  const seen = await page.evaluate(() => window.stepStates);
+  t.diagnostic(`states seen: ${JSON.stringify(seen)}`);
+  for (const n of ["1", "2", "3"]) {
+    assert.ok(seen[n].length >= 2 && seen[n].at(-1) === "done", `step ${n} went through ${seen[n]}`);
+  }
+  assert.ok(seen["1"].includes("waiting"), "a correction waits for others to join it, and the panel says so");
+
+  // In English: "correction reached 1,050 devices".
+  await page.getByRole("button", { name: "EN", exact: true }).click();
+  assert.equal(await step(1).locator(".step-reach").textContent(), "correction reached 1,050 devices");
+  assert.equal(await step(3).locator(".step-reach").textContent(), "retraction reached 1,050 devices");
+  assert.match(await step(3).locator(".step-speed").textContent(), /^50 · 95 · 100 %: \d[\d.,]* (ms|s) · /);
+  await page.screenshot({ path: screenshotPath("console-steps.png"), fullPage: true });
 });
 
 test("screenshot: the console after sending, live figures visible (docs/screenshots/console.png)", async (t) => {
