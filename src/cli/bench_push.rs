@@ -87,6 +87,10 @@ edildiğini duyurdu. Vatandaşların hasar gören binalara girmemesi ve resmi a�
 const URL_BASE: &str =
     "https://www.burdurweb.com/haber/burdurda-5-1-buyuklugunde-deprem-afad-ilk-belirlemeleri-acikladi";
 const IMAGE: &str = "https://img.burdurweb.com/2025/11/burdur-deprem-afad-ekipleri-sahada-1200x675.jpg";
+/// The correction `bench push fanout --correct` publishes: the magnitude revised, as AFAD often
+/// does within the hour (the same length, so the payload costs what the original's did).
+const CORRECTED_HEADLINE: &str =
+    "Burdur'da 5,3 büyüklüğünde deprem: AFAD ilk belirlemeleri açıkladı, okullar yarın tatil edildi";
 const TTL_SECS: i32 = 3600;
 
 /// The `POST /api/v1/alerts` body (a unique URL per run: the same URL would be deduplicated).
@@ -848,6 +852,31 @@ pub struct FanoutArgs {
     /// pending: pushes to unreachable push services go on being retried long after.
     #[arg(long)]
     reachable: Option<i64>,
+    /// Instead of publishing a new alert, correct this one (`PATCH`, after its fan-out) and
+    /// measure the correction's push step to every device that was sent it.
+    #[arg(long, value_name = "ALERT_ID")]
+    correct: Option<String>,
+    /// How that correction treats the notification already shown: `quiet` or `renotify`.
+    #[arg(long, default_value = "quiet", requires = "correct")]
+    correct_push: String,
+}
+
+/// The figures of the push step a run measures: the original's (`push`), or the correction's
+/// step (the newest correction step numbered above `after`).
+fn measured_step(view: &Value, correction_after: Option<i64>) -> Value {
+    match correction_after {
+        None => view["push"].clone(),
+        Some(after) => view["push_steps"]
+            .as_array()
+            .and_then(|steps| {
+                steps
+                    .iter()
+                    .rev()
+                    .find(|s| s["kind"] == "correction" && s["step"].as_i64().unwrap_or(-1) > after)
+            })
+            .cloned()
+            .unwrap_or(Value::Null),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -934,7 +963,24 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let sink_pid = sink_before.as_ref().and_then(|v| v["pid"].as_u64()).map(|p| p as u32);
 
     let run = format!("{}", chrono::Utc::now().timestamp_millis());
-    let body = alert_request(&run);
+    // A correction is measured from the steps the alert has before it.
+    let correction_after = match &args.correct {
+        Some(id) => {
+            let v: Value = http
+                .get(format!("{base}/api/v1/alerts/{id}"))
+                .header("authorization", &auth)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let steps = v["push_steps"]
+                .as_array()
+                .context("the server shows no push_steps: too old for --correct")?;
+            Some(steps.iter().filter_map(|s| s["step"].as_i64()).max().unwrap_or(-1))
+        }
+        None => None,
+    };
     let server_before = proc_cpu(args.server_pid, false)
         .context("cannot read the server's /proc stat: is --server-pid right?")?;
     let pg_before = args.pg_data.as_deref().and_then(pg_cpu);
@@ -942,8 +988,22 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let own_before = proc_cpu(std::process::id(), false);
     let busy_before = machine_busy();
     let t0 = Instant::now();
-    let resp =
-        http.post(format!("{base}/api/v1/alerts")).header("authorization", &auth).json(&body).send().await?;
+    let resp = match &args.correct {
+        Some(id) => {
+            http.patch(format!("{base}/api/v1/alerts/{id}"))
+                .header("authorization", &auth)
+                .json(&json!({ "headline": CORRECTED_HEADLINE, "push": args.correct_push }))
+                .send()
+                .await?
+        }
+        None => {
+            http.post(format!("{base}/api/v1/alerts"))
+                .header("authorization", &auth)
+                .json(&alert_request(&run))
+                .send()
+                .await?
+        }
+    };
     let status = resp.status();
     let created: Value = resp.json().await?;
     if !status.is_success() {
@@ -965,11 +1025,13 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             .error_for_status()?
             .json()
             .await?;
-        let p = &v["push"];
+        let p = measured_step(&v, correction_after);
         let targeted = p["targeted"].as_i64().unwrap_or(0);
+        // A correction step is planned after its coalescing window: until then it targets no one.
+        let planned = !matches!(p["state"].as_str(), Some("waiting" | "planning"));
         let done = match args.reachable {
             Some(n) => p["sent"].as_i64().unwrap_or(0) >= n,
-            None => targeted > 0 && p["pending"].as_i64() == Some(0),
+            None => targeted > 0 && planned && p["pending"].as_i64() == Some(0),
         };
         if done {
             break (v, true);
@@ -993,7 +1055,7 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let encryption =
         encryption_cpu(&http, args.metrics.as_deref()).await.map(|after| after - encryption_before);
 
-    let p = &view["push"];
+    let p = &measured_step(&view, correction_after);
     let targeted = p["targeted"].as_i64().unwrap_or(0);
     let sent = p["sent"].as_i64().unwrap_or(0);
     let pushes = args.reachable.unwrap_or(targeted).max(1) as f64;
@@ -1040,6 +1102,7 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let per_push = |s: Option<f64>| s.map(|s| round2(s * 1e6 / pushes));
     let out = json!({
         "alert_id": id,
+        "measured": if args.correct.is_some() { "correction" } else { "alert" },
         "complete": complete,
         "push": p,
         "payload_bytes": payload_bytes,
@@ -1067,7 +1130,8 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         "sink": sink_delta,
     });
     eprintln!(
-        "fan-out of {targeted} pushes ({sent} sent): {wall:.2} s to 100 % ({:.0} pushes/s); server CPU {server_cpu:.2} s = {:.1} µs/push (encryption {}); postgres {}; sink {}",
+        "{} fan-out of {targeted} pushes ({sent} sent): {wall:.2} s to 100 % ({:.0} pushes/s); server CPU {server_cpu:.2} s = {:.1} µs/push (encryption {}); postgres {}; sink {}",
+        if args.correct.is_some() { "correction" } else { "alert" },
         targeted as f64 / wall,
         server_cpu * 1e6 / pushes,
         encryption.map_or("-".into(), |s| format!("{:.1} µs/push", s * 1e6 / pushes)),
