@@ -440,7 +440,7 @@ async function recordStepStates(page) {
 test("a correction replaces the notification quietly by default, alerts again or goes to tickers only by choice; every push step's progress shows live", async (t) => {
   const COUNT = 1050; // enough for digit grouping: 1.050 in Turkish, 1,050 in English
   const pushService = await startPushDouble();
-  const on = await startServer(PUSH_DOUBLE_ENV);
+  const on = await startServer({ ...PUSH_DOUBLE_ENV, SONDAKIKA_PUBLIC_SUBSCRIBE_RATE_PER_MINUTE: "100000" });
   t.after(async () => {
     await on.stop();
     await pushService.close();
