@@ -129,6 +129,33 @@ impl Client {
     }
 }
 
+impl Client {
+    /// One look at an alert while following its delivery. A busy or unreachable server (a 5xx
+    /// or 429 answer, a timeout, a refused connection) is worth another look and gives
+    /// `Ok(Err(why))`; any other error answer ends the following.
+    async fn look(&self, id: &str) -> anyhow::Result<Result<Value, String>> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/alerts/{id}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(format!("cannot reach the server ({e})"))),
+        };
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match status {
+            200..=299 => Ok(Ok(value)),
+            429 | 500..=599 => Ok(Err(problem_message(status, &value, &text))),
+            _ => bail!("{}", problem_message(status, &value, &text)),
+        }
+    }
+}
+
 /// An error answer for a person: the problem's title, status and detail, then every field at
 /// fault on its own line (`push: must be one of quiet, renotify, none`). An answer that is not
 /// problem+json (a proxy's error page) is shown by its status and first line.
@@ -351,8 +378,20 @@ async fn follow_step(client: &Client, id: &str, wanted: StepWanted, limit: Durat
     // Once found, the step is followed by its number (another editor's later correction is
     // another step).
     let mut number: Option<i64> = None;
+    let mut line = String::new();
     loop {
-        let (_, alert) = client.call(reqwest::Method::GET, &format!("/api/v1/alerts/{id}"), None).await?;
+        let alert = match client.look(id).await? {
+            Ok(alert) => alert,
+            Err(why) => {
+                if started.elapsed() > limit {
+                    finish(&bar, format!("{line} (stopped following after {} s: {why})", limit.as_secs()));
+                    return Ok(());
+                }
+                bar.set_message(format!("{line} (retrying: {why})"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         let steps = steps_of(&alert);
         if steps.is_empty() && alert["push"].is_null() {
             finish(
@@ -368,7 +407,7 @@ async fn follow_step(client: &Client, id: &str, wanted: StepWanted, limit: Durat
         match step {
             Some(step) => {
                 number = step["step"].as_i64();
-                let line = step_line(step);
+                line = step_line(step);
                 if step_settled(step) {
                     finish(&bar, line);
                     return Ok(());
@@ -377,7 +416,7 @@ async fn follow_step(client: &Client, id: &str, wanted: StepWanted, limit: Durat
                     finish(&bar, format!("{line} (stopped following after {} s)", limit.as_secs()));
                     return Ok(());
                 }
-                bar.set_message(line);
+                bar.set_message(line.clone());
             }
             None => {
                 // The server records the step with the change; give a lagging one a moment.
@@ -433,12 +472,24 @@ async fn follow(client: &Client, id: &str, limit: Duration) -> anyhow::Result<()
     let started = Instant::now();
     let mut last = String::new();
     let mut stable_since = Instant::now();
+    let mut line = String::new();
     loop {
-        let (_, alert) = client.call(reqwest::Method::GET, &format!("/api/v1/alerts/{id}"), None).await?;
+        let alert = match client.look(id).await? {
+            Ok(alert) => alert,
+            Err(why) => {
+                if started.elapsed() > limit {
+                    finish(&bar, format!("{line} (stopped following: {why})"));
+                    return Ok(());
+                }
+                bar.set_message(format!("{line} (retrying: {why})"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         let status = alert["status"].as_str().unwrap_or("").to_string();
         let reached = alert["delivery"]["tickers_reached"].as_i64().unwrap_or(0);
         let original = steps_of(&alert).first();
-        let mut line = format!("{status}: {reached} live tickers reached");
+        line = format!("{status}: {reached} live tickers reached");
         if let Some(step) = original {
             line.push_str(&format!(" · {}", step_line(step)));
         }
