@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod feeds;
 pub mod idempotency;
 pub mod net;
 pub mod push;

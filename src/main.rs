@@ -53,6 +53,7 @@ async fn run(
     let settings = move || settings.expect("settings are read for every command that needs them");
     match cli.command {
         Command::Alert { server, command } => cli::client::run(server, command).await,
+        Command::Feed { server, command } => cli::feeds::run(server, command).await,
         Command::Bench(cmd) => cli::bench::run(cmd).await,
         Command::Serve { bind } => {
             let mut settings = settings()?;

@@ -29,6 +29,7 @@ const ASSETS: &[(&str, &str)] = &[
     ("console/index.html", include_str!("../assets/console/index.html")),
     ("console/console.js", include_str!("../assets/console/console.js")),
     ("console/console.css", include_str!("../assets/console/console.css")),
+    ("console/feeds.js", include_str!("../assets/console/feeds.js")),
     ("icon.svg", include_str!("../assets/icon.svg")),
 ];
 
@@ -76,6 +77,12 @@ pub fn router() -> Router<AppState> {
             "/console/console.js",
             get(|State(s): State<AppState>| async move {
                 script(load(&s, "console/console.js"), "no-cache", false)
+            }),
+        )
+        .route(
+            "/console/feeds.js",
+            get(|State(s): State<AppState>| async move {
+                script(load(&s, "console/feeds.js"), "no-cache", false)
             }),
         )
         .route(

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod feeds;
 pub mod health;
 pub mod limits;
 pub mod openapi;
@@ -26,6 +27,7 @@ pub fn routes(state: AppState) -> (axum::Router<AppState>, utoipa::openapi::Open
     let v1 = alerts::router()
         .merge(tokens::router())
         .merge(webhooks::router())
+        .merge(feeds::router())
         .merge(push::router(state))
         .routes(utoipa_axum::routes!(openapi::document));
     let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

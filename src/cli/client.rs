@@ -91,14 +91,14 @@ pub struct RetractArgs {
     pub wait: WaitArgs,
 }
 
-struct Client {
+pub(super) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Client {
-    fn new(args: &ServerArgs) -> anyhow::Result<Self> {
+    pub(super) fn new(args: &ServerArgs) -> anyhow::Result<Self> {
         let token =
             args.token.clone().context("an editor token is needed: pass --token or set SONDAKIKA_TOKEN")?;
         let http = reqwest::Client::builder()
@@ -108,7 +108,7 @@ impl Client {
         Ok(Self { http, base: args.server.trim_end_matches('/').to_string(), token })
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod bench_push;
 pub mod client;
+pub mod feeds;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -50,6 +51,13 @@ pub enum Command {
         server: ServerArgs,
         #[command(subcommand)]
         command: AlertCommand,
+    },
+    /// Feeds in (admin token): register RSS/Atom/JSON feeds, watch their polls, send drafts.
+    Feed {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: feeds::FeedCommand,
     },
     /// Load generators for the benchmarks.
     #[command(subcommand)]

@@ -5,6 +5,7 @@
 //! - [`scheduler`]: publishes scheduled alerts when due (`for update skip locked`);
 //! - the stats flusher: this process's ticker counts → `alert_stats`, once a second;
 //! - the webhook worker (`webhooks::worker`): delivers queued webhooks (`for update skip locked`);
+//! - the feed poller (`feeds::poller`): polls due feeds, one process per feed at a time;
 //! - [`housekeeping`]: expires idempotency keys and old stream events;
 //! - the limiter sweep: forgets rate-limit entries of idle clients every minute, so their
 //!   memory follows recent clients only.
@@ -34,6 +35,12 @@ pub fn spawn_all(state: &AppState) {
         t.clone(),
     );
     t.spawn(webhooks.run(state.shutdown.clone()));
+    let feeds = crate::feeds::poller::Poller {
+        pool: state.db.clone(),
+        outbound: state.outbound.clone(),
+        settings: state.settings.clone(),
+    };
+    t.spawn(feeds.run(state.shutdown.clone()));
     if let Some(push) = &state.push {
         t.spawn(push.fanout.clone().run(state.hub.clone(), state.shutdown.clone()));
     }

@@ -5,6 +5,7 @@ mod cli;
 mod corrections;
 mod edge;
 mod editor_api;
+mod feeds;
 mod helpers;
 mod hostile_input;
 mod openapi;

@@ -1,0 +1,388 @@
+//! Feeds in: admins register, change and remove feeds; editors see the drafts suggest-mode
+//! feeds make and send one with a click (or put it aside).
+
+use axum::{
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::{
+    alerts::AlertView,
+    error::{ApiError, ApiResult, Problem},
+    extract::{Json, Path, Query},
+};
+use crate::{
+    alerts::{
+        domain::{ArticleId, FieldError, Headline, Summary, WebUrl},
+        store::{self as alerts, Flagged},
+    },
+    app::AppState,
+    auth::{Admin, Editor},
+    feeds::{
+        domain::{FeedRequest, FeedSpec, Filter, Rules},
+        parse::Item,
+        poller::alert_from,
+        store::{self, Feed, FeedItem, WriteError},
+    },
+    telemetry::metrics,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(poll_now))
+        .routes(routes!(drafts))
+        .routes(routes!(send_draft))
+        .routes(routes!(dismiss_draft))
+}
+
+fn rules(state: &AppState) -> Rules<'_> {
+    Rules { outbound: &state.outbound, min_interval_secs: state.settings.feed_min_interval_secs }
+}
+
+fn feed_id(id: &str) -> ApiResult<Uuid> {
+    id.parse().map_err(|_| ApiError::NotFound(format!("there is no feed with id `{id}`")))
+}
+
+fn item_id(id: &str) -> ApiResult<Uuid> {
+    id.parse().map_err(|_| ApiError::NotFound(format!("there is no draft with id `{id}`")))
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::DuplicateUrl(other) => ApiError::Validation(vec![FieldError::new(
+            "url",
+            format!("another feed (`{other}`) already has this URL"),
+        )]),
+        WriteError::Db(e) => e.into(),
+    }
+}
+
+/// Every feed.
+#[derive(Serialize, ToSchema)]
+struct FeedList {
+    items: Vec<Feed>,
+}
+
+/// A feed with its latest items (drafts, sent, dismissed and skipped, with why).
+#[derive(Serialize, ToSchema)]
+struct FeedDetail {
+    #[serde(flatten)]
+    feed: Feed,
+    recent_items: Vec<FeedItem>,
+}
+
+/// List the feeds, with each one's last poll outcome (admins only).
+#[utoipa::path(
+    get,
+    path = "/feeds",
+    tag = "admin",
+    operation_id = "list_feeds",
+    security(("editorToken" = [])),
+    responses(
+        (status = 200, description = "The feeds.", body = FeedList),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<axum::Json<FeedList>> {
+    Ok(axum::Json(FeedList { items: store::list(&state.db).await? }))
+}
+
+/// Register a feed (admins only). It is polled at once; what it holds already never fires.
+#[utoipa::path(
+    post,
+    path = "/feeds",
+    tag = "admin",
+    operation_id = "create_feed",
+    security(("editorToken" = [])),
+    request_body = FeedRequest,
+    responses(
+        (status = 201, description = "Registered.", body = Feed,
+         headers(("Location" = String, description = "The feed's address.")),
+         links(("GetFeed" = (operation_id = "get_feed", parameters(("id" = "$response.body#/id")))))),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (an unfetchable URL, a URL another feed has, an interval under the minimum).",
+         body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Json(req): Json<FeedRequest>,
+) -> ApiResult<Response> {
+    let spec = req.parse_new(&rules(&state)).map_err(ApiError::Validation)?;
+    let feed = store::create(&state.db, &spec, admin.id).await.map_err(write_error)?;
+    tracing::info!(feed_id = %feed.id, admin_id = admin.id, mode = %feed.mode, "feed registered");
+    let mut r = (StatusCode::CREATED, axum::Json(&feed)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/feeds/{}", feed.id)) {
+        r.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(r)
+}
+
+/// One feed, with its last poll outcome and latest items (admins only).
+#[utoipa::path(
+    get,
+    path = "/feeds/{id}",
+    tag = "admin",
+    operation_id = "get_feed",
+    security(("editorToken" = [])),
+    params(("id" = Uuid, Path, description = "The feed's id.")),
+    responses(
+        (status = 200, description = "The feed.", body = FeedDetail),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No feed has this id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn show(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<FeedDetail>> {
+    let id = feed_id(&id)?;
+    let feed = store::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("there is no feed with id `{id}`")))?;
+    let recent_items = store::recent_items(&state.db, id, 20).await?;
+    Ok(axum::Json(FeedDetail { feed, recent_items }))
+}
+
+fn spec_of(feed: &Feed) -> ApiResult<FeedSpec> {
+    let invalid =
+        |what: &str| ApiError::Internal(anyhow::anyhow!("stored feed {} has an invalid {what}", feed.id));
+    Ok(FeedSpec {
+        url: url::Url::parse(&feed.url).map_err(|_| invalid("url"))?,
+        name: feed.name.clone(),
+        label: crate::alerts::domain::Label::parse(&feed.label).map_err(|_| invalid("label"))?,
+        topics: crate::alerts::domain::Topics::from_db(feed.topics.clone()),
+        mode: feed.mode(),
+        filter: Filter { title_prefix: feed.title_prefix.clone(), category: feed.category.clone() },
+        interval_secs: feed.interval_secs as u64,
+        enabled: feed.enabled,
+    })
+}
+
+/// Change a feed (admins only): any of the fields of a new feed; `null` clears a filter.
+#[utoipa::path(
+    patch,
+    path = "/feeds/{id}",
+    tag = "admin",
+    operation_id = "update_feed",
+    security(("editorToken" = [])),
+    params(("id" = Uuid, Path, description = "The feed's id.")),
+    request_body = FeedRequest,
+    responses(
+        (status = 200, description = "Changed.", body = Feed),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No feed has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn update(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    Json(req): Json<FeedRequest>,
+) -> ApiResult<axum::Json<Feed>> {
+    let missing = || ApiError::NotFound(format!("there is no feed with id `{id}`"));
+    let fid = feed_id(&id)?;
+    let current = store::get(&state.db, fid).await?.ok_or_else(missing)?;
+    let spec = req.apply(spec_of(&current)?, &rules(&state)).map_err(ApiError::Validation)?;
+    let feed = store::update(&state.db, fid, &spec).await.map_err(write_error)?.ok_or_else(missing)?;
+    tracing::info!(feed_id = %fid, admin_id = admin.id, "feed changed");
+    Ok(axum::Json(feed))
+}
+
+/// Remove a feed and its items (admins only); alerts it made stay. Removing twice is harmless.
+#[utoipa::path(
+    delete,
+    path = "/feeds/{id}",
+    tag = "admin",
+    operation_id = "delete_feed",
+    security(("editorToken" = [])),
+    params(("id" = Uuid, Path, description = "The feed's id.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No feed has this id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn remove(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let fid = feed_id(&id)?;
+    if !store::delete(&state.db, fid).await? {
+        return Err(ApiError::NotFound(format!("there is no feed with id `{id}`")));
+    }
+    tracing::info!(feed_id = %fid, admin_id = admin.id, "feed removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Poll a feed now, whatever its interval or backoff (admins only).
+#[utoipa::path(
+    post,
+    path = "/feeds/{id}/poll",
+    tag = "admin",
+    operation_id = "poll_feed",
+    security(("editorToken" = [])),
+    params(("id" = Uuid, Path, description = "The feed's id.")),
+    responses(
+        (status = 202, description = "A poller takes it within a second; its outcome appears on the feed."),
+        (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No feed has this id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn poll_now(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let fid = feed_id(&id)?;
+    if !store::poll_now(&state.db, fid).await? {
+        return Err(ApiError::NotFound(format!("there is no feed with id `{id}`")));
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DraftsQuery {
+    /// Drafts to return, newest first.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct DraftList {
+    items: Vec<FeedItem>,
+}
+
+/// Drafts from suggest-mode feeds, newest first: ready-made alerts an editor sends with a click.
+#[utoipa::path(
+    get,
+    path = "/feeds/drafts",
+    tag = "editor",
+    operation_id = "list_drafts",
+    security(("editorToken" = [])),
+    params(DraftsQuery),
+    responses(
+        (status = 200, description = "The drafts.", body = DraftList),
+        (status = 422, description = "Invalid query.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn drafts(
+    State(state): State<AppState>,
+    _editor: Editor,
+    Query(q): Query<DraftsQuery>,
+) -> ApiResult<axum::Json<DraftList>> {
+    let limit = match q.limit.as_deref() {
+        None => 50,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| ApiError::field("limit", "must be a whole number from 1 to 100"))?,
+    };
+    Ok(axum::Json(DraftList { items: store::drafts(&state.db, limit).await? }))
+}
+
+/// Send a draft: flags its alert (with the feed's topics and label). Sending twice, or an
+/// article that already has a live alert, returns that alert.
+#[utoipa::path(
+    post,
+    path = "/feeds/drafts/{id}/send",
+    tag = "editor",
+    operation_id = "send_draft",
+    security(("editorToken" = [])),
+    params(("id" = Uuid, Path, description = "The draft's id.")),
+    responses(
+        (status = 201, description = "Flagged.", body = AlertView,
+         headers(("Location" = String, description = "The alert's address."))),
+        (status = 200, description = "Already sent, or the article already has a live alert: that alert.", body = AlertView),
+        (status = 404, description = "No draft has this id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn send_draft(
+    State(state): State<AppState>,
+    editor: Editor,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let missing = || ApiError::NotFound(format!("there is no draft with id `{id}`"));
+    let iid = item_id(&id)?;
+    let mut tx = state.db.begin().await?;
+    let row = store::lock_item(&mut tx, iid).await?.ok_or_else(missing)?;
+    if let Some(alert_id) = row.alert_id
+        && let Some(alert) = alerts::get(&mut tx, alert_id).await?
+    {
+        tx.rollback().await?;
+        return Ok((StatusCode::OK, axum::Json(AlertView::from(alert))).into_response());
+    }
+    let feed = store::get(&state.db, row.feed_id).await?.ok_or_else(missing)?;
+    let item = item_of(&row)?;
+    let new = alert_from(&feed, &item, state.settings.default_ttl_secs);
+    let (status, alert) = match alerts::flag(&mut tx, &new, editor.id, Utc::now()).await? {
+        Flagged::Created(a) => (StatusCode::CREATED, a),
+        Flagged::AlreadyLive(a) => (StatusCode::OK, a),
+    };
+    store::mark_sent(&mut tx, iid, alert.id).await?;
+    tx.commit().await?;
+    if status == StatusCode::CREATED && alert.status == "live" {
+        metrics::alert_published();
+    }
+    tracing::info!(alert_id = %alert.id, item_id = %iid, editor_id = editor.id, "draft sent");
+    let view = AlertView::from(alert);
+    let mut r = (status, axum::Json(&view)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&view.links.self_) {
+        r.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(r)
+}
+
+/// The stored draft as an item (it was validated when stored).
+fn item_of(row: &FeedItem) -> ApiResult<Item> {
+    let bad = |e: FieldError| ApiError::Internal(anyhow::anyhow!("stored draft {} is invalid: {e}", row.id));
+    Ok(Item {
+        article_id: ArticleId::parse(&row.article_id).map_err(bad)?,
+        headline: Headline::parse(&row.headline).map_err(bad)?,
+        summary: row.summary.as_deref().map(Summary::parse).transpose().map_err(bad)?,
+        url: WebUrl::parse("url", &row.url, false).map_err(bad)?,
+        image: row.image.as_deref().map(|i| WebUrl::parse("image", i, true)).transpose().map_err(bad)?,
+        published_at: row.published_at,
+        categories: Vec::new(),
+    })
+}
+
+/// Put a draft aside: it leaves the drafts list and never fires. Harmless twice.
+#[utoipa::path(
+    post,
+    path = "/feeds/drafts/{id}/dismiss",
+    tag = "editor",
+    operation_id = "dismiss_draft",
+    security(("editorToken" = [])),
+    params(("id" = Uuid, Path, description = "The draft's id.")),
+    responses(
+        (status = 204, description = "Dismissed."),
+        (status = 404, description = "No draft has this id.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn dismiss_draft(
+    State(state): State<AppState>,
+    _editor: Editor,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let iid = item_id(&id)?;
+    if !store::dismiss(&state.db, iid).await? {
+        return Err(ApiError::NotFound(format!("there is no draft with id `{id}`")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

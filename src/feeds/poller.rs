@@ -1,0 +1,251 @@
+//! The feed poller every `serve` process runs. It leases due feeds (at most
+//! `feed_concurrency` in flight per process), fetches each through the SSRF-safe client with
+//! its validators (`If-None-Match`, `If-Modified-Since`), parses it, and turns each new item
+//! into a draft or an alert, one transaction per item. Every poll ends in a recorded outcome;
+//! nothing a feed sends can make it panic or hang past `outbound_timeout_secs`.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use http::{HeaderName, HeaderValue, header};
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::{
+    domain::Mode,
+    parse::{self, Item},
+    store::{self, Feed, ItemState, Outcome},
+};
+use crate::{
+    alerts::{
+        domain::{Label, NewAlert, Topics, Urgency},
+        store as alerts,
+    },
+    config::Settings,
+    net::{OutRequest, Outbound},
+    telemetry::metrics,
+};
+
+/// How often an idle poller looks for due feeds: bounds how late a due feed is polled.
+const TICK: Duration = Duration::from_millis(500);
+const ACCEPT: &str = "application/rss+xml, application/atom+xml, application/feed+json, \
+                      application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5";
+
+#[derive(Clone)]
+pub struct Poller {
+    pub pool: PgPool,
+    pub outbound: Outbound,
+    pub settings: Arc<Settings>,
+}
+
+impl Poller {
+    /// A lease outlasts the longest poll (the fetch deadline, then parsing and writing).
+    fn lease_secs(&self) -> f64 {
+        (self.settings.outbound_timeout_secs + 30) as f64
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let limit = self.settings.feed_concurrency;
+        let mut polls: JoinSet<()> = JoinSet::new();
+        loop {
+            let free = limit - polls.len();
+            if free > 0 {
+                match store::claim_due(&self.pool, free as i64, self.lease_secs()).await {
+                    Ok(feeds) => {
+                        for feed in feeds {
+                            let p = self.clone();
+                            polls.spawn(async move { p.poll(feed).await });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "feed poller could not claim due feeds; retrying"),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(_) = polls.join_next(), if !polls.is_empty() => {}
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+        // Polls in flight finish (each is bounded by the fetch deadline); an aborted one would
+        // only leave its lease to run out.
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while polls.join_next().await.is_some() {}
+        })
+        .await;
+        polls.abort_all();
+    }
+
+    /// Polls one leased feed and records the outcome (which releases the lease).
+    pub async fn poll(&self, feed: Feed) {
+        let outcome = self.fetch_and_process(&feed).await;
+        if let Outcome::Failed { error, .. } = &outcome {
+            tracing::info!(feed_id = %feed.id, failures = feed.failures + 1, %error, "feed poll failed");
+        }
+        if let Err(e) = store::finish_poll(&self.pool, &feed, outcome).await {
+            tracing::warn!(feed_id = %feed.id, error = %e, "could not record a feed poll; its lease will run out");
+        }
+    }
+
+    async fn fetch_and_process(&self, feed: &Feed) -> Outcome {
+        let url = match Url::parse(&feed.url) {
+            Ok(u) => u,
+            Err(e) => return Outcome::Failed { status: None, error: format!("the URL is not valid ({e})") },
+        };
+        let mut req = OutRequest::get(url)
+            .max_bytes(self.settings.feed_max_bytes)
+            .header(header::ACCEPT, HeaderValue::from_static(ACCEPT));
+        let validators =
+            [(header::IF_NONE_MATCH, &feed.etag), (header::IF_MODIFIED_SINCE, &feed.last_modified)];
+        for (name, value) in validators {
+            if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                req = req.header(name, v);
+            }
+        }
+        let fetched = match self.outbound.fetch(req).await {
+            Ok(f) => f,
+            Err(e) => return Outcome::Failed { status: None, error: e.to_string() },
+        };
+        let status = fetched.status;
+        if status == http::StatusCode::NOT_MODIFIED {
+            return Outcome::NotModified;
+        }
+        if !status.is_success() {
+            return Outcome::Failed {
+                status: Some(status.as_u16()),
+                error: format!(
+                    "the server answered {} {} instead of the feed",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                ),
+            };
+        }
+        let header_text = |name: HeaderName| {
+            fetched
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+                .filter(|v| v.len() <= 512)
+        };
+        let etag = header_text(header::ETAG);
+        let last_modified = header_text(header::LAST_MODIFIED);
+        // Parsing a few megabytes takes milliseconds of CPU: off the async threads.
+        let (body, base) = (fetched.body, fetched.url);
+        let parsed = match tokio::task::spawn_blocking(move || parse::parse(&body, &base)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(why)) => return Outcome::Failed { status: Some(status.as_u16()), error: why },
+            Err(_) => {
+                return Outcome::Failed {
+                    status: Some(status.as_u16()),
+                    error: "the feed could not be parsed (the parser failed)".into(),
+                };
+            }
+        };
+        if !parsed.skipped.is_empty() {
+            tracing::debug!(feed_id = %feed.id, skipped = parsed.skipped.len(), "feed items without what an alert needs");
+        }
+        match self.process(feed, parsed.items).await {
+            Ok(new_items) => Outcome::Fetched { status: status.as_u16(), etag, last_modified, new_items },
+            Err(e) => {
+                tracing::warn!(feed_id = %feed.id, error = %e, "could not store feed items");
+                Outcome::Failed {
+                    status: Some(status.as_u16()),
+                    error: "the items could not be stored (database error); retrying".into(),
+                }
+            }
+        }
+    }
+
+    /// Stores the items the feed has not had before, oldest first, acting on each in the
+    /// transaction that inserts it. Returns how many became drafts or alerts.
+    async fn process(&self, feed: &Feed, mut items: Vec<Item>) -> sqlx::Result<i32> {
+        let ids: Vec<String> = items.iter().map(|i| i.article_id.as_str().to_string()).collect();
+        let known: HashSet<String> = store::known_ids(&self.pool, feed.id, &ids).await?.into_iter().collect();
+        items.retain(|i| !known.contains(i.article_id.as_str()));
+        // Feeds list newest first; alerts go out in the order things happened.
+        items.sort_by_key(|i| i.published_at);
+        let now = Utc::now();
+        let mut acted = 0;
+        let mut seen = HashSet::new();
+        for item in items {
+            if !seen.insert(item.article_id.as_str().to_string()) {
+                continue; // the same guid twice in one document
+            }
+            let verdict = self.verdict(feed, &item, now);
+            let (state, note) = match &verdict {
+                Err(why) => (ItemState::Skipped, Some(why.as_str())),
+                Ok(()) => (ItemState::Draft, None),
+            };
+            let mut tx = self.pool.begin().await?;
+            let Some(item_id) = store::insert_item(&mut tx, feed.id, &item, state, note).await? else {
+                continue; // another process stored it first, and acted on it
+            };
+            if verdict.is_ok() && feed.mode() == Mode::Auto {
+                let new = self.alert_of(feed, &item);
+                let alert = match alerts::flag(&mut tx, &new, feed.created_by, now).await? {
+                    alerts::Flagged::Created(a) => {
+                        if a.status == "live" {
+                            metrics::alert_published();
+                        }
+                        tracing::info!(feed_id = %feed.id, alert_id = %a.id, "alert flagged from a feed");
+                        a
+                    }
+                    alerts::Flagged::AlreadyLive(a) => a,
+                };
+                store::mark_sent(&mut tx, item_id, alert.id).await?;
+            }
+            tx.commit().await?;
+            if verdict.is_ok() {
+                acted += 1;
+            }
+        }
+        Ok(acted)
+    }
+
+    /// Whether an item may fire: not older than the feed or `feed_max_item_age_hours`, and
+    /// through the feed's filter. On the first successful poll an undated item counts as old:
+    /// it was in the feed before the feed was registered.
+    fn verdict(&self, feed: &Feed, item: &Item, now: DateTime<Utc>) -> Result<(), String> {
+        let max_age = chrono::Duration::hours(self.settings.feed_max_item_age_hours as i64);
+        match item.published_at {
+            None if feed.last_success_at.is_none() => {
+                return Err("it was in the feed when the feed was registered".into());
+            }
+            // Feed dates have whole seconds: an item of the registration's second is not older.
+            Some(at) if at < feed.created_at.trunc_subsecs(0) => {
+                return Err("it was published before the feed was registered".into());
+            }
+            Some(at) if at < now - max_age => {
+                return Err(format!(
+                    "it was published more than {} hours ago (`feed_max_item_age_hours`)",
+                    self.settings.feed_max_item_age_hours
+                ));
+            }
+            _ => {}
+        }
+        feed.filter().accepts(item)
+    }
+
+    fn alert_of(&self, feed: &Feed, item: &Item) -> NewAlert {
+        alert_from(feed, item, self.settings.default_ttl_secs)
+    }
+}
+
+/// The alert an item makes, with the feed's topics and label.
+pub fn alert_from(feed: &Feed, item: &Item, ttl_seconds: u32) -> NewAlert {
+    NewAlert {
+        headline: item.headline.clone(),
+        url: item.url.clone(),
+        summary: item.summary.clone(),
+        image: item.image.clone(),
+        article_id: Some(item.article_id.clone()),
+        topics: Topics::from_db(feed.topics.clone()),
+        label: Label::parse(&feed.label)
+            .unwrap_or_else(|_| Label::parse(crate::alerts::domain::DEFAULT_LABEL).expect("valid")),
+        ttl_seconds,
+        urgency: Urgency::High,
+        send_at: None,
+    }
+}

@@ -1,0 +1,413 @@
+//! The `feeds` and `feed_items` tables.
+//!
+//! Exactly one process polls a feed at a time: [`claim_due`] leases due feeds with
+//! `for update skip locked` and [`finish_poll`] releases them. Exactly one alert per item: an item
+//! is acted on only by the transaction that inserts its row ([`insert_item`]), under the unique
+//! key (feed, article id), so a lease that ran out mid-poll still cannot alert twice.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::domain::{FeedSpec, Filter, Mode};
+
+/// A feed row, as the API shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct Feed {
+    pub id: Uuid,
+    pub url: String,
+    pub name: String,
+    pub label: String,
+    pub topics: Vec<String>,
+    #[schema(value_type = Mode)]
+    pub mode: String,
+    pub title_prefix: Option<String>,
+    pub category: Option<String>,
+    pub interval_secs: i32,
+    pub enabled: bool,
+    /// The token id of the admin who registered it; the alerts it flags are theirs.
+    pub created_by: i64,
+    pub created_at: DateTime<Utc>,
+    /// When it is polled next (later after failures: the backoff).
+    pub next_poll_at: DateTime<Utc>,
+    pub last_polled_at: Option<DateTime<Utc>>,
+    /// The last poll that fetched and read the feed (a 304 counts).
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Why the last poll failed, in words; absent once a poll succeeds.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Polls failed in a row.
+    pub failures: i32,
+    /// The HTTP status of the last answer.
+    pub last_status: Option<i32>,
+    /// New items the last successful poll found.
+    pub last_new_items: i32,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub etag: Option<String>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub last_modified: Option<String>,
+}
+
+impl Feed {
+    pub fn mode(&self) -> Mode {
+        if self.mode == "auto" { Mode::Auto } else { Mode::Suggest }
+    }
+    pub fn filter(&self) -> Filter {
+        Filter { title_prefix: self.title_prefix.clone(), category: self.category.clone() }
+    }
+}
+
+const COLUMNS: &str = "id, url, name, label, topics, mode, title_prefix, category, interval_secs,
+    enabled, created_by, created_at, next_poll_at, last_polled_at, last_success_at, last_error,
+    last_error_at, failures, last_status, last_new_items, etag, last_modified";
+
+/// What went wrong writing a feed.
+pub enum WriteError {
+    /// Another feed has this URL.
+    DuplicateUrl(Uuid),
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+async fn url_owner(pool: &PgPool, url: &str) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar("select id from feeds where url = $1").bind(url).fetch_optional(pool).await
+}
+
+fn is_duplicate_url(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.constraint() == Some("feeds_url_key"))
+}
+
+pub async fn create(pool: &PgPool, spec: &FeedSpec, admin_id: i64) -> Result<Feed, WriteError> {
+    let r = sqlx::query_as(&format!(
+        "insert into feeds (id, url, name, label, topics, mode, title_prefix, category, interval_secs,
+                            enabled, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         returning {COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(spec.url.as_str())
+    .bind(&spec.name)
+    .bind(spec.label.as_str())
+    .bind(spec.topics.to_strings())
+    .bind(spec.mode.as_str())
+    .bind(&spec.filter.title_prefix)
+    .bind(&spec.filter.category)
+    .bind(spec.interval_secs as i32)
+    .bind(spec.enabled)
+    .bind(admin_id)
+    .fetch_one(pool)
+    .await;
+    match r {
+        Ok(feed) => Ok(feed),
+        Err(e) if is_duplicate_url(&e) => {
+            Err(WriteError::DuplicateUrl(url_owner(pool, spec.url.as_str()).await?.unwrap_or_default()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes every field of `spec`. A changed URL starts over: its validators and error go.
+pub async fn update(pool: &PgPool, id: Uuid, spec: &FeedSpec) -> Result<Option<Feed>, WriteError> {
+    let r = sqlx::query_as(&format!(
+        "update feeds set
+            etag = case when url = $2 then etag end,
+            last_modified = case when url = $2 then last_modified end,
+            url = $2, name = $3, label = $4, topics = $5, mode = $6, title_prefix = $7, category = $8,
+            interval_secs = $9, enabled = $10,
+            next_poll_at = least(next_poll_at, now() + make_interval(secs => $9))
+         where id = $1
+         returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(spec.url.as_str())
+    .bind(&spec.name)
+    .bind(spec.label.as_str())
+    .bind(spec.topics.to_strings())
+    .bind(spec.mode.as_str())
+    .bind(&spec.filter.title_prefix)
+    .bind(&spec.filter.category)
+    .bind(spec.interval_secs as i32)
+    .bind(spec.enabled)
+    .fetch_optional(pool)
+    .await;
+    match r {
+        Ok(feed) => Ok(feed),
+        Err(e) if is_duplicate_url(&e) => {
+            Err(WriteError::DuplicateUrl(url_owner(pool, spec.url.as_str()).await?.unwrap_or_default()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Feed>> {
+    sqlx::query_as(&format!("select {COLUMNS} from feeds where id = $1")).bind(id).fetch_optional(pool).await
+}
+
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Feed>> {
+    sqlx::query_as(&format!("select {COLUMNS} from feeds order by created_at")).fetch_all(pool).await
+}
+
+pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    Ok(sqlx::query("delete from feeds where id = $1").bind(id).execute(pool).await?.rows_affected() > 0)
+}
+
+/// Polls the feed as soon as a poller is free (and forgets its backoff).
+pub async fn poll_now(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    Ok(sqlx::query("update feeds set next_poll_at = now() where id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        > 0)
+}
+
+/// Leases up to `limit` due feeds to this process for `lease_secs`. A feed another process is
+/// polling is skipped (its row is locked, or its lease runs); a lease that ran out (its process
+/// died) is taken over.
+pub async fn claim_due(pool: &PgPool, limit: i64, lease_secs: f64) -> sqlx::Result<Vec<Feed>> {
+    sqlx::query_as(&format!(
+        "update feeds set lease_until = now() + make_interval(secs => $2)
+         where id in (
+             select id from feeds
+             where enabled and next_poll_at <= now() and (lease_until is null or lease_until < now())
+             order by next_poll_at
+             limit $1
+             for update skip locked)
+         returning {COLUMNS}"
+    ))
+    .bind(limit)
+    .bind(lease_secs)
+    .fetch_all(pool)
+    .await
+}
+
+/// When the next feed is due, if any is enabled.
+pub async fn next_due(pool: &PgPool) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar(
+        "select min(greatest(next_poll_at, coalesce(lease_until, next_poll_at))) from feeds where enabled",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// A poll's outcome.
+pub enum Outcome {
+    Fetched { status: u16, etag: Option<String>, last_modified: Option<String>, new_items: i32 },
+    NotModified,
+    Failed { status: Option<u16>, error: String },
+}
+
+/// Records the outcome, releases the lease and schedules the next poll: after the interval,
+/// or after a backoff that doubles with each failure in a row, up to an hour (or the interval,
+/// if longer).
+pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: Outcome) -> sqlx::Result<()> {
+    match outcome {
+        Outcome::Fetched { status, etag, last_modified, new_items } => {
+            sqlx::query(
+                "update feeds set lease_until = null, last_polled_at = now(), last_success_at = now(),
+                    last_error = null, failures = 0, last_status = $2, etag = $3, last_modified = $4,
+                    last_new_items = $5, next_poll_at = now() + make_interval(secs => interval_secs)
+                 where id = $1",
+            )
+            .bind(feed.id)
+            .bind(status as i32)
+            .bind(etag)
+            .bind(last_modified)
+            .bind(new_items)
+            .execute(pool)
+            .await?;
+        }
+        Outcome::NotModified => {
+            sqlx::query(
+                "update feeds set lease_until = null, last_polled_at = now(), last_success_at = now(),
+                    last_error = null, failures = 0, last_status = 304, last_new_items = 0,
+                    next_poll_at = now() + make_interval(secs => interval_secs)
+                 where id = $1",
+            )
+            .bind(feed.id)
+            .execute(pool)
+            .await?;
+        }
+        Outcome::Failed { status, error } => {
+            let backoff = backoff_secs(feed.interval_secs as u64, feed.failures as u32 + 1);
+            sqlx::query(
+                "update feeds set lease_until = null, last_polled_at = now(), last_error = $2,
+                    last_error_at = now(), failures = failures + 1, last_status = $3,
+                    next_poll_at = now() + make_interval(secs => $4)
+                 where id = $1",
+            )
+            .bind(feed.id)
+            .bind(error)
+            .bind(status.map(i32::from))
+            .bind(backoff as f64)
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Seconds before the next try after `failures` failed polls in a row.
+pub fn backoff_secs(interval: u64, failures: u32) -> u64 {
+    let cap = interval.max(3600);
+    interval.saturating_mul(1u64 << failures.min(12)).min(cap)
+}
+
+/// What became of an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemState {
+    /// Waiting for an editor (suggest mode).
+    Draft,
+    /// An alert was flagged from it.
+    Sent,
+    /// An editor put it aside.
+    Dismissed,
+    /// Seen, but not for alerting: too old, filtered out, or already there at registration.
+    Skipped,
+}
+
+impl ItemState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Sent => "sent",
+            Self::Dismissed => "dismissed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// An item row, as the API shows it (a draft in the console).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+pub struct FeedItem {
+    pub id: Uuid,
+    pub feed_id: Uuid,
+    /// The feed's name.
+    pub feed_name: String,
+    pub article_id: String,
+    pub headline: String,
+    pub summary: Option<String>,
+    pub url: String,
+    pub image: Option<String>,
+    pub published_at: Option<DateTime<Utc>>,
+    #[schema(value_type = ItemState)]
+    pub state: String,
+    /// Why it was skipped.
+    pub note: Option<String>,
+    /// The alert flagged from it.
+    pub alert_id: Option<Uuid>,
+    pub seen_at: DateTime<Utc>,
+    /// Topics and label its alert gets (the feed's).
+    pub topics: Vec<String>,
+    pub label: String,
+}
+
+const ITEM_SELECT: &str = "
+    select i.id, i.feed_id, f.name as feed_name, i.article_id, i.headline, i.summary, i.url, i.image,
+           i.published_at, i.state, i.note, i.alert_id, i.seen_at, f.topics, f.label
+    from feed_items i join feeds f on f.id = i.feed_id";
+
+/// Inserts an item unless the feed has it already; `None` if it had (then nothing is to be
+/// done with it). Runs in the caller's transaction, which acts on the item before committing.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_item(
+    tx: &mut PgConnection,
+    feed_id: Uuid,
+    item: &super::parse::Item,
+    state: ItemState,
+    note: Option<&str>,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "insert into feed_items (id, feed_id, article_id, headline, summary, url, image, published_at,
+                                 state, note)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         on conflict (feed_id, article_id) do nothing
+         returning id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(feed_id)
+    .bind(item.article_id.as_str())
+    .bind(item.headline.as_str())
+    .bind(item.summary.as_ref().map(|s| s.as_str()))
+    .bind(item.url.as_str())
+    .bind(item.image.as_ref().map(|s| s.as_str()))
+    .bind(item.published_at)
+    .bind(state.as_str())
+    .bind(note)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Which of these article ids the feed has seen already (to skip them before any work).
+pub async fn known_ids(pool: &PgPool, feed_id: Uuid, ids: &[String]) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("select article_id from feed_items where feed_id = $1 and article_id = any($2)")
+        .bind(feed_id)
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn mark_sent(tx: &mut PgConnection, item_id: Uuid, alert_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("update feed_items set state = 'sent', alert_id = $2 where id = $1")
+        .bind(item_id)
+        .bind(alert_id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Drafts, newest first.
+pub async fn drafts(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<FeedItem>> {
+    sqlx::query_as(&format!(
+        "{ITEM_SELECT} where i.state = 'draft' order by i.seen_at desc, i.id desc limit $1"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A feed's latest items, whatever became of them.
+pub async fn recent_items(pool: &PgPool, feed_id: Uuid, limit: i64) -> sqlx::Result<Vec<FeedItem>> {
+    sqlx::query_as(&format!("{ITEM_SELECT} where i.feed_id = $1 order by i.seen_at desc, i.id desc limit $2"))
+        .bind(feed_id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+/// The item, locked for the caller's transaction (an editor sending or dismissing it).
+pub async fn lock_item(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<FeedItem>> {
+    let found: Option<Uuid> = sqlx::query_scalar("select id from feed_items where id = $1 for update")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match found {
+        Some(id) => {
+            sqlx::query_as(&format!("{ITEM_SELECT} where i.id = $1")).bind(id).fetch_optional(tx).await
+        }
+        None => Ok(None),
+    }
+}
+
+pub async fn dismiss(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    Ok(sqlx::query("update feed_items set state = 'dismissed' where id = $1 and state = 'draft'")
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        > 0
+        || sqlx::query_scalar::<_, bool>("select exists (select 1 from feed_items where id = $1)")
+            .bind(id)
+            .fetch_one(pool)
+            .await?)
+}

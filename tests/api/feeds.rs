@@ -1,0 +1,544 @@
+//! Feeds in, against real feed servers started here: every format, the CMS shapes newsrooms
+//! run, conditional requests, hostile servers, and two pollers on one database.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sondakika::auth;
+
+use crate::{
+    helpers::{TestApp, eventually},
+    origin::{Origin, Route},
+};
+
+const RSS: &str = "application/rss+xml; charset=utf-8";
+
+/// A server that may fetch from this machine (the tests' feed servers), polling fast.
+async fn app() -> (TestApp, String) {
+    let app = TestApp::spawn_with(|s| {
+        s.outbound_private_hosts = vec!["127.0.0.1".into(), "localhost".into()];
+        s.feed_min_interval_secs = 1;
+        s.outbound_timeout_secs = 3;
+    })
+    .await;
+    let (_, admin) = auth::create(&app.pool, "Yönetici", auth::Role::Admin).await.unwrap();
+    (app, admin)
+}
+
+async fn admin_call(
+    app: &TestApp,
+    admin: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = app.http.request(method, app.url(path)).bearer_auth(admin);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn register(app: &TestApp, admin: &str, body: Value) -> Value {
+    let (status, feed) = admin_call(app, admin, Method::POST, "/api/v1/feeds", Some(body)).await;
+    assert_eq!(status, 201, "{feed}");
+    feed
+}
+
+async fn feed(app: &TestApp, admin: &str, id: &str) -> Value {
+    let (status, feed) = admin_call(app, admin, Method::GET, &format!("/api/v1/feeds/{id}"), None).await;
+    assert_eq!(status, 200, "{feed}");
+    feed
+}
+
+/// Waits until the feed has been polled `n` more times (its `last_polled_at` moved on each
+/// time) and returns it.
+async fn polls(app: &TestApp, admin: &str, id: &str, n: usize) -> Value {
+    let mut last = feed(app, admin, id).await["last_polled_at"].clone();
+    for _ in 0..n {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = feed(app, admin, id).await["last_polled_at"].clone();
+            if !now.is_null() && now != last {
+                last = now;
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "feed {id} was not polled within 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    feed(app, admin, id).await
+}
+
+/// Drafts, once there are `n`.
+async fn drafts(app: &TestApp, n: usize) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, d) = app.get_json("/api/v1/feeds/drafts").await;
+        if d["items"].as_array().is_some_and(|d| d.len() == n) {
+            return d;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {n} drafts within 20 s: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn rss(items: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/" xmlns:dc="http://purl.org/dc/elements/1.1/">
+<channel><title>Burdur Haber</title><link>https://www.example.com.tr/</link><description>Son dakika</description>
+{items}
+</channel></rss>"#
+    )
+}
+
+fn rss_item(guid: &str, title: &str, description: &str, published: chrono::DateTime<Utc>) -> String {
+    format!(
+        "<item><title>{title}</title><link>https://www.example.com.tr/haber/{}</link>\
+         <guid isPermaLink=\"false\">{guid}</guid><description>{description}</description>\
+         <pubDate>{}</pubDate></item>",
+        guid.replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+        published.to_rfc2822()
+    )
+}
+
+async fn alerts_for(app: &TestApp, article_id: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from alerts where article_id = $1")
+        .bind(article_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_auto_feed_flags_new_rss_items_with_turkish_text_exact_and_only_once() {
+    let (app, admin) = app().await;
+    let origin = Origin::start().await;
+    let old = Utc::now() - chrono::Duration::days(2);
+    // What the feed holds when it is registered never fires, dated or not.
+    let before = format!(
+        "{}<item><title>Tarihsiz eski haber</title><link>https://www.example.com.tr/haber/eski</link></item>",
+        rss_item("old-1", "Dünkü haber", "eski", old)
+    );
+    origin.set("/rss", Route::doc(RSS, rss(&before)));
+    let f = register(
+        &app,
+        &admin,
+        json!({"url": origin.url("/rss"), "mode": "auto", "interval_secs": 1, "topics": ["burdur"]}),
+    )
+    .await;
+    let id = f["id"].as_str().unwrap();
+    let polled = polls(&app, &admin, id, 1).await;
+    assert_eq!(polled["last_error"], Value::Null, "{polled}");
+    assert_eq!(polled["last_status"], 200);
+    let mut ticker = app.ticker("?topics=burdur").await;
+    ticker.expect("hello").await;
+
+    let fresh = rss_item(
+        "https://www.example.com.tr/?p=4242",
+        "<![CDATA[SON DAKİKA: Burdur'da 4,2 büyüklüğünde deprem — “Panik yok”]]>",
+        "<![CDATA[<p>AFAD&#8217;ın ilk verilerine göre <strong>Gölhisar</strong> merkezli deprem &amp; artçılar; \
+         <a href=\"/x\">ayrıntılar</a>.</p><script>alert(1)</script>]]>",
+        Utc::now(),
+    );
+    origin.set("/rss", Route::doc(RSS, rss(&format!("{fresh}{before}"))));
+    let alert = ticker.expect("alert").await;
+    assert_eq!(alert["headline"], "SON DAKİKA: Burdur'da 4,2 büyüklüğünde deprem — “Panik yok”");
+    assert_eq!(
+        alert["summary"],
+        "AFAD’ın ilk verilerine göre Gölhisar merkezli deprem & artçılar; ayrıntılar."
+    );
+    assert_eq!(alert["url"], "https://www.example.com.tr/haber/https---www-example-com-tr--p-4242");
+    assert_eq!(alert["label"], "SON DAKİKA");
+
+    // Several more polls of the same document: still one alert, and nothing for the old items.
+    polls(&app, &admin, id, 3).await;
+    assert_eq!(alerts_for(&app, "https://www.example.com.tr/?p=4242").await, 1);
+    let total: i64 = sqlx::query_scalar("select count(*) from alerts").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(total, 1, "old and undated items never fire");
+    let detail = feed(&app, &admin, id).await;
+    let notes: Vec<&str> =
+        detail["recent_items"].as_array().unwrap().iter().filter_map(|i| i["note"].as_str()).collect();
+    assert!(notes.iter().any(|n| n.contains("before the feed was registered")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("in the feed when the feed was registered")), "{notes:?}");
+    assert!(detail["last_success_at"].is_string());
+}
+
+#[tokio::test]
+async fn atom_with_relative_links_and_json_feed_items_become_drafts_sent_with_one_request() {
+    let (app, admin) = app().await;
+    let origin = Origin::start().await;
+    origin.set("/atom.xml", Route::doc("application/atom+xml", atom(&[])));
+    origin.set("/feed.json", Route::doc("application/feed+json", json_feed(&[])));
+    let a =
+        register(&app, &admin, json!({"url": origin.url("/atom.xml"), "interval_secs": 1, "name": "Atom"}))
+            .await;
+    let j = register(&app, &admin, json!({"url": origin.url("/feed.json"), "interval_secs": 1})).await;
+    assert_eq!(a["mode"], "suggest", "suggest is the default");
+    polls(&app, &admin, a["id"].as_str().unwrap(), 1).await;
+    polls(&app, &admin, j["id"].as_str().unwrap(), 1).await;
+
+    let now = Utc::now().to_rfc3339();
+    origin.set(
+        "/atom.xml",
+        Route::doc("application/atom+xml", atom(&[("urn:uuid:7", "Şanlıurfa'da sel", &now)])),
+    );
+    origin.set(
+        "/feed.json",
+        Route::doc("application/feed+json", json_feed(&[("j-1", "Iğdır'da kar yağışı", &now)])),
+    );
+    let drafts = drafts(&app, 2).await;
+    let items = drafts["items"].as_array().unwrap();
+    let atom_draft = items.iter().find(|d| d["article_id"] == "urn:uuid:7").expect("the Atom draft");
+    assert_eq!(atom_draft["headline"], "Şanlıurfa'da sel");
+    assert_eq!(atom_draft["url"], origin.url("/haber/sel-7"), "a relative link resolves against the feed");
+    assert_eq!(atom_draft["feed_name"], "Atom");
+    let json_draft = items.iter().find(|d| d["article_id"] == "j-1").expect("the JSON Feed draft");
+    assert_eq!(json_draft["summary"], "Yollar kapandı, okullar tatil.");
+    assert_eq!(json_draft["image"], "https://cdn.example.com.tr/kar.jpg");
+
+    let path = format!("/api/v1/feeds/drafts/{}/send", atom_draft["id"].as_str().unwrap());
+    let r = app.editor(Method::POST, &path, None).await;
+    assert_eq!(r.status(), 201);
+    let alert: Value = r.json().await.unwrap();
+    assert_eq!(alert["headline"], "Şanlıurfa'da sel");
+    assert_eq!(alert["article_id"], "urn:uuid:7");
+    assert_eq!(alert["created_by"], "Ayşe Yılmaz", "the editor who sent it");
+    let again = app.editor(Method::POST, &path, None).await;
+    assert_eq!(again.status(), 200, "sending twice returns the same alert");
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], alert["id"]);
+    let r = app
+        .editor(
+            Method::POST,
+            &format!("/api/v1/feeds/drafts/{}/dismiss", json_draft["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let (_, left) = app.get_json("/api/v1/feeds/drafts").await;
+    assert_eq!(left["items"].as_array().unwrap().len(), 0, "{left}");
+    assert_eq!(alerts_for(&app, "j-1").await, 0, "a dismissed draft never fires");
+}
+
+fn atom(entries: &[(&str, &str, &str)]) -> String {
+    let entries: String = entries
+        .iter()
+        .map(|(id, title, at)| {
+            format!(
+                r#"<entry><title type="html">&lt;em&gt;{title}&lt;/em&gt;</title><id>{id}</id>
+<link rel="alternate" href="haber/sel-7"/><updated>{at}</updated><published>{at}</published>
+<summary type="html">&lt;p&gt;Özet&lt;/p&gt;</summary></entry>"#
+            )
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom" xml:base="/">
+<title>Atom haber</title><id>urn:feed</id><updated>2026-11-29T09:00:00Z</updated>{entries}</feed>"#
+    )
+}
+
+fn json_feed(items: &[(&str, &str, &str)]) -> String {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(id, title, at)| {
+            json!({"id": id, "url": format!("https://www.example.com.tr/haber/{id}"), "title": title,
+                   "content_html": "<p>Yollar kapandı, okullar tatil.</p>",
+                   "image": "https://cdn.example.com.tr/kar.jpg", "date_published": at})
+        })
+        .collect();
+    json!({"version": "https://jsonfeed.org/version/1.1", "title": "JSON haber", "items": items}).to_string()
+}
+
+/// What WordPress serves at /category/son-dakika/feed/ (trimmed of nothing that matters).
+fn wordpress(items: &[(u32, &str, &[&str])]) -> String {
+    let now = Utc::now().to_rfc2822();
+    let items: String = items
+        .iter()
+        .map(|(p, title, cats)| {
+            let cats: String = cats.iter().map(|c| format!("<category><![CDATA[{c}]]></category>")).collect();
+            format!(
+                r#"<item>
+		<title>{title}</title>
+		<link>https://www.example.com.tr/{p}/haber-basligi/</link>
+		<dc:creator><![CDATA[Ayşe Yılmaz]]></dc:creator>
+		<pubDate>{now}</pubDate>
+		{cats}
+		<guid isPermaLink="false">https://www.example.com.tr/?p={p}</guid>
+		<description><![CDATA[Kısa özet&#8230; <a href="https://www.example.com.tr/{p}/">Devamını oku</a>]]></description>
+		<content:encoded><![CDATA[<p>Tam metin</p>]]></content:encoded>
+		<wfw:commentRss>https://www.example.com.tr/{p}/feed/</wfw:commentRss>
+	</item>"#
+            )
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"
+	xmlns:content="http://purl.org/rss/1.0/modules/content/"
+	xmlns:wfw="http://wellformedweb.org/CommentAPI/"
+	xmlns:dc="http://purl.org/dc/elements/1.1/"
+	xmlns:atom="http://www.w3.org/2005/Atom"
+	xmlns:sy="http://purl.org/rss/1.0/modules/syndication/"
+	xmlns:slash="http://purl.org/rss/1.0/modules/slash/">
+<channel>
+	<title>Son Dakika arşivleri - Burdur Haber</title>
+	<atom:link href="https://www.example.com.tr/category/son-dakika/feed/" rel="self" type="application/rss+xml" />
+	<link>https://www.example.com.tr/category/son-dakika/</link>
+	<description>Burdur'un haber sitesi</description>
+	<lastBuildDate>{now}</lastBuildDate>
+	<language>tr</language>
+	<sy:updatePeriod>hourly</sy:updatePeriod>
+	<generator>https://wordpress.org/?v=6.7.1</generator>
+	{items}
+</channel></rss>"#
+    )
+}
+
+#[tokio::test]
+async fn a_wordpress_category_feed_with_filters_fires_only_matching_items() {
+    let (app, admin) = app().await;
+    let origin = Origin::start().await;
+    let path = "/category/son-dakika/feed/";
+    origin.set(path, Route::doc(RSS, wordpress(&[])));
+    let f = register(
+        &app,
+        &admin,
+        json!({"url": origin.url(path), "mode": "auto", "interval_secs": 1,
+               "title_prefix": "SON DAKİKA", "category": "son dakika"}),
+    )
+    .await;
+    let id = f["id"].as_str().unwrap();
+    assert_eq!(f["title_prefix"], "SON DAKİKA");
+    polls(&app, &admin, id, 1).await;
+    origin.set(
+        path,
+        Route::doc(
+            RSS,
+            wordpress(&[
+                (101, "SON DAKİKA: Göl taştı", &["Son Dakika", "Gündem"]),
+                (102, "Son dakika: Yol kapandı", &["SON DAKİKA"]),
+                (103, "SON DAKİKA: Kategorisiz", &["Spor"]),
+                (104, "Hava durumu", &["Son Dakika"]),
+            ]),
+        ),
+    );
+    let detail = polls(&app, &admin, id, 1).await;
+    assert_eq!(detail["last_new_items"], 2, "{detail}");
+    assert_eq!(alerts_for(&app, "https://www.example.com.tr/?p=101").await, 1);
+    assert_eq!(alerts_for(&app, "https://www.example.com.tr/?p=102").await, 1);
+    assert_eq!(alerts_for(&app, "https://www.example.com.tr/?p=103").await, 0);
+    assert_eq!(alerts_for(&app, "https://www.example.com.tr/?p=104").await, 0);
+    let (_, alert) = app.get_json("/api/v1/alerts?limit=1").await;
+    assert_eq!(alert["items"][0]["summary"], "Kısa özet… Devamını oku");
+    assert_eq!(alert["items"][0]["url"], "https://www.example.com.tr/102/haber-basligi/");
+    let notes: Vec<String> = detail["recent_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["note"].as_str().map(String::from))
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("not in the category")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("does not start with")), "{notes:?}");
+}
+
+#[tokio::test]
+async fn conditional_requests_are_answered_304_and_a_changed_feed_is_read_again() {
+    let (app, admin) = app().await;
+    let origin = Origin::start().await;
+    origin.set("/rss", Route::with_etag(RSS, rss(""), "\"v1\""));
+    let f =
+        register(&app, &admin, json!({"url": origin.url("/rss"), "mode": "auto", "interval_secs": 1})).await;
+    let id = f["id"].as_str().unwrap();
+    polls(&app, &admin, id, 1).await;
+    let detail = polls(&app, &admin, id, 2).await;
+    assert_eq!(detail["last_status"], 304, "{detail}");
+    assert!(detail["last_error"].is_null());
+    let hits = origin.hits("/rss");
+    assert!(hits[0].get("if-none-match").is_none(), "the first poll is unconditional");
+    let last = hits.last().unwrap();
+    assert_eq!(last.get("if-none-match").unwrap(), "\"v1\"");
+    assert_eq!(last.get("if-modified-since").unwrap(), "Sun, 29 Nov 2026 09:00:00 GMT");
+
+    origin.set("/rss", Route::with_etag(RSS, rss(&rss_item("c-1", "Yeni haber", "x", Utc::now())), "\"v2\""));
+    eventually(Duration::from_secs(20), "the changed feed's item alerted", || async {
+        alerts_for(&app, "c-1").await == 1
+    })
+    .await;
+    let detail = polls(&app, &admin, id, 2).await;
+    assert_eq!(detail["last_status"], 304, "the new version is cached too");
+    assert_eq!(alerts_for(&app, "c-1").await, 1);
+}
+
+#[tokio::test]
+async fn malformed_huge_slow_and_redirected_feeds_each_fail_in_words_while_a_good_one_works() {
+    let (app, admin) = app().await;
+    let origin = Origin::start().await;
+    origin.set("/broken", Route::doc(RSS, "<rss><channel><item><title>Yarım"));
+    origin.set("/html", Route::doc("text/html", "<!doctype html><html><body>Bakımdayız</body></html>"));
+    origin.set("/huge", Route::Huge { bytes: 50 << 20, content_length: false });
+    origin.set("/slow", Route::Slow);
+    origin.set("/inside", Route::Redirect("http://169.254.169.254/latest/meta-data/".into()));
+    origin.set("/gone", Route::Status(404));
+    origin.set("/good", Route::doc(RSS, rss("")));
+    let mut ids = Vec::new();
+    for path in ["/broken", "/html", "/huge", "/slow", "/inside", "/gone", "/good"] {
+        let f = register(&app, &admin, json!({"url": origin.url(path), "mode": "auto", "interval_secs": 1}))
+            .await;
+        ids.push((path, f["id"].as_str().unwrap().to_string()));
+    }
+    for (path, id) in &ids {
+        let f = polls(&app, &admin, id, 1).await;
+        let error = f["last_error"].as_str().unwrap_or("");
+        let expected = match *path {
+            "/broken" => "not an RSS, Atom or JSON feed",
+            "/html" => "not an RSS, Atom or JSON feed",
+            "/huge" => "larger than 5242880 bytes",
+            "/slow" => "did not answer completely within 3 seconds",
+            "/inside" => "private or local address",
+            "/gone" => "answered 404 Not Found",
+            _ => "",
+        };
+        if expected.is_empty() {
+            assert!(f["last_error"].is_null(), "{path}: {f}");
+            assert!(f["last_success_at"].is_string());
+        } else {
+            assert!(error.contains(expected), "{path}: `{error}` should say `{expected}`");
+            assert!(f["failures"].as_i64().unwrap() >= 1, "{path}: {f}");
+            let next: chrono::DateTime<Utc> = f["next_poll_at"].as_str().unwrap().parse().unwrap();
+            let polled: chrono::DateTime<Utc> = f["last_polled_at"].as_str().unwrap().parse().unwrap();
+            assert!(
+                next - polled >= chrono::Duration::milliseconds(1900),
+                "{path}: backoff doubles the interval"
+            );
+        }
+    }
+    // The good feed keeps working beside them.
+    let (good_path, good) = ids.last().unwrap();
+    assert_eq!(*good_path, "/good");
+    origin.set("/good", Route::doc(RSS, rss(&rss_item("g-1", "Sağlam haber", "x", Utc::now()))));
+    eventually(Duration::from_secs(20), "the good feed's item", || async {
+        alerts_for(&app, "g-1").await == 1
+    })
+    .await;
+    let f = feed(&app, &admin, good).await;
+    assert!(f["last_error"].is_null());
+}
+
+#[tokio::test]
+async fn two_pollers_on_one_database_alert_each_item_once() {
+    let (a, admin) = app().await;
+    let b = TestApp::spawn_on(&a.db_url, |s| {
+        s.outbound_private_hosts = vec!["127.0.0.1".into()];
+        s.feed_min_interval_secs = 1;
+        s.outbound_timeout_secs = 3;
+    })
+    .await;
+    let origin = Origin::start().await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let path = format!("/f{n}");
+        origin.set(&path, Route::doc(RSS, rss("")));
+        let f =
+            register(&a, &admin, json!({"url": origin.url(&path), "mode": "auto", "interval_secs": 1})).await;
+        ids.push(f["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        polls(&a, &admin, id, 1).await;
+    }
+    for n in 0..6 {
+        let items: String = (0..5)
+            .map(|i| rss_item(&format!("f{n}-i{i}"), &format!("Haber {n}/{i}"), "x", Utc::now()))
+            .collect();
+        origin.set(&format!("/f{n}"), Route::doc(RSS, rss(&items)));
+    }
+    eventually(Duration::from_secs(30), "30 alerts", || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from alerts").fetch_one(&a.pool).await.unwrap();
+        n >= 30
+    })
+    .await;
+    // A few more rounds of both pollers over the same documents.
+    for id in &ids {
+        polls(&a, &admin, id, 2).await;
+    }
+    let per_article: Vec<(String, i64)> =
+        sqlx::query_as("select article_id, count(*) from alerts group by article_id order by 1")
+            .fetch_all(&a.pool)
+            .await
+            .unwrap();
+    assert_eq!(per_article.len(), 30);
+    assert!(per_article.iter().all(|(_, n)| *n == 1), "{per_article:?}");
+    let hits: usize = (0..6).map(|n| origin.hits(&format!("/f{n}")).len()).sum();
+    assert!(hits >= 6 * 4, "both pollers kept polling ({hits} requests)");
+    drop(b);
+}
+
+#[tokio::test]
+async fn feeds_are_for_admins_and_bad_fields_are_named() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = auth::create(&app.pool, "Yönetici", auth::Role::Admin).await.unwrap();
+    let r = app
+        .editor(Method::POST, "/api/v1/feeds", Some(json!({"url": "https://www.example.com.tr/feed/"})))
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = app.editor(Method::GET, "/api/v1/feeds", None).await;
+    assert_eq!(r.status(), 403);
+    for (body, field, words) in [
+        (json!({}), "url", "required"),
+        (json!({"url": "http://127.0.0.1:9/feed"}), "url", "outbound_private_hosts"),
+        (json!({"url": "ftp://www.example.com.tr/feed"}), "url", "http"),
+        (
+            json!({"url": "https://www.example.com.tr/feed/", "interval_secs": 5}),
+            "interval_secs",
+            "feed_min_interval_secs",
+        ),
+        (json!({"url": "https://www.example.com.tr/feed/", "mode": "sometimes"}), "mode", "suggest"),
+        (json!({"url": "https://www.example.com.tr/feed/", "topics": ["Gündem"]}), "topics[0]", "slug"),
+        (
+            json!({"url": "https://www.example.com.tr/feed/", "title_prefix": " x"}),
+            "title_prefix",
+            "whitespace",
+        ),
+    ] {
+        let (status, problem) =
+            admin_call(&app, &admin, Method::POST, "/api/v1/feeds", Some(body.clone())).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        let err = problem["errors"].as_array().unwrap().iter().find(|e| e["field"] == field);
+        let err = err.unwrap_or_else(|| panic!("{body}: no error for {field}: {problem}"));
+        assert!(err["message"].as_str().unwrap().contains(words), "{body}: {err}");
+    }
+    let url = "https://www.example.com.tr/category/son-dakika/feed/";
+    let f = register(&app, &admin, json!({"url": url, "topics": ["burdur"], "label": "SON DAKİKA"})).await;
+    assert_eq!(f["interval_secs"], 120);
+    assert_eq!(f["name"], "www.example.com.tr");
+    let (status, problem) =
+        admin_call(&app, &admin, Method::POST, "/api/v1/feeds", Some(json!({"url": url}))).await;
+    assert_eq!(status, 422, "{problem}");
+    let id = f["id"].as_str().unwrap();
+    let (status, changed) = admin_call(
+        &app,
+        &admin,
+        Method::PATCH,
+        &format!("/api/v1/feeds/{id}"),
+        Some(json!({"mode": "auto", "title_prefix": "SON DAKİKA", "enabled": false})),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!((changed["mode"].as_str(), changed["enabled"].as_bool()), (Some("auto"), Some(false)));
+    let (_, cleared) = admin_call(
+        &app,
+        &admin,
+        Method::PATCH,
+        &format!("/api/v1/feeds/{id}"),
+        Some(json!({"title_prefix": null})),
+    )
+    .await;
+    assert!(cleared["title_prefix"].is_null(), "{cleared}");
+    let (status, _) = admin_call(&app, &admin, Method::DELETE, &format!("/api/v1/feeds/{id}"), None).await;
+    assert_eq!(status, 204);
+    let (status, problem) = admin_call(&app, &admin, Method::GET, &format!("/api/v1/feeds/{id}"), None).await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(app.editor(Method::POST, "/api/v1/feeds/drafts/nope/send", None).await.status(), 404);
+}
