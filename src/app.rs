@@ -59,6 +59,8 @@ pub struct AppState {
     pub public_limiter: Arc<api::limits::PublicLimits>,
     /// The SSRF-safe client for URLs admins register (feeds, webhook endpoints).
     pub outbound: crate::net::Outbound,
+    /// Wakes this process's feed poller at once (a feed registered or asked to poll now).
+    pub feeds_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -146,6 +148,7 @@ impl Application {
             crate::net::Outbound::from_settings(&settings).context("building the outbound HTTP client")?;
         let state = AppState {
             outbound,
+            feeds_wake: Arc::new(tokio::sync::Notify::new()),
             push,
             public_limiter: Arc::new(api::limits::PublicLimits::new(&settings)),
             db: pool,

@@ -120,6 +120,7 @@ async fn create(
     let spec = req.parse_new(&rules(&state)).map_err(ApiError::Validation)?;
     let feed = store::create(&state.db, &spec, admin.id).await.map_err(write_error)?;
     tracing::info!(feed_id = %feed.id, admin_id = admin.id, mode = %feed.mode, "feed registered");
+    state.feeds_wake.notify_one();
     let mut r = (StatusCode::CREATED, axum::Json(&feed)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/feeds/{}", feed.id)) {
         r.headers_mut().insert(header::LOCATION, loc);
@@ -197,6 +198,7 @@ async fn update(
     let spec = req.apply(spec_of(&current)?, &rules(&state)).map_err(ApiError::Validation)?;
     let feed = store::update(&state.db, fid, &spec).await.map_err(write_error)?.ok_or_else(missing)?;
     tracing::info!(feed_id = %fid, admin_id = admin.id, "feed changed");
+    state.feeds_wake.notify_one();
     Ok(axum::Json(feed))
 }
 
@@ -250,6 +252,7 @@ async fn poll_now(
     if !store::poll_now(&state.db, fid).await? {
         return Err(ApiError::NotFound(format!("there is no feed with id `{id}`")));
     }
+    state.feeds_wake.notify_one();
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -28,8 +28,11 @@ use crate::{
     telemetry::metrics,
 };
 
-/// How often an idle poller looks for due feeds: bounds how late a due feed is polled.
+/// How often a poller looks for due feeds while some are due soon...
 const TICK: Duration = Duration::from_millis(500);
+/// ...and at most how long it sleeps otherwise: bounds how late a feed registered through another
+/// process is first polled (this process's own API wakes it at once).
+const IDLE: Duration = Duration::from_secs(5);
 const ACCEPT: &str = "application/rss+xml, application/atom+xml, application/feed+json, \
                       application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5";
 
@@ -38,6 +41,7 @@ pub struct Poller {
     pub pool: PgPool,
     pub outbound: Outbound,
     pub settings: Arc<Settings>,
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl Poller {
@@ -51,8 +55,10 @@ impl Poller {
         let mut polls: JoinSet<()> = JoinSet::new();
         loop {
             let free = limit - polls.len();
+            let mut sleep = TICK;
             if free > 0 {
                 match store::claim_due(&self.pool, free as i64, self.lease_secs()).await {
+                    Ok(feeds) if feeds.is_empty() => sleep = self.until_next_due().await,
                     Ok(feeds) => {
                         for feed in feeds {
                             let p = self.clone();
@@ -65,7 +71,8 @@ impl Poller {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(_) = polls.join_next(), if !polls.is_empty() => {}
-                _ = tokio::time::sleep(TICK) => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
             }
         }
         // Polls in flight finish (each is bounded by the fetch deadline); an aborted one would
@@ -75,6 +82,15 @@ impl Poller {
         })
         .await;
         polls.abort_all();
+    }
+
+    /// How long to sleep when nothing is due: until the next feed is, within [TICK, IDLE].
+    async fn until_next_due(&self) -> Duration {
+        match store::next_due(&self.pool).await {
+            Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO).clamp(TICK, IDLE),
+            Ok(None) => IDLE,
+            Err(_) => TICK,
+        }
     }
 
     /// Polls one leased feed and records the outcome (which releases the lease).

@@ -39,6 +39,7 @@ pub fn spawn_all(state: &AppState) {
         pool: state.db.clone(),
         outbound: state.outbound.clone(),
         settings: state.settings.clone(),
+        wake: state.feeds_wake.clone(),
     };
     t.spawn(feeds.run(state.shutdown.clone()));
     if let Some(push) = &state.push {
