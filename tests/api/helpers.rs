@@ -102,7 +102,10 @@ pub fn test_settings(database_url: &str) -> Settings {
     Settings {
         database_url: Some(sondakika::config::Secret::new(database_url)),
         bind: "127.0.0.1:0".parse().unwrap(),
-        db_pool_size: 5,
+        // Small, to keep the shared test server's connections in check, but not so small that a
+        // process's background workers (fan-out, retries, webhooks, feeds, the hub) starve
+        // each other on a loaded two-core machine (5 did).
+        db_pool_size: 8,
         allowed_origins: vec!["https://www.example.com.tr".into()],
         log_level: "warn".into(),
         shutdown_grace_secs: 5,
