@@ -959,8 +959,12 @@ async fn mark_milestones(
     sqlx::query(
         "update push_jobs set
             reached_50_at = coalesce(reached_50_at, $3),
-            reached_95_at = coalesce(reached_95_at, greatest($4, coalesce(reached_50_at, $3))),
-            reached_100_at = coalesce(reached_100_at, greatest($5, coalesce(reached_95_at, $4), coalesce(reached_50_at, $3)))
+            -- `greatest` skips nulls: only a milestone reached now is stamped, never the later
+            -- ones with an earlier one's time.
+            reached_95_at = coalesce(reached_95_at, case when $4::timestamptz is not null
+                                                    then greatest($4, coalesce(reached_50_at, $3)) end),
+            reached_100_at = coalesce(reached_100_at, case when $5::timestamptz is not null
+                                                      then greatest($5, coalesce(reached_95_at, $4), coalesce(reached_50_at, $3)) end)
          where alert_id = $1 and step = $2",
     )
     .bind(job.alert_id)

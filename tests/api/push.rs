@@ -884,6 +884,20 @@ async fn milestones_keep_their_order_when_flushes_overlap() {
         .collect()
     };
 
+    // A milestone is stamped when it is reached, not before: at 60 of 100, only 50 %.
+    let job = JobKey { alert_id: id, step: 0, alert_day: day };
+    store::record(&app.pool, &job, &outcomes(0..60), &Default::default()).await.unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let f = store::figures(&mut conn, id).await.unwrap().unwrap().figures;
+    drop(conn);
+    assert_eq!((f.ms_to_50.is_some(), f.ms_to_95, f.ms_to_100), (true, None, None), "{f:?}");
+    sqlx::query("delete from push_deliveries where alert_id = $1").bind(id).execute(&app.pool).await.unwrap();
+    sqlx::query("update push_jobs set sent = 0, reached_50_at = null where alert_id = $1 and step = 0")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
     let mut blocker = app.pool.begin().await.unwrap();
     sqlx::query(
         "insert into push_deliveries (alert_day, alert_id, subscription_id, status, push_host)
