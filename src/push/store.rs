@@ -1024,6 +1024,14 @@ pub async fn close_remaining(
 /// Marks a batch done, and its step when it was the last and no retry is left.
 pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
+    // The step's row first: two ranges finishing at once must not each see the other still
+    // running (neither would then complete the step, and it would stay `running` for ever).
+    // Waiting here, the second sees the first's range done once it goes on.
+    sqlx::query("select 1 from push_jobs where alert_id = $1 and step = $2 for no key update")
+        .bind(b.job.alert_id)
+        .bind(b.job.step)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "update push_batches set state = 'done', lease_until = null
          where alert_id = $1 and step = $2 and first_id = $3",
