@@ -30,10 +30,10 @@ use tower_http::{
 };
 
 use crate::{
-    api::{self, edge, error::ApiError, extract::BodyLimit},
+    api,
     config::Settings,
     db::{self, Database},
-    server::{self, limits::ConnectionLimits},
+    server::{self, edge, error::ApiError, extract::BodyLimit, limits::ConnectionLimits},
     stream::{self, Admission, hub::Hub, protocol::Limits},
     workers,
 };
@@ -56,7 +56,7 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Web Push, when `vapid_subject` is set.
     pub push: Option<Arc<crate::push::Push>>,
-    pub public_limiter: Arc<api::limits::PublicLimits>,
+    pub public_limiter: Arc<server::rate_limits::PublicLimits>,
     /// The SSRF-safe client for URLs admins register (feeds, webhook endpoints).
     pub outbound: crate::net::Outbound,
     /// Wakes this process's feed poller at once (a feed registered or asked to poll now).
@@ -150,7 +150,7 @@ impl Application {
             outbound,
             feeds_wake: Arc::new(tokio::sync::Notify::new()),
             push,
-            public_limiter: Arc::new(api::limits::PublicLimits::new(&settings)),
+            public_limiter: Arc::new(server::rate_limits::PublicLimits::new(&settings)),
             db: pool,
             admission: Arc::new(Admission::new(settings.max_connections, settings.max_connections_per_ip)),
             origins: Arc::new(settings.origins()),

@@ -22,8 +22,8 @@ use sqlx::PgPool;
 
 use crate::{
     alerts::domain::{FieldError, Lines, check_text},
-    api::error::ApiError,
     app::AppState,
+    server::error::ApiError,
 };
 
 const PREFIX: &str = "sdk_";

@@ -12,10 +12,6 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::{
-    error::{ApiError, ApiResult, Problem},
-    extract::{Json, OptionalJson, Path, Query},
-};
 use crate::{
     alerts::{
         domain::{CorrectionRequest, FieldError, NewAlertRequest, RetractRequest, Urgency},
@@ -25,6 +21,10 @@ use crate::{
     auth::Editor,
     idempotency::{self, NextAction},
     push::store::{DeliveryRow, DeliveryStatus},
+    server::{
+        error::{ApiError, ApiResult, Problem},
+        extract::{Json, OptionalJson, Path, Query},
+    },
     telemetry::metrics,
 };
 
@@ -162,7 +162,7 @@ impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for JsonWithBytes<T> 
         // different whitespace is the same request.
         let Json(raw) = Json::<serde_json::Value>::from_request(req, state).await?;
         let body = Bytes::from(serde_json::to_vec(&raw).expect("a parsed value serialises"));
-        let value = super::extract::parse::<T>(&body)?;
+        let value = crate::server::extract::parse::<T>(&body)?;
         Ok(Self(value, body))
     }
 }
@@ -320,7 +320,7 @@ async fn list(
     _editor: Editor,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Page>> {
-    let limit = super::extract::limit(q.limit.as_deref(), 20, 100)?;
+    let limit = crate::server::extract::limit(q.limit.as_deref(), 20, 100)?;
     let before = q
         .before
         .as_deref()
@@ -456,7 +456,7 @@ async fn deliveries(
         })
         .transpose()?
         .map(DeliveryStatus::as_str);
-    let limit = super::extract::limit(q.limit.as_deref(), 100, 1000)?;
+    let limit = crate::server::extract::limit(q.limit.as_deref(), 100, 1000)?;
     let step = q
         .step
         .as_deref()

@@ -12,11 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::{
-    alerts::AlertView,
-    error::{ApiError, ApiResult, Problem},
-    extract::{Json, Path, Query},
-};
+use super::alerts::AlertView;
 use crate::{
     alerts::{
         domain::{ArticleId, FieldError, Headline, Summary, WebUrl},
@@ -29,6 +25,10 @@ use crate::{
         parse::Item,
         poller::alert_from,
         store::{self, Feed, FeedItem, WriteError},
+    },
+    server::{
+        error::{ApiError, ApiResult, Problem},
+        extract::{Json, Path, Query},
     },
     telemetry::metrics,
 };

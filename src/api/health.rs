@@ -15,8 +15,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::error::{ApiError, Problem};
-use crate::{app::AppState, auth::Admin, db, telemetry};
+use crate::{
+    app::AppState,
+    auth::Admin,
+    db,
+    server::error::{ApiError, Problem},
+    telemetry,
+};
 
 /// Health checks (documented) and metrics (Prometheus text, not part of the JSON API).
 pub fn router() -> OpenApiRouter<AppState> {

@@ -1,15 +1,12 @@
 //! The HTTP API: the editor endpoints under `/api/v1`, health and metrics.
 //!
 //! Handlers parse requests into domain types (see `alerts::domain`), call the stores, and answer
-//! JSON or an [`error::ApiError`]. They never panic on input.
+//! JSON or an [`ApiError`](crate::server::error::ApiError). They never panic on input. The
+//! plumbing they share (errors, extractors, rate limits, edge layers) is in [`crate::server`].
 
 pub mod alerts;
-pub mod edge;
-pub mod error;
-pub mod extract;
 pub mod feeds;
 pub mod health;
-pub mod limits;
 pub mod openapi;
 pub mod push;
 pub mod tokens;

@@ -30,7 +30,7 @@ use utoipa::{
     },
 };
 
-use super::error::Problem;
+use crate::server::error::Problem;
 
 /// Security scheme name of the editor token.
 pub const BEARER: &str = "editorToken";

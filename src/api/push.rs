@@ -18,11 +18,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{
-    error::{ApiError, Problem},
-    extract::Json,
-    limits::{AddressKey, Budget, client_key},
-};
 use crate::{
     alerts::domain::{FieldError, Topic, Topics},
     app::AppState,
@@ -31,6 +26,11 @@ use crate::{
         receipt::BadReceipt,
         store,
         subscription::{SubscriptionJson, normalise_endpoint},
+    },
+    server::{
+        error::{ApiError, Problem},
+        extract::Json,
+        rate_limits::{AddressKey, Budget, client_key},
     },
     stream::protocol::AlertFrame,
 };
@@ -45,7 +45,7 @@ pub fn router(state: AppState) -> OpenApiRouter<AppState> {
         .layer(middleware::from_fn_with_state(state, rate_limit))
 }
 
-/// The client a public request is counted against (see `limits::client_key`).
+/// The client a public request is counted against (see `rate_limits::client_key`).
 #[derive(Clone, Copy)]
 struct Client(AddressKey);
 
@@ -302,13 +302,13 @@ struct LiveAlerts {
 )]
 async fn live(
     State(state): State<AppState>,
-    super::extract::Query(q): super::extract::Query<LiveQuery>,
+    crate::server::extract::Query(q): crate::server::extract::Query<LiveQuery>,
 ) -> Result<Response, ApiError> {
     let topics = match q.topics.as_deref() {
         Some(csv) => Topics::parse_csv("topics", csv).map_err(|e| ApiError::Validation(vec![e]))?,
         None => Topics::default(),
     };
-    let limit = super::extract::limit(q.limit.as_deref(), 5, 20)?;
+    let limit = crate::server::extract::limit(q.limit.as_deref(), 5, 20)?;
     // The position first: anything committed after it is replayed to the ticker.
     let seq = state.hub.head();
     let frames: Vec<String> = sqlx::query_scalar(

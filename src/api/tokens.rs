@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{
-    error::{ApiError, ApiResult, Problem},
-    extract::{Json, Path},
-};
 use crate::{
     alerts::domain::FieldError,
     app::AppState,
     auth::{self, Admin, Role, TokenInfo},
+    server::{
+        error::{ApiError, ApiResult, Problem},
+        extract::{Json, Path},
+    },
 };
 
 /// The token endpoints, each routed from its documentation (`#[utoipa::path]`).

@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{
-    error::{ApiError, ApiResult, Problem},
-    extract::{Json, Path},
-};
 use crate::{
     alerts::domain::{FieldError, Lines, check_text},
     app::AppState,
     auth::Admin,
+    server::{
+        error::{ApiError, ApiResult, Problem},
+        extract::{Json, Path},
+    },
     webhooks::{
         EventType, signature,
         store::{self, Attempt, Change, Endpoint},

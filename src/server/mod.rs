@@ -1,12 +1,21 @@
-//! The main port's HTTP server: our own accept loop on hyper, because a public port must bound
-//! what a stranger can hold open and `axum::serve` bounds nothing (no header-read timeout, no
-//! cap per address or in total). `metrics_bind` is served by the same loop, with small caps of
-//! its own.
+//! HTTP plumbing shared by every handler (`api/`, `stream/`, `auth`, `web`): the main port's
+//! accept loop, and what stands between a request and a handler. Handlers import from here;
+//! nothing here imports a handler, the application state or a domain's store.
+//!
+//! The accept loop is our own, on hyper, because a public port must bound what a stranger can
+//! hold open and `axum::serve` bounds nothing (no header-read timeout, no cap per address or in
+//! total). `metrics_bind` is served by the same loop, with small caps of its own.
 //!
 //! - [`limits`]: the process-wide connection cap, kept below the open-file limit (at the cap,
 //!   accepting pauses), and the per-address cap (over it, an immediate 429 and close);
 //! - [`parse_errors`]: the socket wrapper that turns hyper's own bodiless answers to
-//!   unparseable requests into problem+json.
+//!   unparseable requests into problem+json;
+//! - [`error`]: [`ApiError`](error::ApiError), the one way a request fails, answered as
+//!   `application/problem+json`;
+//! - [`extract`]: extractors whose rejections are those problem+json answers and name the field;
+//! - [`rate_limits`]: the public push API's per-client request budgets;
+//! - [`edge`]: the layers around every route (request ids, URI bounds, problem+json for every
+//!   error, including those of axum and tower).
 //!
 //! Connections speak HTTP/1.1, upgraded to WebSocket at `/ws`. Not HTTP/2: no browser speaks it
 //! without TLS (h2c), TLS ends at the operator's proxy, which talks HTTP/1.1 to us (deploy/),
@@ -23,8 +32,12 @@
 //! travels inside the socket wrapper, so an upgraded WebSocket keeps counting), or wait on the
 //! client before refusing it.
 
+pub mod edge;
+pub mod error;
+pub mod extract;
 pub mod limits;
 pub mod parse_errors;
+pub mod rate_limits;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -41,11 +54,11 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
+use self::error::problem_for_status;
 use self::{
     limits::{ConnectionLimits, ConnectionSlot},
     parse_errors::EdgeIo,
 };
-use crate::api::error::problem_for_status;
 
 /// Largest request head (request line and headers) hyper reads; beyond it hyper answers 431
 /// (made problem+json by [`parse_errors`]). Bounds the memory a half-sent request can pin.

@@ -3,7 +3,7 @@
 //! each connection's socket and recognises exactly that answer (a status line and nothing but
 //! `content-length: 0`, `date` and perhaps `connection: close`, as one write) and writes a problem+json one in its place.
 //!
-//! Our own error answers always have a body (`api::edge::problem_json_errors` sees to that), and
+//! Our own error answers always have a body (`edge::problem_json_errors` sees to that), and
 //! WebSocket frames and SSE chunks cannot start with a status line, so nothing else matches.
 //! One case stays bodiless: a parse error in a pipelined request whose head hyper writes in the
 //! same write as the answer before it.
@@ -20,8 +20,8 @@ use tokio::{
     net::TcpStream,
 };
 
+use super::error::problem_for_status;
 use super::limits::ConnectionSlot;
-use crate::api::error::problem_for_status;
 
 /// hyper's error answers are about 80 bytes; anything longer is not one.
 const MAX_HYPER_ERROR_HEAD: usize = 256;

@@ -29,7 +29,8 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
-    alerts::domain::Topics, api::error::ApiError, api::limits::AddressKey, app::AppState, telemetry::metrics,
+    alerts::domain::Topics, app::AppState, server::error::ApiError, server::rate_limits::AddressKey,
+    telemetry::metrics,
 };
 
 pub fn router() -> Router<AppState> {
@@ -201,7 +202,7 @@ fn admit(
         return Err(ApiError::Unavailable("the server is shutting down; reconnect".into()));
     }
     // Counted per network like the public API: one IPv6 /64 is one client.
-    let ip = crate::api::limits::client_key(state.client_ip(headers, peer));
+    let ip = crate::server::rate_limits::client_key(state.client_ip(headers, peer));
     let slot = state.admission.admit(ip, transport)?;
     Ok((request, slot))
 }

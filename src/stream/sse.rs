@@ -16,7 +16,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
 use super::{Slot, StreamQuery, StreamRequest, admit, hub::StreamEvent, protocol};
-use crate::{alerts::domain::Topics, api::extract::Query, app::AppState, telemetry::metrics};
+use crate::{alerts::domain::Topics, app::AppState, server::extract::Query, telemetry::metrics};
 
 /// The SSE encoding of one stream event.
 pub fn encode_event(seq: i64, kind: &str, json: &str) -> Bytes {

@@ -26,8 +26,8 @@ use super::{
 };
 use crate::{
     alerts::domain::Topics,
-    api::{error::ApiError, extract::Query},
     app::AppState,
+    server::{error::ApiError, extract::Query},
     telemetry::metrics,
 };
 

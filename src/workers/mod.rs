@@ -47,7 +47,7 @@ pub fn spawn_all(state: &AppState) {
     }
     let s = state.clone();
     t.spawn(async move {
-        let mut every = tokio::time::interval(crate::api::limits::SWEEP_EVERY);
+        let mut every = tokio::time::interval(crate::server::rate_limits::SWEEP_EVERY);
         loop {
             tokio::select! {
                 _ = s.shutdown.cancelled() => return,

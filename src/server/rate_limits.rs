@@ -22,8 +22,8 @@ use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 
 use super::error::ApiError;
+pub use super::limits::AddressKey;
 use crate::config::Settings;
-pub use crate::server::limits::AddressKey;
 
 /// How often idle limiter entries are dropped.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
