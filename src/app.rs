@@ -33,6 +33,7 @@ use crate::{
     api,
     config::Settings,
     db::{self, Database},
+    net,
     server::{self, edge, error::ApiError, extract::BodyLimit, limits::ConnectionLimits},
     stream::{self, Admission, hub::Hub, protocol::Limits},
     workers,
@@ -144,8 +145,12 @@ impl Application {
             max_message_bytes: stream::ws::MAX_CLIENT_MESSAGE,
         };
         let push = crate::push::Push::build(&settings, &pool).await?.map(Arc::new);
-        let outbound =
-            crate::net::Outbound::from_settings(&settings).context("building the outbound HTTP client")?;
+        let outbound = net::Outbound::new(
+            net::PrivateHosts::new(&settings.outbound_private_hosts),
+            Duration::from_secs(settings.outbound_timeout_secs),
+            &net::user_agent(&settings.public_url()),
+        )
+        .context("building the outbound HTTP client")?;
         let state = AppState {
             outbound,
             feeds_wake: Arc::new(tokio::sync::Notify::new()),

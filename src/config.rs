@@ -13,6 +13,8 @@ use figment::{
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
+use crate::telemetry::LogFormat;
+
 /// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
 #[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -31,13 +33,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// All settings of a `sondakika` process.
@@ -432,12 +427,12 @@ impl Settings {
             return bad("max_body_bytes", "must be at most 16 MiB".into());
         }
         if let Some(subject) = &self.vapid_subject
-            && let Err(why) = crate::push::vapid::check_subject(subject)
+            && let Err(why) = check_vapid_subject(subject)
         {
             return bad("vapid_subject", why);
         }
         if let Some(key) = &self.vapid_private_key
-            && crate::push::vapid::public_key_of(key.expose().trim().trim_end_matches('=')).is_err()
+            && vapid_public_key(key.expose().trim().trim_end_matches('=')).is_err()
         {
             return bad("vapid_private_key", "must be a raw P-256 private key (32 bytes, base64url)".into());
         }
@@ -534,6 +529,49 @@ impl Settings {
 }
 
 /// Lists may be given as TOML arrays or as comma-separated strings (handy in the environment).
+/// The public key (65-byte uncompressed point) of a VAPID private key (`vapid_private_key`: the
+/// raw 32-byte P-256 scalar, base64url without padding). Here, beside the settings, because it
+/// is how `vapid_private_key` is checked at start-up; `push::vapid` uses it for the keys it
+/// generates and loads.
+pub fn vapid_public_key(private_b64: &str) -> anyhow::Result<[u8; 65]> {
+    use anyhow::Context;
+    let builder = web_push::VapidSignatureBuilder::from_base64_no_sub(private_b64)
+        .map_err(|_| anyhow::anyhow!("not a P-256 private key (32 bytes, base64url)"))?;
+    builder.get_public_key().as_slice().try_into().context("unexpected public key length")
+}
+
+/// `vapid_subject` must be a contact push services accept: `mailto:` or `https:`, not a
+/// placeholder and not localhost (Apple rejects those).
+pub fn check_vapid_subject(subject: &str) -> Result<(), String> {
+    let lower = subject.to_ascii_lowercase();
+    let host = if let Some(addr) = lower.strip_prefix("mailto:") {
+        match addr.rsplit_once('@') {
+            Some((user, host)) if !user.is_empty() && host.contains('.') => host.to_string(),
+            _ => {
+                return Err(format!("`{subject}` is not a mailto: address like mailto:haber@example.com.tr"));
+            }
+        }
+    } else if lower.starts_with("https://") {
+        match Url::parse(&lower).ok().and_then(|u| u.host_str().map(String::from)) {
+            Some(h) => h,
+            None => return Err(format!("`{subject}` is not a valid https URL")),
+        }
+    } else {
+        return Err("must start with mailto: or https:".into());
+    };
+    let placeholder = ["example.com", "example.org", "example.net", "localhost", "yourdomain", "domain.com"];
+    if placeholder.iter().any(|p| host == *p || host.ends_with(&format!(".{p}")))
+        || host.ends_with(".localhost")
+        || host.ends_with(".local")
+        || host.parse::<std::net::IpAddr>().is_ok()
+    {
+        return Err(format!(
+            "`{subject}` is a placeholder or local address; push services (Apple's in particular) reject it"
+        ));
+    }
+    Ok(())
+}
+
 fn list_from_str_or_seq<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -545,4 +583,26 @@ fn list_from_str_or_seq<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, 
         Either::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
         Either::Many(v) => v,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_must_be_real_contacts() {
+        assert!(check_vapid_subject("mailto:haber@burdurweb.com").is_ok());
+        assert!(check_vapid_subject("https://www.burdurweb.com/iletisim").is_ok());
+        for bad in [
+            "haber@burdurweb.com",
+            "mailto:you@example.com",
+            "mailto:root@localhost",
+            "https://localhost:8080",
+            "https://127.0.0.1",
+            "http://www.burdurweb.com",
+            "mailto:",
+        ] {
+            assert!(check_vapid_subject(bad).is_err(), "{bad}");
+        }
+    }
 }

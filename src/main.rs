@@ -8,7 +8,7 @@ use sondakika::{
     app::Application,
     auth,
     cli::{self, Cli, Command, TokenCommand, VapidCommand},
-    config::Settings,
+    config::{self, Settings},
     db::{self, Database},
     push, telemetry,
 };
@@ -60,7 +60,7 @@ async fn run(
             if let Some(bind) = bind {
                 settings.bind = bind;
             }
-            telemetry::init_logs(&settings);
+            telemetry::init_logs(&settings.log_level, settings.log_format);
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             let app = Application::build(settings, shutdown).await?;
@@ -68,7 +68,7 @@ async fn run(
         }
         Command::Migrate => {
             let settings = settings()?;
-            telemetry::init_logs(&settings);
+            telemetry::init_logs(&settings.log_level, settings.log_format);
             let database = Database::locate(&settings).await?;
             let pool = db::connect(database.options.clone(), 2).await?;
             db::migrate(&pool).await?;
@@ -79,7 +79,7 @@ async fn run(
         }
         Command::Vapid(VapidCommand::Generate { print: true }) => {
             let key = push::vapid::generate_private_key()?;
-            let public = push::vapid::public_key_of(&key)?;
+            let public = config::vapid_public_key(&key)?;
             eprintln!("public key (applicationServerKey): {}", URL_SAFE_NO_PAD.encode(public));
             eprintln!("private key for the `vapid_private_key` setting (keep it secret):");
             println!("{key}");
@@ -87,7 +87,7 @@ async fn run(
         }
         Command::Vapid(cmd) => {
             let settings = settings()?;
-            telemetry::init_logs(&Settings { log_level: "warn".into(), ..settings.clone() });
+            telemetry::init_logs("warn", settings.log_format);
             let database = Database::locate(&settings).await?;
             let pool = db::connect(database.options.clone(), 2).await?;
             db::migrate(&pool).await?;
@@ -104,7 +104,7 @@ async fn run(
                 )),
                 (VapidCommand::Generate { .. }, None) => {
                     let key = push::vapid::generate_private_key()?;
-                    let public = push::vapid::public_key_of(&key)?;
+                    let public = config::vapid_public_key(&key)?;
                     sqlx::query(
                         "insert into vapid_keys (id, private_key, public_key) values (1, $1, $2) on conflict do nothing",
                     )
@@ -123,7 +123,7 @@ async fn run(
         }
         Command::Token(cmd) => {
             let settings = settings()?;
-            telemetry::init_logs(&Settings { log_level: "warn".into(), ..settings.clone() });
+            telemetry::init_logs("warn", settings.log_format);
             let database = Database::locate(&settings).await?;
             let pool = db::connect(database.options.clone(), 2).await?;
             db::migrate(&pool).await?;

@@ -11,13 +11,24 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::config::{LogFormat, Settings};
+use serde::{Deserialize, Serialize};
 
-/// Installs the log subscriber. Safe to call more than once (later calls do nothing).
-pub fn init_logs(settings: &Settings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
+/// How log lines are written (the `log_format` setting).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the log subscriber: `level` is the filter (`log_level`; `RUST_LOG` wins when set),
+/// `format` the line format (`log_format`). Two plain values, not the settings: telemetry sits
+/// below everything, config included, so that anything may log and count. Safe to call more
+/// than once (later calls do nothing).
+pub fn init_logs(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let registry = tracing_subscriber::registry().with(filter);
-    let _ = match settings.log_format {
+    let _ = match format {
         LogFormat::Json => {
             registry.with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr)).try_init()
         }

@@ -117,6 +117,12 @@ pub struct Fetched {
     pub url: Url,
 }
 
+/// The `User-Agent` of our outbound requests: our name and version, and the installation's
+/// public URL, so that whoever runs a polled feed or a webhook receiver can tell who calls.
+pub fn user_agent(public_url: &Url) -> String {
+    format!("sondakika/{} (+{public_url})", env!("CARGO_PKG_VERSION"))
+}
+
 /// The SSRF-safe client. Cheap to clone (one connection pool inside).
 #[derive(Clone)]
 pub struct Outbound {
@@ -139,15 +145,6 @@ impl Outbound {
             .user_agent(user_agent)
             .build()?;
         Ok(Self { client, private, timeout })
-    }
-
-    /// The client of a process, from its settings.
-    pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Self> {
-        Self::new(
-            PrivateHosts::new(&settings.outbound_private_hosts),
-            Duration::from_secs(settings.outbound_timeout_secs),
-            &format!("sondakika/{} (+{})", env!("CARGO_PKG_VERSION"), settings.public_url()),
-        )
     }
 
     /// Whether a URL may be fetched, judged without DNS: scheme, user-info, and a literal IP

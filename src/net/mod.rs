@@ -9,4 +9,4 @@ pub mod addr;
 pub mod client;
 
 pub use addr::{HostRule, PrivateHosts, is_public};
-pub use client::{Fetched, NetError, OutRequest, Outbound};
+pub use client::{Fetched, NetError, OutRequest, Outbound, user_agent};

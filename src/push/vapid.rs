@@ -25,7 +25,7 @@ use reqwest::header::HeaderValue;
 use sqlx::PgPool;
 use web_push::{PartialVapidSignatureBuilder, SubscriptionInfo, VapidSignatureBuilder};
 
-use crate::config::Secret;
+use crate::config::{Secret, vapid_public_key};
 
 /// Lifetime of a signed token; RFC 8292 allows at most 24 hours.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -59,45 +59,6 @@ pub fn generate_private_key() -> anyhow::Result<String> {
     Ok(URL_SAFE_NO_PAD.encode(scalar.as_ref()))
 }
 
-/// The public key (65-byte uncompressed point) of a private key.
-pub fn public_key_of(private_b64: &str) -> anyhow::Result<[u8; 65]> {
-    let builder = VapidSignatureBuilder::from_base64_no_sub(private_b64)
-        .map_err(|_| anyhow::anyhow!("not a P-256 private key (32 bytes, base64url)"))?;
-    builder.get_public_key().as_slice().try_into().context("unexpected public key length")
-}
-
-/// `vapid_subject` must be a contact push services accept: `mailto:` or `https:`, not a
-/// placeholder and not localhost (Apple rejects those).
-pub fn check_subject(subject: &str) -> Result<(), String> {
-    let lower = subject.to_ascii_lowercase();
-    let host = if let Some(addr) = lower.strip_prefix("mailto:") {
-        match addr.rsplit_once('@') {
-            Some((user, host)) if !user.is_empty() && host.contains('.') => host.to_string(),
-            _ => {
-                return Err(format!("`{subject}` is not a mailto: address like mailto:haber@example.com.tr"));
-            }
-        }
-    } else if lower.starts_with("https://") {
-        match url::Url::parse(&lower).ok().and_then(|u| u.host_str().map(String::from)) {
-            Some(h) => h,
-            None => return Err(format!("`{subject}` is not a valid https URL")),
-        }
-    } else {
-        return Err("must start with mailto: or https:".into());
-    };
-    let placeholder = ["example.com", "example.org", "example.net", "localhost", "yourdomain", "domain.com"];
-    if placeholder.iter().any(|p| host == *p || host.ends_with(&format!(".{p}")))
-        || host.ends_with(".localhost")
-        || host.ends_with(".local")
-        || host.parse::<std::net::IpAddr>().is_ok()
-    {
-        return Err(format!(
-            "`{subject}` is a placeholder or local address; push services (Apple's in particular) reject it"
-        ));
-    }
-    Ok(())
-}
-
 impl Vapid {
     /// Loads the installation's key: the setting, else the stored one, else a new one (stored
     /// for every other process). Refuses a key that does not match existing subscriptions.
@@ -110,8 +71,8 @@ impl Vapid {
         let private_b64 = match configured {
             Some(key) => {
                 let key = key.expose().trim().trim_end_matches('=').to_string();
-                public_key_of(&key).context("invalid setting `vapid_private_key`")?;
-                let public = public_key_of(&key)?;
+                vapid_public_key(&key).context("invalid setting `vapid_private_key`")?;
+                let public = vapid_public_key(&key)?;
                 sqlx::query(
                     "insert into vapid_keys (id, private_key, public_key) values (1, $1, $2)
                      on conflict (id) do update set private_key = excluded.private_key,
@@ -127,7 +88,7 @@ impl Vapid {
             }
             None => {
                 let fresh = generate_private_key()?;
-                let public = public_key_of(&fresh)?;
+                let public = vapid_public_key(&fresh)?;
                 // Several processes starting at once: the first insert wins, all read it back.
                 sqlx::query(
                     "insert into vapid_keys (id, private_key, public_key) values (1, $1, $2)
@@ -140,7 +101,7 @@ impl Vapid {
                 sqlx::query_scalar("select private_key from vapid_keys where id = 1").fetch_one(pool).await?
             }
         };
-        let public_key = public_key_of(&private_b64)?;
+        let public_key = vapid_public_key(&private_b64)?;
 
         let used_with: Vec<Vec<u8>> =
             sqlx::query_scalar("select distinct vapid_key from push_subscriptions where active limit 5")
@@ -223,27 +184,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subjects_must_be_real_contacts() {
-        assert!(check_subject("mailto:haber@burdurweb.com").is_ok());
-        assert!(check_subject("https://www.burdurweb.com/iletisim").is_ok());
-        for bad in [
-            "haber@burdurweb.com",
-            "mailto:you@example.com",
-            "mailto:root@localhost",
-            "https://localhost:8080",
-            "https://127.0.0.1",
-            "http://www.burdurweb.com",
-            "mailto:",
-        ] {
-            assert!(check_subject(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn generated_keys_round_trip() {
         let k = generate_private_key().unwrap();
-        let p = public_key_of(&k).unwrap();
+        let p = vapid_public_key(&k).unwrap();
         assert_eq!(p[0], 0x04);
-        assert!(public_key_of("not-a-key").is_err());
+        assert!(vapid_public_key("not-a-key").is_err());
     }
 }

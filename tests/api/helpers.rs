@@ -140,7 +140,7 @@ impl TestApp {
     pub async fn spawn_on(db_url: &str, configure: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = test_settings(db_url);
         configure(&mut settings);
-        sondakika::telemetry::init_logs(&settings);
+        sondakika::telemetry::init_logs(&settings.log_level, settings.log_format);
         let shutdown = CancellationToken::new();
         let app = Application::build(settings, shutdown.clone()).await.expect("application builds");
         let addr = app.local_addr();
