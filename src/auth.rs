@@ -82,7 +82,7 @@ pub fn parse_name(name: &str) -> Result<String, FieldError> {
 }
 
 /// A token as listed (never the token itself).
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: i64,
     pub name: String,
@@ -106,20 +106,21 @@ pub async fn create(pool: &PgPool, name: &str, role: Role) -> anyhow::Result<(i6
     rand::rng().fill_bytes(&mut raw);
     let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
     let hint = format!("{}…", &token[..PREFIX.len() + 6]);
-    let id: i64 = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "insert into editor_tokens (name, role, token_hash, hint) values ($1, $2, $3, $4) returning id",
+        name,
+        role.as_str(),
+        &hash(&token),
+        hint,
     )
-    .bind(name)
-    .bind(role.as_str())
-    .bind(hash(&token))
-    .bind(hint)
     .fetch_one(pool)
     .await?;
     Ok((id, token))
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<TokenInfo>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        TokenInfo,
         "select id, name, role, hint, created_at, last_used_at, revoked_at
          from editor_tokens order by id",
     )
@@ -129,11 +130,11 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<TokenInfo>> {
 
 /// Revokes a token; returns false if there is no such token.
 pub async fn revoke(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
-    let n = sqlx::query("update editor_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let n =
+        sqlx::query!("update editor_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1", id)
+            .execute(pool)
+            .await?
+            .rows_affected();
     Ok(n == 1)
 }
 
@@ -143,7 +144,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Editor>, 
     if !token.starts_with(PREFIX) || token.len() > 100 {
         return Ok(None);
     }
-    let row: Option<(i64, String, String)> = sqlx::query_as(
+    let row = sqlx::query!(
         "with hit as (
             select id, name, role, last_used_at from editor_tokens
             where token_hash = $1 and revoked_at is null
@@ -153,12 +154,12 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Editor>, 
               and (last_used_at is null or last_used_at < now() - interval '1 minute')
          )
          select id, name, role from hit",
+        &hash(token),
     )
-    .bind(hash(token))
     .fetch_optional(pool)
     .await?;
     // The column's check constraint allows only these two; anything else is no role at all.
-    Ok(row.and_then(|(id, name, role)| Some(Editor { id, name, role: Role::parse(&role)? })))
+    Ok(row.and_then(|r| Some(Editor { id: r.id, name: r.name, role: Role::parse(&r.role)? })))
 }
 
 /// The token of an `Authorization` header value: the `Bearer` scheme in any letter case

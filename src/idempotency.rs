@@ -10,8 +10,8 @@
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 
-/// How long a key is remembered.
-const KEEP: &str = "24 hours";
+/// How long a key is remembered, in hours.
+const KEEP_HOURS: i32 = 24;
 
 /// A request's identity under its key: the SHA-256 of its canonical body.
 pub struct Fingerprint(Vec<u8>);
@@ -43,22 +43,20 @@ pub async fn try_processing(
     key: &str,
     fingerprint: &Fingerprint,
 ) -> sqlx::Result<Result<NextAction, KeyReused>> {
-    sqlx::query("select pg_advisory_xact_lock($1::int, hashtext($2))")
-        .bind(token_id as i32)
-        .bind(key)
+    sqlx::query!("select pg_advisory_xact_lock($1::int, hashtext($2))", token_id as i32, key)
         .execute(&mut *tx)
         .await?;
-    let stored: Option<(Vec<u8>, i16, String)> = sqlx::query_as(
+    let stored = sqlx::query!(
         "select request_hash, status, body from idempotency_keys where token_id = $1 and key = $2",
+        token_id,
+        key,
     )
-    .bind(token_id)
-    .bind(key)
     .fetch_optional(&mut *tx)
     .await?;
     Ok(match stored {
         None => Ok(NextAction::StartProcessing),
-        Some((hash, _, _)) if hash != fingerprint.0 => Err(KeyReused),
-        Some((_, status, body)) => Ok(NextAction::ReturnSaved { status: status as u16, body }),
+        Some(s) if s.request_hash != fingerprint.0 => Err(KeyReused),
+        Some(s) => Ok(NextAction::ReturnSaved { status: s.status as u16, body: s.body }),
     })
 }
 
@@ -71,14 +69,14 @@ pub async fn save_response(
     status: u16,
     body: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into idempotency_keys (token_id, key, request_hash, status, body) values ($1, $2, $3, $4, $5)",
+        token_id,
+        key,
+        &fingerprint.0,
+        status as i16,
+        body,
     )
-    .bind(token_id)
-    .bind(key)
-    .bind(&fingerprint.0)
-    .bind(status as i16)
-    .bind(body)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -86,9 +84,11 @@ pub async fn save_response(
 
 /// Forgets keys older than a day; returns how many.
 pub async fn delete_expired(pool: &PgPool) -> sqlx::Result<u64> {
-    let n =
-        sqlx::query(&format!("delete from idempotency_keys where created_at < now() - interval '{KEEP}'"))
-            .execute(pool)
-            .await?;
+    let n = sqlx::query!(
+        "delete from idempotency_keys where created_at < now() - make_interval(hours => $1)",
+        KEEP_HOURS,
+    )
+    .execute(pool)
+    .await?;
     Ok(n.rows_affected())
 }

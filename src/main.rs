@@ -91,8 +91,8 @@ async fn run(
             let database = Database::locate(&settings).await?;
             let pool = db::connect(database.options.clone(), 2).await?;
             db::migrate(&pool).await?;
-            let stored: Option<Vec<u8>> =
-                sqlx::query_scalar("select public_key from vapid_keys").fetch_optional(&pool).await?;
+            let stored =
+                sqlx::query_scalar!("select public_key from vapid_keys").fetch_optional(&pool).await?;
             let result = match (cmd, stored) {
                 (VapidCommand::Show, Some(public)) | (VapidCommand::Generate { .. }, Some(public)) => {
                     eprintln!("the installation's VAPID public key:");
@@ -105,11 +105,11 @@ async fn run(
                 (VapidCommand::Generate { .. }, None) => {
                     let key = push::vapid::generate_private_key()?;
                     let public = config::vapid_public_key(&key)?;
-                    sqlx::query(
+                    sqlx::query!(
                         "insert into vapid_keys (id, private_key, public_key) values (1, $1, $2) on conflict do nothing",
+                        &key,
+                        public.as_slice(),
                     )
-                    .bind(&key)
-                    .bind(public.as_slice())
                     .execute(&pool)
                     .await?;
                     eprintln!("created the installation's VAPID key pair; public key:");

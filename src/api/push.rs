@@ -311,7 +311,7 @@ async fn live(
     let limit = crate::server::extract::limit(q.limit.as_deref(), 5, 20)?;
     // The position first: anything committed after it is replayed to the ticker.
     let seq = state.hub.head();
-    let frames: Vec<String> = sqlx::query_scalar(
+    let frames = sqlx::query_scalar!(
         "select frame from (
             select distinct on (e.alert_id) e.frame, e.seq from stream_events e
             join alerts a on a.id = e.alert_id
@@ -320,10 +320,10 @@ async fn live(
               and (cardinality($1::text[]) = 0 or cardinality(a.topics) = 0 or a.topics && $1)
             order by e.alert_id, e.seq desc) latest
          order by seq desc limit $2",
+        &topics.to_strings(),
+        limit,
+        seq,
     )
-    .bind(topics.to_strings())
-    .bind(limit)
-    .bind(seq)
     .fetch_all(&state.db)
     .await?;
     let alerts = frames.iter().filter_map(|f| serde_json::from_str(f).ok()).collect();

@@ -82,7 +82,7 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// Errors if the database has migrations this binary does not know (a newer version ran on it).
 pub async fn check_not_newer(pool: &PgPool) -> anyhow::Result<()> {
     let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> = sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+    let applied = sqlx::query_scalar!("select max(version) from _sqlx_migrations where success")
         .fetch_one(pool)
         .await
         .or_else(|e| match &e {
@@ -104,7 +104,8 @@ pub async fn check_not_newer(pool: &PgPool) -> anyhow::Result<()> {
 /// True when every migration this binary knows is applied (for `/readyz`).
 pub async fn is_migrated(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Option<i64> =
-        sqlx::query_scalar("select max(version) from _sqlx_migrations where success").fetch_one(pool).await?;
+    let applied = sqlx::query_scalar!("select max(version) from _sqlx_migrations where success")
+        .fetch_one(pool)
+        .await?;
     Ok(applied == Some(known))
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::domain::{FeedSpec, Filter, Mode};
 
 /// A feed row, as the API shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Feed {
     pub id: Uuid,
     pub url: String,
@@ -61,9 +61,27 @@ impl Feed {
     }
 }
 
-const COLUMNS: &str = "id, url, name, label, topics, mode, title_prefix, category, interval_secs,
-    enabled, created_by, created_at, next_poll_at, last_polled_at, last_success_at, last_error,
-    last_error_at, failures, last_status, last_new_items, etag, last_modified";
+/// A checked query of [`Feed`]s: `query_feeds!(select from feeds "where …", args…)` or
+/// `query_feeds!("update feeds …" returning, args…)`. (The text of a checked query must be string
+/// literals, so the column list lives here rather than in a `const`.)
+macro_rules! query_feeds {
+    (select from feeds $tail:literal $(, $arg:expr)* $(,)?) => {
+        query_feeds!(@ "select ", " from feeds " $tail $(, $arg)*)
+    };
+    ($statement:literal returning $(, $arg:expr)* $(,)?) => {
+        query_feeds!(@ $statement " returning ", $(, $arg)*)
+    };
+    (@ $($head:literal)+, $($tail:literal)* $(, $arg:expr)*) => {
+        sqlx::query_as!(
+            Feed,
+            $($head +)+ "id, url, name, label, topics, mode, title_prefix, category, interval_secs,
+                enabled, created_by, created_at, next_poll_at, last_polled_at, last_success_at,
+                last_error, last_error_at, failures, last_status, last_new_items, etag,
+                last_modified" $(+ $tail)*
+            $(, $arg)*
+        )
+    };
+}
 
 /// What went wrong writing a feed.
 pub enum WriteError {
@@ -79,7 +97,7 @@ impl From<sqlx::Error> for WriteError {
 }
 
 async fn url_owner(pool: &PgPool, url: &str) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar("select id from feeds where url = $1").bind(url).fetch_optional(pool).await
+    sqlx::query_scalar!("select id from feeds where url = $1", url).fetch_optional(pool).await
 }
 
 fn is_duplicate_url(e: &sqlx::Error) -> bool {
@@ -87,23 +105,24 @@ fn is_duplicate_url(e: &sqlx::Error) -> bool {
 }
 
 pub async fn create(pool: &PgPool, spec: &FeedSpec, admin_id: i64) -> Result<Feed, WriteError> {
-    let r = sqlx::query_as(&format!(
+    let r = query_feeds!(
         "insert into feeds (id, url, name, label, topics, mode, title_prefix, category, interval_secs,
                             enabled, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         returning {COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(spec.url.as_str())
-    .bind(&spec.name)
-    .bind(spec.label.as_str())
-    .bind(spec.topics.to_strings())
-    .bind(spec.mode.as_str())
-    .bind(&spec.filter.title_prefix)
-    .bind(&spec.filter.category)
-    .bind(spec.interval_secs as i32)
-    .bind(spec.enabled)
-    .bind(admin_id)
+         "
+        returning,
+        Uuid::now_v7(),
+        spec.url.as_str(),
+        &spec.name,
+        spec.label.as_str(),
+        &spec.topics.to_strings(),
+        spec.mode.as_str(),
+        spec.filter.title_prefix.as_deref(),
+        spec.filter.category.as_deref(),
+        spec.interval_secs as i32,
+        spec.enabled,
+        admin_id,
+    )
     .fetch_one(pool)
     .await;
     match r {
@@ -117,26 +136,27 @@ pub async fn create(pool: &PgPool, spec: &FeedSpec, admin_id: i64) -> Result<Fee
 
 /// Writes every field of `spec`. A changed URL starts over: its validators and error go.
 pub async fn update(pool: &PgPool, id: Uuid, spec: &FeedSpec) -> Result<Option<Feed>, WriteError> {
-    let r = sqlx::query_as(&format!(
+    let r = query_feeds!(
         "update feeds set
             etag = case when url = $2 then etag end,
             last_modified = case when url = $2 then last_modified end,
             url = $2, name = $3, label = $4, topics = $5, mode = $6, title_prefix = $7, category = $8,
             interval_secs = $9, enabled = $10,
-            next_poll_at = least(next_poll_at, now() + make_interval(secs => $9))
+            next_poll_at = least(next_poll_at, now() + make_interval(secs => $9::int4))
          where id = $1
-         returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(spec.url.as_str())
-    .bind(&spec.name)
-    .bind(spec.label.as_str())
-    .bind(spec.topics.to_strings())
-    .bind(spec.mode.as_str())
-    .bind(&spec.filter.title_prefix)
-    .bind(&spec.filter.category)
-    .bind(spec.interval_secs as i32)
-    .bind(spec.enabled)
+         "
+        returning,
+        id,
+        spec.url.as_str(),
+        &spec.name,
+        spec.label.as_str(),
+        &spec.topics.to_strings(),
+        spec.mode.as_str(),
+        spec.filter.title_prefix.as_deref(),
+        spec.filter.category.as_deref(),
+        spec.interval_secs as i32,
+        spec.enabled,
+    )
     .fetch_optional(pool)
     .await;
     match r {
@@ -149,21 +169,20 @@ pub async fn update(pool: &PgPool, id: Uuid, spec: &FeedSpec) -> Result<Option<F
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Feed>> {
-    sqlx::query_as(&format!("select {COLUMNS} from feeds where id = $1")).bind(id).fetch_optional(pool).await
+    query_feeds!(select from feeds "where id = $1", id).fetch_optional(pool).await
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Feed>> {
-    sqlx::query_as(&format!("select {COLUMNS} from feeds order by created_at")).fetch_all(pool).await
+    query_feeds!(select from feeds "order by created_at").fetch_all(pool).await
 }
 
 pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    Ok(sqlx::query("delete from feeds where id = $1").bind(id).execute(pool).await?.rows_affected() > 0)
+    Ok(sqlx::query!("delete from feeds where id = $1", id).execute(pool).await?.rows_affected() > 0)
 }
 
 /// Polls the feed as soon as a poller is free (and forgets its backoff).
 pub async fn poll_now(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    Ok(sqlx::query("update feeds set next_poll_at = now() where id = $1")
-        .bind(id)
+    Ok(sqlx::query!("update feeds set next_poll_at = now() where id = $1", id)
         .execute(pool)
         .await?
         .rows_affected()
@@ -174,7 +193,7 @@ pub async fn poll_now(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
 /// polling is skipped (its row is locked, or its lease runs); a lease that ran out (its process
 /// died) is taken over.
 pub async fn claim_due(pool: &PgPool, limit: i64, lease_secs: f64) -> sqlx::Result<Vec<Feed>> {
-    sqlx::query_as(&format!(
+    query_feeds!(
         "update feeds set lease_until = now() + make_interval(secs => $2)
          where id in (
              select id from feeds
@@ -182,17 +201,18 @@ pub async fn claim_due(pool: &PgPool, limit: i64, lease_secs: f64) -> sqlx::Resu
              order by next_poll_at
              limit $1
              for update skip locked)
-         returning {COLUMNS}"
-    ))
-    .bind(limit)
-    .bind(lease_secs)
+         "
+        returning,
+        limit,
+        lease_secs,
+    )
     .fetch_all(pool)
     .await
 }
 
 /// When the next feed is due, if any is enabled.
 pub async fn next_due(pool: &PgPool) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select min(greatest(next_poll_at, coalesce(lease_until, next_poll_at))) from feeds where enabled",
     )
     .fetch_one(pool)
@@ -212,43 +232,43 @@ pub enum Outcome {
 pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: Outcome) -> sqlx::Result<()> {
     match outcome {
         Outcome::Fetched { status, etag, last_modified, new_items } => {
-            sqlx::query(
+            sqlx::query!(
                 "update feeds set lease_until = null, last_polled_at = now(), last_success_at = now(),
                     last_error = null, failures = 0, last_status = $2, etag = $3, last_modified = $4,
                     last_new_items = $5, next_poll_at = now() + make_interval(secs => interval_secs)
                  where id = $1",
+                feed.id,
+                status as i32,
+                etag,
+                last_modified,
+                new_items,
             )
-            .bind(feed.id)
-            .bind(status as i32)
-            .bind(etag)
-            .bind(last_modified)
-            .bind(new_items)
             .execute(pool)
             .await?;
         }
         Outcome::NotModified => {
-            sqlx::query(
+            sqlx::query!(
                 "update feeds set lease_until = null, last_polled_at = now(), last_success_at = now(),
                     last_error = null, failures = 0, last_status = 304, last_new_items = 0,
                     next_poll_at = now() + make_interval(secs => interval_secs)
                  where id = $1",
+                feed.id,
             )
-            .bind(feed.id)
             .execute(pool)
             .await?;
         }
         Outcome::Failed { status, error } => {
             let backoff = backoff_secs(feed.interval_secs as u64, feed.failures as u32 + 1);
-            sqlx::query(
+            sqlx::query!(
                 "update feeds set lease_until = null, last_polled_at = now(), last_error = $2,
                     last_error_at = now(), failures = failures + 1, last_status = $3,
                     next_poll_at = now() + make_interval(secs => $4)
                  where id = $1",
+                feed.id,
+                error,
+                status.map(i32::from),
+                backoff as f64,
             )
-            .bind(feed.id)
-            .bind(error)
-            .bind(status.map(i32::from))
-            .bind(backoff as f64)
             .execute(pool)
             .await?;
         }
@@ -288,7 +308,7 @@ impl ItemState {
 }
 
 /// An item row, as the API shows it (a draft in the console).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FeedItem {
     pub id: Uuid,
     pub feed_id: Uuid,
@@ -312,10 +332,20 @@ pub struct FeedItem {
     pub label: String,
 }
 
-const ITEM_SELECT: &str = "
-    select i.id, i.feed_id, f.name as feed_name, i.article_id, i.headline, i.summary, i.url, i.image,
-           i.published_at, i.state, i.note, i.alert_id, i.seen_at, f.topics, f.label
-    from feed_items i join feeds f on f.id = i.feed_id";
+/// A checked query returning [`FeedItem`]s: the item with its feed's name, topics and label,
+/// then `$tail` (the conditions on `i`, the item).
+macro_rules! query_items {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            FeedItem,
+            "select i.id, i.feed_id, f.name as feed_name, i.article_id, i.headline, i.summary, i.url,
+                    i.image, i.published_at, i.state, i.note, i.alert_id, i.seen_at, f.topics, f.label
+             from feed_items i join feeds f on f.id = i.feed_id "
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// Inserts an item unless the feed has it already; `None` if it had (then nothing is to be
 /// done with it). Runs in the caller's transaction, which acts on the item before committing.
@@ -327,40 +357,40 @@ pub async fn insert_item(
     state: ItemState,
     note: Option<&str>,
 ) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "insert into feed_items (id, feed_id, article_id, headline, summary, url, image, published_at,
                                  state, note)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          on conflict (feed_id, article_id) do nothing
          returning id",
+        Uuid::now_v7(),
+        feed_id,
+        item.article_id.as_str(),
+        item.headline.as_str(),
+        item.summary.as_ref().map(|s| s.as_str()),
+        item.url.as_str(),
+        item.image.as_ref().map(|s| s.as_str()),
+        item.published_at,
+        state.as_str(),
+        note,
     )
-    .bind(Uuid::now_v7())
-    .bind(feed_id)
-    .bind(item.article_id.as_str())
-    .bind(item.headline.as_str())
-    .bind(item.summary.as_ref().map(|s| s.as_str()))
-    .bind(item.url.as_str())
-    .bind(item.image.as_ref().map(|s| s.as_str()))
-    .bind(item.published_at)
-    .bind(state.as_str())
-    .bind(note)
     .fetch_optional(tx)
     .await
 }
 
 /// Which of these article ids the feed has seen already (to skip them before any work).
 pub async fn known_ids(pool: &PgPool, feed_id: Uuid, ids: &[String]) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("select article_id from feed_items where feed_id = $1 and article_id = any($2)")
-        .bind(feed_id)
-        .bind(ids)
-        .fetch_all(pool)
-        .await
+    sqlx::query_scalar!(
+        "select article_id from feed_items where feed_id = $1 and article_id = any($2)",
+        feed_id,
+        ids
+    )
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn mark_sent(tx: &mut PgConnection, item_id: Uuid, alert_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("update feed_items set state = 'sent', alert_id = $2 where id = $1")
-        .bind(item_id)
-        .bind(alert_id)
+    sqlx::query!("update feed_items set state = 'sent', alert_id = $2 where id = $1", item_id, alert_id)
         .execute(tx)
         .await?;
     Ok(())
@@ -368,46 +398,36 @@ pub async fn mark_sent(tx: &mut PgConnection, item_id: Uuid, alert_id: Uuid) -> 
 
 /// Drafts, newest first.
 pub async fn drafts(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<FeedItem>> {
-    sqlx::query_as(&format!(
-        "{ITEM_SELECT} where i.state = 'draft' order by i.seen_at desc, i.id desc limit $1"
-    ))
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    query_items!("where i.state = 'draft' order by i.seen_at desc, i.id desc limit $1", limit)
+        .fetch_all(pool)
+        .await
 }
 
 /// A feed's latest items, whatever became of them.
 pub async fn recent_items(pool: &PgPool, feed_id: Uuid, limit: i64) -> sqlx::Result<Vec<FeedItem>> {
-    sqlx::query_as(&format!("{ITEM_SELECT} where i.feed_id = $1 order by i.seen_at desc, i.id desc limit $2"))
-        .bind(feed_id)
-        .bind(limit)
+    query_items!("where i.feed_id = $1 order by i.seen_at desc, i.id desc limit $2", feed_id, limit)
         .fetch_all(pool)
         .await
 }
 
 /// The item, locked for the caller's transaction (an editor sending or dismissing it).
 pub async fn lock_item(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<FeedItem>> {
-    let found: Option<Uuid> = sqlx::query_scalar("select id from feed_items where id = $1 for update")
-        .bind(id)
+    let found = sqlx::query_scalar!("select id from feed_items where id = $1 for update", id)
         .fetch_optional(&mut *tx)
         .await?;
     match found {
-        Some(id) => {
-            sqlx::query_as(&format!("{ITEM_SELECT} where i.id = $1")).bind(id).fetch_optional(tx).await
-        }
+        Some(id) => query_items!("where i.id = $1", id).fetch_optional(tx).await,
         None => Ok(None),
     }
 }
 
 pub async fn dismiss(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    Ok(sqlx::query("update feed_items set state = 'dismissed' where id = $1 and state = 'draft'")
-        .bind(id)
+    Ok(sqlx::query!("update feed_items set state = 'dismissed' where id = $1 and state = 'draft'", id)
         .execute(pool)
         .await?
         .rows_affected()
         > 0
-        || sqlx::query_scalar::<_, bool>("select exists (select 1 from feed_items where id = $1)")
-            .bind(id)
+        || sqlx::query_scalar!(r#"select exists (select 1 from feed_items where id = $1) as "exists!""#, id)
             .fetch_one(pool)
             .await?)
 }

@@ -59,12 +59,14 @@ impl ReceiptKey {
         SystemRandom::new()
             .fill(&mut fresh)
             .map_err(|_| anyhow::anyhow!("no randomness for the receipt key"))?;
-        sqlx::query("insert into push_receipt_key (id, secret) values (1, $1) on conflict (id) do nothing")
-            .bind(fresh.as_slice())
-            .execute(pool)
-            .await
-            .context("storing the receipt key")?;
-        let secret: Vec<u8> = sqlx::query_scalar("select secret from push_receipt_key where id = 1")
+        sqlx::query!(
+            "insert into push_receipt_key (id, secret) values (1, $1) on conflict (id) do nothing",
+            fresh.as_slice(),
+        )
+        .execute(pool)
+        .await
+        .context("storing the receipt key")?;
+        let secret = sqlx::query_scalar!("select secret from push_receipt_key where id = 1")
             .fetch_one(pool)
             .await
             .context("reading the receipt key")?;

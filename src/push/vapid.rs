@@ -73,15 +73,15 @@ impl Vapid {
                 let key = key.expose().trim().trim_end_matches('=').to_string();
                 vapid_public_key(&key).context("invalid setting `vapid_private_key`")?;
                 let public = vapid_public_key(&key)?;
-                sqlx::query(
+                sqlx::query!(
                     "insert into vapid_keys (id, private_key, public_key) values (1, $1, $2)
                      on conflict (id) do update set private_key = excluded.private_key,
                         public_key = excluded.public_key
                      where vapid_keys.public_key = excluded.public_key or $3",
+                    &key,
+                    public.as_slice(),
+                    rotate,
                 )
-                .bind(&key)
-                .bind(public.as_slice())
-                .bind(rotate)
                 .execute(pool)
                 .await?;
                 key
@@ -90,21 +90,21 @@ impl Vapid {
                 let fresh = generate_private_key()?;
                 let public = vapid_public_key(&fresh)?;
                 // Several processes starting at once: the first insert wins, all read it back.
-                sqlx::query(
+                sqlx::query!(
                     "insert into vapid_keys (id, private_key, public_key) values (1, $1, $2)
                      on conflict (id) do nothing",
+                    &fresh,
+                    public.as_slice(),
                 )
-                .bind(&fresh)
-                .bind(public.as_slice())
                 .execute(pool)
                 .await?;
-                sqlx::query_scalar("select private_key from vapid_keys where id = 1").fetch_one(pool).await?
+                sqlx::query_scalar!("select private_key from vapid_keys where id = 1").fetch_one(pool).await?
             }
         };
         let public_key = vapid_public_key(&private_b64)?;
 
-        let used_with: Vec<Vec<u8>> =
-            sqlx::query_scalar("select distinct vapid_key from push_subscriptions where active limit 5")
+        let used_with =
+            sqlx::query_scalar!("select distinct vapid_key from push_subscriptions where active limit 5")
                 .fetch_all(pool)
                 .await?;
         let mismatched = used_with.iter().any(|k| k.as_slice() != public_key.as_slice());

@@ -9,7 +9,7 @@ use super::EventType;
 
 /// An endpoint as the API shows it: never its secret (that is answered once, on creation and on
 /// rotation).
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Endpoint {
     pub id: i64,
     /// Where events are POSTed.
@@ -35,15 +35,25 @@ pub struct Endpoint {
     pub updated_at: DateTime<Utc>,
 }
 
-const SELECT_ENDPOINT: &str = "
-    select e.id, e.url, e.description, e.event_types, e.enabled, e.disabled_at, e.disabled_reason,
-           e.failing_since, e.last_success_at,
-           case when e.previous_secret_until > now() then e.previous_secret_until end
-               as previous_secret_valid_until,
-           (select count(*) from webhook_deliveries d
-             where d.endpoint_id = e.id and d.state = 'pending') as pending,
-           e.created_at, e.updated_at
-    from webhook_endpoints e";
+/// A checked query returning [`Endpoint`]s, then `$tail` (on `e`, the endpoint). (A checked
+/// query's text must be string literals, so the select list is one here rather than a `const`.)
+macro_rules! query_endpoints {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Endpoint,
+            r#"select e.id, e.url, e.description, e.event_types, e.enabled, e.disabled_at,
+                      e.disabled_reason, e.failing_since, e.last_success_at,
+                      case when e.previous_secret_until > now() then e.previous_secret_until end
+                          as previous_secret_valid_until,
+                      (select count(*) from webhook_deliveries d
+                        where d.endpoint_id = e.id and d.state = 'pending') as "pending!",
+                      e.created_at, e.updated_at
+               from webhook_endpoints e "#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 pub async fn create(
     pool: &PgPool,
@@ -52,25 +62,25 @@ pub async fn create(
     event_types: &[String],
     secret: &str,
 ) -> sqlx::Result<Endpoint> {
-    let id: i64 = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "insert into webhook_endpoints (url, description, event_types, secret)
          values ($1, $2, $3, $4) returning id",
+        url,
+        description,
+        event_types,
+        secret,
     )
-    .bind(url)
-    .bind(description)
-    .bind(event_types)
-    .bind(secret)
     .fetch_one(pool)
     .await?;
     Ok(get(pool, id).await?.expect("row just inserted"))
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Endpoint>> {
-    sqlx::query_as(&format!("{SELECT_ENDPOINT} where e.id = $1")).bind(id).fetch_optional(pool).await
+    query_endpoints!("where e.id = $1", id).fetch_optional(pool).await
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Endpoint>> {
-    sqlx::query_as(&format!("{SELECT_ENDPOINT} order by e.id")).fetch_all(pool).await
+    query_endpoints!("order by e.id").fetch_all(pool).await
 }
 
 /// A change an admin asks for; `None` leaves a field as it is.
@@ -83,7 +93,7 @@ pub struct Change {
 }
 
 pub async fn update(pool: &PgPool, id: i64, c: &Change) -> sqlx::Result<Option<Endpoint>> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update webhook_endpoints set
             url = coalesce($2, url),
             description = case when $3 then $4 else description end,
@@ -97,13 +107,13 @@ pub async fn update(pool: &PgPool, id: i64, c: &Change) -> sqlx::Result<Option<E
             failing_since = case when $6 then null else failing_since end,
             updated_at = now()
          where id = $1",
+        id,
+        c.url.as_deref(),
+        c.description.is_some(),
+        c.description.as_ref().and_then(|d| d.as_deref()),
+        c.event_types.as_deref(),
+        c.enabled,
     )
-    .bind(id)
-    .bind(c.url.as_deref())
-    .bind(c.description.is_some())
-    .bind(c.description.as_ref().and_then(|d| d.as_deref()))
-    .bind(c.event_types.as_deref())
-    .bind(c.enabled)
     .execute(pool)
     .await?;
     if done.rows_affected() == 0 {
@@ -113,23 +123,23 @@ pub async fn update(pool: &PgPool, id: i64, c: &Change) -> sqlx::Result<Option<E
 }
 
 pub async fn delete(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
-    let done = sqlx::query("delete from webhook_endpoints where id = $1").bind(id).execute(pool).await?;
+    let done = sqlx::query!("delete from webhook_endpoints where id = $1", id).execute(pool).await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Replaces the secret; the current one keeps signing too for `grace_secs` (0: not at all).
 pub async fn rotate(pool: &PgPool, id: i64, secret: &str, grace_secs: u64) -> sqlx::Result<Option<Endpoint>> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update webhook_endpoints set
             previous_secret = case when $3 > 0 then secret end,
             previous_secret_until = case when $3 > 0 then now() + make_interval(secs => $3) end,
             secret = $2,
             updated_at = now()
          where id = $1",
+        id,
+        secret,
+        grace_secs as f64,
     )
-    .bind(id)
-    .bind(secret)
-    .bind(grace_secs as f64)
     .execute(pool)
     .await?;
     if done.rows_affected() == 0 {
@@ -139,7 +149,7 @@ pub async fn rotate(pool: &PgPool, id: i64, secret: &str, grace_secs: u64) -> sq
 }
 
 /// One try of one delivery.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Attempt {
     pub attempted_at: DateTime<Utc>,
     /// The `webhook-id` of the event tried.
@@ -160,17 +170,18 @@ pub struct Attempt {
 
 /// The endpoint's latest attempts, newest first.
 pub async fn recent_attempts(pool: &PgPool, endpoint_id: i64, limit: i64) -> sqlx::Result<Vec<Attempt>> {
-    sqlx::query_as(
-        "select a.attempted_at, d.message_id, d.event_type,
+    sqlx::query_as!(
+        Attempt,
+        r#"select a.attempted_at, d.message_id, d.event_type,
                 (select count(*) from webhook_attempts p
-                  where p.delivery_id = a.delivery_id and p.id <= a.id)::int as attempt,
+                  where p.delivery_id = a.delivery_id and p.id <= a.id)::int as "attempt!",
                 a.http_status, a.latency_ms, a.error, d.state as delivery_state
          from webhook_attempts a join webhook_deliveries d on d.id = a.delivery_id
          where a.endpoint_id = $1
-         order by a.id desc limit $2",
+         order by a.id desc limit $2"#,
+        endpoint_id,
+        limit,
     )
-    .bind(endpoint_id)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -183,20 +194,20 @@ pub async fn queue(
     message_id: &str,
     body: &str,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "insert into webhook_deliveries (endpoint_id, message_id, event_type, body)
          select id, $1, $2, $3 from webhook_endpoints where enabled and $2 = any(event_types)",
+        message_id,
+        event.as_str(),
+        body,
     )
-    .bind(message_id)
-    .bind(event.as_str())
-    .bind(body)
     .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// A delivery claimed for one attempt.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: i64,
     pub endpoint_id: i64,
@@ -221,7 +232,9 @@ pub async fn claim(
     in_flight: &[(i64, i64)],
     lease_secs: f64,
 ) -> sqlx::Result<Vec<Claimed>> {
-    sqlx::query_as(
+    let (endpoints, counts): (Vec<i64>, Vec<i64>) = in_flight.iter().copied().unzip();
+    sqlx::query_as!(
+        Claimed,
         "with due as (
              select d.id
              from webhook_endpoints e
@@ -242,23 +255,23 @@ pub async fn claim(
          where d.id = due.id and e.id = d.endpoint_id
          returning d.id, d.endpoint_id, d.message_id, d.body, d.attempts, d.created_at, e.url, e.secret,
                    case when e.previous_secret_until > now() then e.previous_secret end as previous_secret",
+        limit,
+        per_endpoint,
+        &endpoints,
+        lease_secs,
+        &counts,
     )
-    .bind(limit)
-    .bind(per_endpoint)
-    .bind(in_flight.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(lease_secs)
-    .bind(in_flight.iter().map(|(_, n)| *n).collect::<Vec<_>>())
     .fetch_all(pool)
     .await
 }
 
 /// Hands a claimed delivery back untried (this process is stopping): due again at once.
 pub async fn release(pool: &PgPool, id: i64) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update webhook_deliveries set next_attempt_at = now(), attempts = greatest(attempts - 1, 0)
          where id = $1 and state = 'pending'",
+        id,
     )
-    .bind(id)
     .execute(pool)
     .await?;
     Ok(())
@@ -289,38 +302,38 @@ pub struct Policy {
 /// are given up with it). Returns whether this disabled the endpoint.
 pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    sqlx::query!(
         "insert into webhook_attempts (endpoint_id, delivery_id, http_status, latency_ms, error)
          values ($1, $2, $3, $4, $5)",
+        c.endpoint_id,
+        c.id,
+        o.http_status.map(|s| s as i16),
+        o.latency_ms.min(i32::MAX as u32) as i32,
+        o.error.as_deref(),
     )
-    .bind(c.endpoint_id)
-    .bind(c.id)
-    .bind(o.http_status.map(|s| s as i16))
-    .bind(o.latency_ms.min(i32::MAX as u32) as i32)
-    .bind(o.error.as_deref())
     .execute(&mut *tx)
     .await?;
     let mut disabled = false;
     match &o.error {
         None => {
-            sqlx::query(
+            sqlx::query!(
                 "update webhook_deliveries set state = 'delivered', finished_at = now(), last_error = null
                  where id = $1",
+                c.id,
             )
-            .bind(c.id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
+            sqlx::query!(
                 "update webhook_endpoints set failing_since = null, last_success_at = now() where id = $1",
+                c.endpoint_id,
             )
-            .bind(c.endpoint_id)
             .execute(&mut *tx)
             .await?;
         }
         Some(error) => {
             // Retried unless the next try would fall outside the window (then given up now).
             // A delivery another attempt already finished (a lease that ran out) stays finished.
-            sqlx::query(
+            sqlx::query!(
                 "update webhook_deliveries set
                     last_error = $2,
                     state = case when now() + make_interval(secs => $3)
@@ -331,15 +344,15 @@ pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx:
                                        then now() end,
                     next_attempt_at = now() + make_interval(secs => $3)
                  where id = $1 and state = 'pending'",
+                c.id,
+                error,
+                p.retry_in_secs,
+                p.retry_window_secs,
             )
-            .bind(c.id)
-            .bind(error)
-            .bind(p.retry_in_secs)
-            .bind(p.retry_window_secs)
             .execute(&mut *tx)
             .await?;
-            disabled = sqlx::query_scalar(
-                "with verdict as (
+            disabled = sqlx::query_scalar!(
+                r#"with verdict as (
                      select id, coalesce(failing_since, now()) as since,
                             enabled and coalesce(failing_since, now())
                                         <= now() - make_interval(secs => $2) as disable
@@ -355,21 +368,21 @@ pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx:
                              || ' UTC; the last: ' || $3
                         else w.disabled_reason end
                  from verdict v where w.id = v.id
-                 returning v.disable",
+                 returning v.disable as "disable!""#,
+                c.endpoint_id,
+                p.disable_after_secs,
+                error,
             )
-            .bind(c.endpoint_id)
-            .bind(p.disable_after_secs)
-            .bind(error)
             .fetch_optional(&mut *tx)
             .await?
             .unwrap_or(false);
             if disabled {
-                sqlx::query(
+                sqlx::query!(
                     "update webhook_deliveries set state = 'failed', finished_at = now(),
                             last_error = 'the endpoint was disabled after failing for too long'
                      where endpoint_id = $1 and state = 'pending'",
+                    c.endpoint_id,
                 )
-                .bind(c.endpoint_id)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -381,11 +394,11 @@ pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx:
 
 /// Forgets finished deliveries (and their attempts) older than `days`.
 pub async fn forget_finished(pool: &PgPool, days: u32) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "delete from webhook_deliveries
          where state <> 'pending' and finished_at < now() - make_interval(days => $1)",
+        days as i32,
     )
-    .bind(days as i32)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())

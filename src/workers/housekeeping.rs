@@ -25,7 +25,7 @@ pub async fn run(state: AppState) {
 async fn once(state: &AppState) -> sqlx::Result<()> {
     let pool = &state.db;
     let keys = crate::idempotency::delete_expired(pool).await?;
-    let events = sqlx::query("delete from stream_events where created_at < now() - interval '7 days'")
+    let events = sqlx::query!("delete from stream_events where created_at < now() - interval '7 days'")
         .execute(pool)
         .await?
         .rows_affected();
