@@ -300,6 +300,11 @@ impl Default for Settings {
 #[error("{0}")]
 pub struct SettingsError(String);
 
+/// The error for setting `name`, saying why its value cannot be used.
+fn invalid(name: &str, why: impl fmt::Display) -> SettingsError {
+    SettingsError(format!("invalid setting `{name}`: {why}"))
+}
+
 impl Settings {
     /// Loads defaults, then `file` (TOML) if given, then `SONDAKIKA_*` and `DATABASE_URL`.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, SettingsError> {
@@ -331,17 +336,35 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Checks every setting, group by group, and reports the first that is wrong (always the
+    /// same one for the same settings: the order is fixed).
     fn validate(&self) -> Result<(), SettingsError> {
-        let bad = |name: &str, why: String| Err(SettingsError(format!("invalid setting `{name}`: {why}")));
+        self.check_urls()?;
+        self.check_positive()?;
+        self.check_caps()?;
+        self.check_push()?;
+        self.check_outbound_and_feeds()?;
+        if !(0.0..=1.0).contains(&self.receipt_sample_rate) {
+            return Err(invalid("receipt_sample_rate", "must be between 0 and 1"));
+        }
+        self.check_webhooks()?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(invalid("log_level", e));
+        }
+        Ok(())
+    }
+
+    /// The addresses: the database, our public URL, the browser origins we serve.
+    fn check_urls(&self) -> Result<(), SettingsError> {
         if let Some(url) = &self.database_url
             && !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://"))
         {
-            return bad("database_url", "must start with postgres:// or postgresql://".into());
+            return Err(invalid("database_url", "must start with postgres:// or postgresql://"));
         }
         if let Some(url) = &self.public_url
             && !matches!(url.scheme(), "http" | "https")
         {
-            return bad("public_url", format!("must be an http or https URL, got `{url}`"));
+            return Err(invalid("public_url", format!("must be an http or https URL, got `{url}`")));
         }
         for origin in &self.allowed_origins {
             if origin == "*" {
@@ -350,13 +373,19 @@ impl Settings {
             match Url::parse(origin) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" => {}
                 _ => {
-                    return bad(
+                    return Err(invalid(
                         "allowed_origins",
                         format!("`{origin}` is not an origin like https://www.example.com.tr"),
-                    );
+                    ));
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Sizes, counts, timeouts and rates where zero would mean "nothing ever happens" (no
+    /// connection, no push, a timeout that fires at once), never "unlimited".
+    fn check_positive(&self) -> Result<(), SettingsError> {
         let positive = [
             ("db_pool_size", self.db_pool_size as u64),
             ("max_body_bytes", self.max_body_bytes as u64),
@@ -385,82 +414,96 @@ impl Settings {
             ("public_subscribe_rate_per_minute", self.public_subscribe_rate_per_minute as u64),
             ("public_receipt_rate_per_minute", self.public_receipt_rate_per_minute as u64),
         ];
-        for (name, value) in positive {
-            if value == 0 {
-                return bad(name, "must be greater than zero".into());
-            }
+        match positive.into_iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(invalid(name, "must be greater than zero")),
+            None => Ok(()),
         }
+    }
+
+    /// Upper bounds of what the process holds per connection, per ticker and per push service:
+    /// beyond them a setting would cost memory or time out of proportion, or break a promise
+    /// (dead peers dropped within a minute, every ticker counted as a TCP connection).
+    fn check_caps(&self) -> Result<(), SettingsError> {
         if self.worker_threads > 1024 {
-            return bad("worker_threads", "must be at most 1024 (0: one per CPU core)".into());
+            return Err(invalid("worker_threads", "must be at most 1024 (0: one per CPU core)"));
         }
         if self.header_read_timeout_secs > 300 {
-            return bad("header_read_timeout_secs", "must be at most 300".into());
+            return Err(invalid("header_read_timeout_secs", "must be at most 300"));
         }
         if self.max_tcp_connections_per_ip < self.max_connections_per_ip {
-            return bad(
+            return Err(invalid(
                 "max_tcp_connections_per_ip",
                 format!(
                     "must be at least max_connections_per_ip ({}): every ticker is a TCP connection",
                     self.max_connections_per_ip
                 ),
-            );
+            ));
         }
         if self.push_http2_connections > 64 {
-            return bad("push_http2_connections", "must be at most 64".into());
+            return Err(invalid("push_http2_connections", "must be at most 64"));
         }
         if self.ping_interval_secs > 30 {
-            return bad(
+            return Err(invalid(
                 "ping_interval_secs",
-                "must be at most 30, so that dead peers are dropped within a minute".into(),
-            );
+                "must be at most 30, so that dead peers are dropped within a minute",
+            ));
         }
         if !(60..=crate::alerts::MAX_TTL_SECS).contains(&self.default_ttl_secs) {
-            return bad(
-                "default_ttl_secs",
-                format!("must be between 60 and {}", crate::alerts::MAX_TTL_SECS),
-            );
+            let why = format!("must be between 60 and {}", crate::alerts::MAX_TTL_SECS);
+            return Err(invalid("default_ttl_secs", why));
         }
         if self.client_queue > 65_536 {
-            return bad("client_queue", "must be at most 65536".into());
+            return Err(invalid("client_queue", "must be at most 65536"));
         }
         if self.max_body_bytes > 16 * 1024 * 1024 {
-            return bad("max_body_bytes", "must be at most 16 MiB".into());
+            return Err(invalid("max_body_bytes", "must be at most 16 MiB"));
         }
+        Ok(())
+    }
+
+    /// Web Push: the VAPID identity push services will see, and which push services we send to.
+    fn check_push(&self) -> Result<(), SettingsError> {
         if let Some(subject) = &self.vapid_subject
             && let Err(why) = check_vapid_subject(subject)
         {
-            return bad("vapid_subject", why);
+            return Err(invalid("vapid_subject", why));
         }
         if let Some(key) = &self.vapid_private_key
             && vapid_public_key(key.expose().trim().trim_end_matches('=')).is_err()
         {
-            return bad("vapid_private_key", "must be a raw P-256 private key (32 bytes, base64url)".into());
+            return Err(invalid(
+                "vapid_private_key",
+                "must be a raw P-256 private key (32 bytes, base64url)",
+            ));
         }
         if self.push_correction_coalesce_ms > 60_000 {
-            return bad(
-                "push_correction_coalesce_ms",
-                format!("must be at most 60000 (one minute), got {}", self.push_correction_coalesce_ms),
-            );
+            let why = format!("must be at most 60000 (one minute), got {}", self.push_correction_coalesce_ms);
+            return Err(invalid("push_correction_coalesce_ms", why));
         }
         for host in &self.push_extra_hosts {
             if crate::net::HostRule::parse(host).is_none() {
-                return bad(
+                return Err(invalid(
                     "push_extra_hosts",
                     format!(
                         "`{host}` is not a host name (write `push.example.net`, or `*.push.example.net` for its subdomains)"
                     ),
-                );
+                ));
             }
         }
+        Ok(())
+    }
+
+    /// Outbound HTTP (what it may reach, how long it may take) and the feeds fetched with it.
+    fn check_outbound_and_feeds(&self) -> Result<(), SettingsError> {
         for host in &self.outbound_private_hosts {
             if crate::net::HostRule::parse(host).is_none() {
-                return bad(
+                return Err(invalid(
                     "outbound_private_hosts",
                     format!(
                         "`{host}` is not a host name or IP address (write `cms.intra.example`, \
                          `*.intra.example` or `127.0.0.1`)"
                     ),
-                );
+                ));
             }
         }
         let ranges = [
@@ -472,12 +515,15 @@ impl Settings {
         ];
         for (name, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
-                return bad(name, format!("must be between {min} and {max} (got {value})"));
+                return Err(invalid(name, format!("must be between {min} and {max} (got {value})")));
             }
         }
-        if !(0.0..=1.0).contains(&self.receipt_sample_rate) {
-            return bad("receipt_sample_rate", "must be between 0 and 1".into());
-        }
+        Ok(())
+    }
+
+    /// Webhook delivery: per-request time, concurrency, and how long a failing endpoint is
+    /// retried before it is disabled.
+    fn check_webhooks(&self) -> Result<(), SettingsError> {
         const DAY: u64 = 24 * 3600;
         let webhook_bounds = [
             ("webhook_timeout_secs", self.webhook_timeout_secs, 1, 60),
@@ -489,11 +535,8 @@ impl Settings {
         ];
         for (name, value, min, max) in webhook_bounds {
             if !(min..=max).contains(&value) {
-                return bad(name, format!("must be between {min} and {max}, got {value}"));
+                return Err(invalid(name, format!("must be between {min} and {max}, got {value}")));
             }
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
-            return bad("log_level", e.to_string());
         }
         Ok(())
     }

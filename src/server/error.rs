@@ -4,7 +4,7 @@
 //! internal causes are logged with their chain and answered opaquely: nothing internal leaks.
 
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -96,81 +96,85 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let (kind, title, detail, field, errors): (&str, &str, String, Option<&str>, Option<&[FieldError]>) =
-            match &self {
-                Self::Validation(errors) => (
-                    "/problems/validation",
-                    "The request has invalid fields",
-                    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
-                    errors.first().map(|e| e.field.as_str()),
-                    Some(errors.as_slice()),
-                ),
-                Self::MalformedJson(detail) => (
-                    "/problems/malformed-json",
-                    "The request body is not valid JSON",
-                    detail.clone(),
-                    None,
-                    None,
-                ),
-                Self::UnsupportedMediaType => (
-                    "/problems/unsupported-media-type",
-                    "Send JSON",
-                    "the request body must be JSON with `Content-Type: application/json`".into(),
-                    None,
-                    None,
-                ),
-                Self::PayloadTooLarge { limit } => (
-                    "/problems/payload-too-large",
-                    "The request body is too large",
-                    format!("request bodies are limited to {limit} bytes"),
-                    None,
-                    None,
-                ),
-                Self::Unauthorized(why) => {
-                    ("/problems/unauthorized", "Authentication required", (*why).to_string(), None, None)
-                }
-                Self::Forbidden(why) => ("/problems/forbidden", "Not allowed", why.clone(), None, None),
-                Self::NotFound(what) => ("/problems/not-found", "Not found", what.clone(), None, None),
-                Self::MethodNotAllowed => (
-                    "/problems/method-not-allowed",
-                    "Method not allowed",
-                    "this address does not accept that HTTP method".into(),
-                    None,
-                    None,
-                ),
-                Self::Conflict(why) => ("/problems/conflict", "Conflict", why.clone(), None, None),
-                Self::TooManyRequests { detail, .. } => {
-                    ("/problems/too-many-requests", "Too many requests", detail.clone(), None, None)
-                }
-                Self::Unavailable(why) => {
-                    ("/problems/unavailable", "Service temporarily unavailable", why.clone(), None, None)
-                }
-                Self::Database(e) if is_unavailable(e) => {
-                    tracing::warn!(error = %e, "database unavailable");
-                    (
-                        "/problems/unavailable",
-                        "Service temporarily unavailable",
-                        "the database cannot be reached right now; try again in a few seconds".into(),
-                        None,
-                        None,
-                    )
-                }
-                Self::Database(e) => {
-                    tracing::error!(error = ?e, "database error");
-                    internal()
-                }
-                Self::Internal(e) => {
-                    tracing::error!(error = ?e, "internal error");
-                    internal()
-                }
-            };
-        let body =
-            serde_json::to_vec(&Problem { kind, title, status: status.as_u16(), detail, field, errors })
-                .expect("problem serialises");
+        let (kind, title) = self.kind();
+        let (field, errors) = match &self {
+            Self::Validation(errors) => (errors.first().map(|e| e.field.as_str()), Some(errors.as_slice())),
+            _ => (None, None),
+        };
+        let problem = Problem { kind, title, status: status.as_u16(), detail: self.detail(), field, errors };
+        let body = serde_json::to_vec(&problem).expect("problem serialises");
         let mut response = (status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        match &self {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        self.add_headers(status, response.headers_mut());
+        response
+    }
+}
+
+const UNAVAILABLE: (&str, &str) = ("/problems/unavailable", "Service temporarily unavailable");
+
+const INTERNAL_DETAIL: &str = "something went wrong on our side; it has been logged";
+
+impl ApiError {
+    /// The problem's type and title: what kind of error, in a few words, the same for every
+    /// answer of its kind so that clients can branch on it.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Validation(_) => ("/problems/validation", "The request has invalid fields"),
+            Self::MalformedJson(_) => ("/problems/malformed-json", "The request body is not valid JSON"),
+            Self::UnsupportedMediaType => ("/problems/unsupported-media-type", "Send JSON"),
+            Self::PayloadTooLarge { .. } => ("/problems/payload-too-large", "The request body is too large"),
+            Self::Unauthorized(_) => ("/problems/unauthorized", "Authentication required"),
+            Self::Forbidden(_) => ("/problems/forbidden", "Not allowed"),
+            Self::NotFound(_) => ("/problems/not-found", "Not found"),
+            Self::MethodNotAllowed => ("/problems/method-not-allowed", "Method not allowed"),
+            Self::Conflict(_) => ("/problems/conflict", "Conflict"),
+            Self::TooManyRequests { .. } => ("/problems/too-many-requests", "Too many requests"),
+            Self::Unavailable(_) => UNAVAILABLE,
+            Self::Database(e) if is_unavailable(e) => UNAVAILABLE,
+            Self::Database(_) | Self::Internal(_) => ("/problems/internal", "Internal error"),
+        }
+    }
+
+    /// What went wrong, for a person to act on. Database and internal causes are logged here,
+    /// with their chain, and answered opaquely: nothing internal leaks. Called once per answer,
+    /// so each cause is logged once.
+    fn detail(&self) -> String {
+        match self {
+            Self::Validation(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            Self::UnsupportedMediaType => {
+                "the request body must be JSON with `Content-Type: application/json`".into()
+            }
+            Self::PayloadTooLarge { limit } => format!("request bodies are limited to {limit} bytes"),
+            Self::Unauthorized(why) => (*why).to_string(),
+            Self::MethodNotAllowed => "this address does not accept that HTTP method".into(),
+            Self::MalformedJson(why)
+            | Self::Forbidden(why)
+            | Self::NotFound(why)
+            | Self::Conflict(why)
+            | Self::TooManyRequests { detail: why, .. }
+            | Self::Unavailable(why) => why.clone(),
+            Self::Database(e) if is_unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                "the database cannot be reached right now; try again in a few seconds".into()
+            }
+            Self::Database(e) => {
+                tracing::error!(error = ?e, "database error");
+                INTERNAL_DETAIL.into()
+            }
+            Self::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                INTERNAL_DETAIL.into()
+            }
+        }
+    }
+
+    /// The headers some answers need besides the body: how to authenticate (401), when to
+    /// come back (429 with the limiter's wait; 503 a few seconds, as a database outage or
+    /// shutdown usually lasts).
+    fn add_headers(&self, status: StatusCode, headers: &mut HeaderMap) {
+        match self {
             Self::Unauthorized(_) => {
                 headers
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sondakika\""));
@@ -183,18 +187,7 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        response
     }
-}
-
-fn internal() -> (&'static str, &'static str, String, Option<&'static str>, Option<&'static [FieldError]>) {
-    (
-        "/problems/internal",
-        "Internal error",
-        "something went wrong on our side; it has been logged".into(),
-        None,
-        None,
-    )
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -4,7 +4,11 @@
 //! connection lags on its own broadcast receiver, so a slow reader is closed (4001) without ever
 //! delaying the hub or other readers.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::{
@@ -16,12 +20,15 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
-use futures_util::{SinkExt, StreamExt, stream::SplitSink};
-use tokio::sync::broadcast::error::RecvError;
+use futures_util::{
+    SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{
     Slot, StreamQuery, StreamRequest, admit,
-    hub::StreamEvent,
+    hub::{StreamEvent, Subscription},
     protocol::{self, ClientMessage},
 };
 use crate::{
@@ -80,128 +87,167 @@ enum End {
     Protocol(&'static str),
 }
 
+type Sink = SplitSink<WebSocket, Message>;
+
+/// One ticker connection: the greeting and replay, the live loop, the farewell. Each part ends
+/// the connection by returning why ([`End`]); only the farewell writes after that.
 async fn run(socket: WebSocket, state: AppState, request: StreamRequest, _slot: Slot) {
     let (mut sink, mut stream) = socket.split();
-    let sub = state.hub.subscribe(request.since);
-    let since = request.since;
-    let mut receiver = sub.receiver;
-    let write_timeout = state.settings.write_timeout();
+    let Subscription { receiver, replay, head, truncated } = state.hub.subscribe(request.since);
     // Everything up to the hub's head comes from the replay; the channel only carries newer
     // events (the hub guarantees both under one lock). Live events at or below `since` were
     // already seen by the client: this process's hub may be behind the one the client last
     // talked to, or behind the database.
-    let head = sub.head.max(since.unwrap_or(0));
+    let seen = head.max(request.since.unwrap_or(0));
+    let end = match greet(&mut sink, &state, &request, replay, head, truncated).await {
+        Err(end) => end,
+        Ok(()) => live(&mut sink, &mut stream, &state, receiver, request.topics, seen).await,
+    };
+    farewell(&mut sink, end, state.settings.write_timeout()).await;
+}
 
+/// `hello`, then the replay: the events after the client's `since` that the hub still holds,
+/// on the client's topics. `head` is the hub's head when we subscribed, which `hello` reports.
+async fn greet(
+    sink: &mut Sink,
+    state: &AppState,
+    request: &StreamRequest,
+    replay: Vec<Arc<StreamEvent>>,
+    head: i64,
+    truncated: bool,
+) -> Result<(), End> {
+    let write_timeout = state.settings.write_timeout();
     let replay: Vec<Arc<StreamEvent>> =
-        sub.replay.into_iter().filter(|e| request.topics.wants(&e.topics)).collect();
+        replay.into_iter().filter(|e| request.topics.wants(&e.topics)).collect();
     let hello = protocol::hello(
-        sub.head,
+        head,
         &request.topics.to_strings(),
-        request.replay(replay.len(), sub.truncated),
+        request.replay(replay.len(), truncated),
         &state.limits,
     );
-    let mut topics = request.topics;
-    let mut end = send(&mut sink, Message::Text(hello.into()), write_timeout).await.err();
-    if end.is_none() {
-        for event in &replay {
-            if let Err(e) = send(&mut sink, Message::Text(event.frame.clone()), write_timeout).await {
-                end = Some(e);
-                break;
-            }
-            event.mark_sent();
-            metrics::frames_sent(1);
-        }
+    send(sink, Message::Text(hello.into()), write_timeout).await?;
+    for event in &replay {
+        send_event(sink, event, write_timeout).await?;
     }
+    Ok(())
+}
 
+/// Live events, the client's messages and our pings, until one of them ends the connection
+/// (or shutdown does). Events at or below `seen` came with the replay.
+async fn live(
+    sink: &mut Sink,
+    stream: &mut SplitStream<WebSocket>,
+    state: &AppState,
+    mut receiver: broadcast::Receiver<Arc<StreamEvent>>,
+    mut topics: Topics,
+    seen: i64,
+) -> End {
+    let write_timeout = state.settings.write_timeout();
     let ping_every = state.settings.ping_interval();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     let mut last_heard = Instant::now();
-
-    let end = match end {
-        Some(e) => e,
-        None => loop {
-            tokio::select! {
-                _ = state.shutdown.cancelled() => break End::Shutdown,
-                event = receiver.recv() => match event {
-                    Ok(event) => {
-                        if event.seq <= head || !topics.wants(&event.topics) {
-                            continue;
-                        }
-                        if let Err(e) = send(&mut sink, Message::Text(event.frame.clone()), write_timeout).await {
-                            break e;
-                        }
-                        event.mark_sent();
-                        metrics::frames_sent(1);
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        metrics::frames_dropped(missed);
-                        break End::TooSlow;
-                    }
-                    Err(RecvError::Closed) => break End::Shutdown,
-                },
-                message = stream.next() => {
-                    last_heard = Instant::now();
-                    match message {
-                        Some(Ok(Message::Text(text))) => match handle_client_message(&text, &mut topics) {
-                            Ok(reply) => {
-                                if let Err(e) = send(&mut sink, Message::Text(reply.into()), write_timeout).await {
-                                    break e;
-                                }
-                            }
-                            Err(problem) => {
-                                let _ = send(&mut sink, Message::Text(protocol::error(&problem).into()), write_timeout).await;
-                            }
-                        },
-                        Some(Ok(Message::Binary(_))) => break End::Protocol("binary frames are not part of the protocol"),
-                        Some(Ok(Message::Close(_))) | None => break End::Closed,
-                        Some(Ok(_)) => {} // ping/pong: liveness already noted
-                        Some(Err(_)) => break End::Protocol("malformed or oversized frame"),
-                    }
-                }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > ping_every * 2 {
-                        break End::Dead;
-                    }
-                    if let Err(e) = send(&mut sink, Message::Ping(Default::default()), write_timeout).await {
-                        break e;
-                    }
+    loop {
+        let step = tokio::select! {
+            _ = state.shutdown.cancelled() => Err(End::Shutdown),
+            event = receiver.recv() => on_event(sink, event, seen, &topics, write_timeout).await,
+            message = stream.next() => {
+                last_heard = Instant::now();
+                on_client_frame(sink, message, &mut topics, write_timeout).await
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > ping_every * 2 {
+                    Err(End::Dead)
+                } else {
+                    send(sink, Message::Ping(Default::default()), write_timeout).await
                 }
             }
-        },
-    };
+        };
+        if let Err(end) = step {
+            return end;
+        }
+    }
+}
 
+/// One event from the hub: sent when it is new to the client and on its topics. A receiver
+/// that lagged behind the broadcast has missed events: the client is too slow.
+async fn on_event(
+    sink: &mut Sink,
+    event: Result<Arc<StreamEvent>, RecvError>,
+    seen: i64,
+    topics: &Topics,
+    write_timeout: Duration,
+) -> Result<(), End> {
+    match event {
+        Ok(event) if event.seq <= seen || !topics.wants(&event.topics) => Ok(()),
+        Ok(event) => send_event(sink, &event, write_timeout).await,
+        Err(RecvError::Lagged(missed)) => {
+            metrics::frames_dropped(missed);
+            Err(End::TooSlow)
+        }
+        Err(RecvError::Closed) => Err(End::Shutdown),
+    }
+}
+
+/// One frame from the client: a topic change is answered (a bad one with an error, and the
+/// connection stays); binary and malformed frames end it; pings and pongs only show liveness.
+async fn on_client_frame(
+    sink: &mut Sink,
+    message: Option<Result<Message, axum::Error>>,
+    topics: &mut Topics,
+    write_timeout: Duration,
+) -> Result<(), End> {
+    match message {
+        Some(Ok(Message::Text(text))) => match handle_client_message(&text, topics) {
+            Ok(reply) => send(sink, Message::Text(reply.into()), write_timeout).await,
+            Err(problem) => {
+                let _ = send(sink, Message::Text(protocol::error(&problem).into()), write_timeout).await;
+                Ok(())
+            }
+        },
+        Some(Ok(Message::Binary(_))) => Err(End::Protocol("binary frames are not part of the protocol")),
+        Some(Ok(Message::Close(_))) | None => Err(End::Closed),
+        Some(Ok(_)) => Ok(()), // ping/pong: liveness already noted
+        Some(Err(_)) => Err(End::Protocol("malformed or oversized frame")),
+    }
+}
+
+/// Tells the client why the connection ends, with the close code that tells it how to come
+/// back (docs/stream-protocol.md). Best effort, bounded: a peer that cannot take the close
+/// frame is simply dropped. A client that closed itself gets nothing.
+async fn farewell(sink: &mut Sink, end: End, write_timeout: Duration) {
     let close = |code: u16, reason: &'static str| {
         Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
     };
-    let farewell = match end {
-        End::Closed => None,
+    let frame = match end {
+        End::Closed => return,
         End::TooSlow => {
             metrics::slow_client_disconnect();
-            Some(close(protocol::CLOSE_TOO_SLOW, "too slow: reconnect with since=<last seq>"))
+            close(protocol::CLOSE_TOO_SLOW, "too slow: reconnect with since=<last seq>")
         }
         End::Dead => {
             metrics::dead_peer_disconnect();
-            Some(close(protocol::CLOSE_DEAD_PEER, "no answer to pings"))
+            close(protocol::CLOSE_DEAD_PEER, "no answer to pings")
         }
         End::Shutdown => {
-            Some(close(protocol::CLOSE_GOING_AWAY, "server shutting down: reconnect with since=<last seq>"))
+            close(protocol::CLOSE_GOING_AWAY, "server shutting down: reconnect with since=<last seq>")
         }
-        End::Protocol(reason) => Some(close(protocol::CLOSE_PROTOCOL, reason)),
+        End::Protocol(reason) => close(protocol::CLOSE_PROTOCOL, reason),
     };
-    if let Some(frame) = farewell {
-        // Best effort, bounded: a peer that cannot take the close frame is simply dropped.
-        let _ = send(&mut sink, frame, write_timeout).await;
-        let _ = tokio::time::timeout(write_timeout, sink.close()).await;
-    }
+    let _ = send(sink, frame, write_timeout).await;
+    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+}
+
+/// Writes one event's frame and counts it as delivered.
+async fn send_event(sink: &mut Sink, event: &StreamEvent, write_timeout: Duration) -> Result<(), End> {
+    send(sink, Message::Text(event.frame.clone()), write_timeout).await?;
+    event.mark_sent();
+    metrics::frames_sent(1);
+    Ok(())
 }
 
 /// Writes one frame within the deadline. A frame that cannot be written in time means the
 /// client is not reading: it is too slow.
-async fn send(
-    sink: &mut SplitSink<WebSocket, Message>,
-    message: Message,
-    deadline: std::time::Duration,
-) -> Result<(), End> {
+async fn send(sink: &mut Sink, message: Message, deadline: Duration) -> Result<(), End> {
     match tokio::time::timeout(deadline, sink.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Closed),

@@ -13,14 +13,17 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use futures_util::{StreamExt, future::Either, stream::FuturesUnordered};
-use http::{HeaderValue, Method, Request, Uri, header};
+use h2::client::ResponseFuture;
+use http::{HeaderValue, Method, Request, Response, Uri, header};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
 use super::{
-    Attempt, HTTP1, HTTP2, Origin, Push, Shared,
+    Attempt, HTTP1, HTTP2, Headers, Origin, Push, Shared,
     answer::{classify, parse_retry_after},
-    connect::{Body, Conn, H2_DATA_FRAME, SendRequest},
+    connect::{Body, Conn, H2_DATA_FRAME, Place, SendRequest},
 };
 
 /// Most bytes of a push service's answer we read (error texts are short).
@@ -161,89 +164,123 @@ fn settle(shared: &Shared, origin: &Origin, conn: &mut Option<Conn>, done: Done)
     origin.finish(shared, done.push, done.attempt);
 }
 
-/// Puts one push on the wire, connecting first if needed; `Err` when it ended at once.
+/// Puts one push on the wire, connecting first if needed; `Err` when it ended at once. Four
+/// steps: what the push needs before it may go ([`prepare`]), a connection that takes a
+/// request ([`ready_connection`]), the request on the wire ([`request_head`], [`send`]), and
+/// the answer awaited apart from this task's other work ([`await_answer`]).
 async fn start(
     shared: &Shared,
     origin: &Arc<Origin>,
     conn: &mut Option<Conn>,
     push: Box<dyn Push>,
 ) -> Result<InFlight, Done> {
-    let ended = |push, attempt| Err(Done { push, attempt: Some(attempt), spoiled: None });
-    if origin.is_blocked() {
-        let error =
-            format!("not sent: {} rejected our VAPID credentials; fix the VAPID settings", origin.host);
-        return ended(push, Attempt::Failed { status: None, error });
-    }
-    let Some(headers) = push.headers() else {
-        return Err(Done { push, attempt: None, spoiled: None });
+    let ended = |push, attempt| Err(Done { push, attempt, spoiled: None });
+    let outgoing = match prepare(shared, origin, push.as_ref()) {
+        Ok(outgoing) => outgoing,
+        Err(attempt) => return ended(push, attempt),
     };
-    if let Some(wait) = origin.down_left() {
-        return ended(push, deferred(origin, wait));
-    }
-    let Some(place) = &origin.place else {
-        let error = format!("{} is not a push service origin", origin.host);
-        return ended(push, Attempt::Failed { status: None, error });
+    let c = match ready_connection(shared, origin, conn, outgoing.place).await {
+        Ok(c) => c,
+        Err(attempt) => return ended(push, Some(attempt)),
     };
-    let authorization = match shared.vapid.authorization(&origin.name) {
-        Ok(a) => a,
-        Err(e) => {
-            let error = format!("signing the VAPID token failed: {e}");
-            return ended(push, Attempt::Failed { status: None, error });
-        }
-    };
-    let uri: Uri = match push.endpoint().parse() {
-        Ok(u) => u,
-        Err(_) => {
-            let error = format!("an endpoint at {} is not a valid URL", origin.host);
-            return ended(push, Attempt::Failed { status: None, error });
-        }
-    };
-    // A connection that takes a request: the one we have once its previous exchange is over,
-    // or a new one (once more if the one we had turns out closed).
-    for fresh in [false, true] {
-        if conn.is_none() {
-            match shared.connector.connect(place).await {
-                Ok(c) => {
-                    let h2 = matches!(c.send, SendRequest::H2(_));
-                    origin.protocol.store(if h2 { HTTP2 } else { HTTP1 }, Ordering::Relaxed);
-                    *conn = Some(c);
-                }
-                Err(error) => {
-                    return Err(Done {
-                        push,
-                        attempt: Some(Attempt::Retry { status: None, after: None, error }),
-                        spoiled: None,
-                    });
-                }
-            }
-        }
-        let c = conn.as_mut().expect("connected above");
-        if ready(c).await {
-            break;
-        }
-        *conn = None;
-        if fresh {
-            let error = format!("connection error talking to {}", origin.host);
-            return Err(Done {
-                push,
-                attempt: Some(Attempt::Retry { status: None, after: None, error }),
-                spoiled: None,
-            });
-        }
-    }
-    let c = conn.as_mut().expect("connected above");
     let h2 = matches!(c.send, SendRequest::H2(_));
     // An HTTP/1.1 exchange cut short or failed spoils its connection; an HTTP/2 stream is reset
     // alone (a broken HTTP/2 connection ends its driver, which the worker sees).
     let spoiled_if_h1 = (!h2).then_some(c.id);
-
     let body = push.body();
+    let request = request_head(outgoing, h2, body.len());
+    let response = match send(c, request, body) {
+        Ok(response) => response,
+        Err(e) => {
+            // A refused stream leaves the connection usable; a broken one ends its driver,
+            // which the worker sees.
+            let error = format!("request error talking to {}: {}", origin.host, h2_reason(&e));
+            return ended(push, Some(retry(error)));
+        }
+    };
+    Ok(Box::pin(await_answer(response, shared.timeout, push, origin.clone(), spoiled_if_h1)))
+}
+
+/// What a push needs before it may take a connection, all known without the network.
+struct Outgoing<'a> {
+    headers: Headers,
+    place: &'a Place,
+    authorization: HeaderValue,
+    uri: Uri,
+}
+
+/// Checks, in this order, that the push may go and can: the origin still accepts our VAPID
+/// credentials, the push still wants to go ([`Push::headers`], asked as late as this because a
+/// retraction or shutdown may have come meanwhile), the origin is not down, it is a push-service
+/// origin, its token signs and the endpoint parses. `Err(None)`: not sent, nothing to record.
+fn prepare<'a>(
+    shared: &Shared,
+    origin: &'a Origin,
+    push: &dyn Push,
+) -> Result<Outgoing<'a>, Option<Attempt>> {
+    if origin.is_blocked() {
+        let error =
+            format!("not sent: {} rejected our VAPID credentials; fix the VAPID settings", origin.host);
+        return Err(Some(failed(error)));
+    }
+    let Some(headers) = push.headers() else {
+        return Err(None);
+    };
+    if let Some(wait) = origin.down_left() {
+        return Err(Some(deferred(origin, wait)));
+    }
+    let Some(place) = &origin.place else {
+        return Err(Some(failed(format!("{} is not a push service origin", origin.host))));
+    };
+    let authorization = shared
+        .vapid
+        .authorization(&origin.name)
+        .map_err(|e| Some(failed(format!("signing the VAPID token failed: {e}"))))?;
+    let uri: Uri = push
+        .endpoint()
+        .parse()
+        .map_err(|_| Some(failed(format!("an endpoint at {} is not a valid URL", origin.host))))?;
+    Ok(Outgoing { headers, place, authorization, uri })
+}
+
+/// A connection that takes a request: the one we have once its previous exchange is over, or a
+/// new one (once more if the one we had turns out closed). A push service we cannot reach is
+/// a retry, not a failure: that is normal weather on the internet.
+async fn ready_connection<'c>(
+    shared: &Shared,
+    origin: &Origin,
+    conn: &'c mut Option<Conn>,
+    place: &Place,
+) -> Result<&'c mut Conn, Attempt> {
+    let mut second_try = false;
+    loop {
+        if conn.is_none() {
+            let c = shared.connector.connect(place).await.map_err(retry)?;
+            let h2 = matches!(c.send, SendRequest::H2(_));
+            origin.protocol.store(if h2 { HTTP2 } else { HTTP1 }, Ordering::Relaxed);
+            *conn = Some(c);
+        }
+        if ready(conn.as_mut().expect("connected above")).await {
+            return Ok(conn.as_mut().expect("connected above"));
+        }
+        *conn = None;
+        if second_try {
+            return Err(retry(format!("connection error talking to {}", origin.host)));
+        }
+        second_try = true;
+    }
+}
+
+/// The request's head: Web Push's headers (RFC 8030: `TTL`, `Urgency`, `Topic`; RFC 8291's
+/// content encoding; RFC 8292's VAPID authorization). HTTP/2 takes the full URI; HTTP/1.1 wants
+/// the path in the request line and the authority in `Host`.
+fn request_head(outgoing: Outgoing<'_>, h2: bool, body_len: usize) -> Request<()> {
+    let Outgoing { headers, place, authorization, uri } = outgoing;
     let mut request = Request::new(());
     *request.method_mut() = Method::POST;
     if h2 {
         *request.uri_mut() = uri;
     } else {
-        // HTTP/1.1 wants the path in the request line and the authority in `Host`.
         *request.uri_mut() =
             uri.path_and_query().cloned().map(Uri::from).unwrap_or_else(|| Uri::from_static("/"));
         request.headers_mut().insert(header::HOST, place.authority.clone());
@@ -253,70 +290,85 @@ async fn start(
     h.insert("urgency", HeaderValue::from_static(headers.urgency));
     h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("aes128gcm"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     if let Some(topic) = headers.topic {
         h.insert("topic", topic);
     }
     h.insert(header::AUTHORIZATION, authorization);
     h.insert(header::USER_AGENT, USER_AGENT);
+    request
+}
 
-    let response = match &mut c.send {
-        SendRequest::H1(s) => Either::Left(s.send_request(request.map(|()| Body::new(body)))),
+/// Hands the request and its body to the connection, and returns the answer still to come.
+/// Nothing is awaited: over HTTP/2 the frames wait in h2's buffers until the worker next
+/// drives the connection, so pushes started back to back leave in one write. `Err` only from
+/// HTTP/2 (a refused or broken stream); an HTTP/1.1 failure shows in its answer.
+fn send(
+    c: &mut Conn,
+    request: Request<()>,
+    body: Bytes,
+) -> Result<Either<impl Future<Output = hyper::Result<Response<Incoming>>> + use<>, ResponseFuture>, h2::Error>
+{
+    match &mut c.send {
+        SendRequest::H1(s) => Ok(Either::Left(s.send_request(request.map(|()| Body::new(body))))),
         SendRequest::H2(s) => {
             // The body goes with the headers: h2 holds it until the flow-control windows open.
             // In frames small enough for h2 to gather many pushes into one write.
-            let sent = s.send_request(request, false).and_then(|(response, mut stream)| {
-                let mut body = body;
-                while body.len() > H2_DATA_FRAME {
-                    stream.send_data(body.split_to(H2_DATA_FRAME), false)?;
-                }
-                stream.send_data(body, true)?;
-                Ok(response)
-            });
-            match sent {
-                Ok(response) => Either::Right(response),
-                Err(e) => {
-                    // A refused stream leaves the connection usable; a broken one ends its
-                    // driver, which the worker sees.
-                    let error = format!("request error talking to {}: {}", origin.host, h2_reason(&e));
-                    return Err(Done {
-                        push,
-                        attempt: Some(Attempt::Retry { status: None, after: None, error }),
-                        spoiled: None,
-                    });
-                }
+            let (response, mut stream) = s.send_request(request, false)?;
+            let mut body = body;
+            while body.len() > H2_DATA_FRAME {
+                stream.send_data(body.split_to(H2_DATA_FRAME), false)?;
             }
+            stream.send_data(body, true)?;
+            Ok(Either::Right(response))
         }
+    }
+}
+
+/// Waits for the push service's answer, within the push timeout, and makes it the push's
+/// [`Done`]. Runs as one of the worker's in-flight futures, so an answer wakes only the worker.
+///
+/// Not given up when the alert is retracted meanwhile: the request is out, so the push may
+/// reach the device, and only its answer tells whether the retraction must follow it there.
+/// The timeout bounds the wait.
+async fn await_answer<F>(
+    response: Either<F, ResponseFuture>,
+    timeout: Duration,
+    push: Box<dyn Push>,
+    origin: Arc<Origin>,
+    spoiled_if_h1: Option<u64>,
+) -> Done
+where
+    F: Future<Output = hyper::Result<Response<Incoming>>>,
+{
+    let exchange = async {
+        Ok(match response {
+            Either::Left(response) => read_h1_answer(response.await.map_err(drop)?).await,
+            Either::Right(response) => read_h2_answer(response.await.map_err(drop)?).await,
+        })
     };
-    let timeout = shared.timeout;
-    let origin = origin.clone();
-    Ok(Box::pin(async move {
-        let exchange = async {
-            Ok(match response {
-                Either::Left(response) => read_h1_answer(response.await.map_err(drop)?).await,
-                Either::Right(response) => read_h2_answer(response.await.map_err(drop)?).await,
-            })
-        };
-        // Not given up when the alert is retracted meanwhile: the request is out, so the push
-        // may reach the device, and only its answer tells whether the retraction must follow
-        // it there. The timeout bounds the wait.
-        let result = tokio::time::timeout(timeout, exchange).await;
-        let retry = |kind: &str| Attempt::Retry {
-            status: None,
-            after: None,
-            error: format!("{kind} error talking to {}", origin.host),
-        };
-        match result {
-            // Timeouts and refused connections are normal weather on the internet.
-            Err(_) => Done { push, attempt: Some(retry("timeout")), spoiled: spoiled_if_h1 },
-            Ok(Err(())) => Done { push, attempt: Some(retry("request")), spoiled: spoiled_if_h1 },
-            Ok(Ok(answer)) => Done {
-                push,
-                attempt: Some(classify(answer.status, answer.retry_after, &answer.text)),
-                spoiled: if answer.complete { None } else { spoiled_if_h1 },
-            },
-        }
-    }))
+    let result = tokio::time::timeout(timeout, exchange).await;
+    let retry = |kind: &str| retry(format!("{kind} error talking to {}", origin.host));
+    match result {
+        // Timeouts and refused connections are normal weather on the internet.
+        Err(_) => Done { push, attempt: Some(retry("timeout")), spoiled: spoiled_if_h1 },
+        Ok(Err(())) => Done { push, attempt: Some(retry("request")), spoiled: spoiled_if_h1 },
+        Ok(Ok(answer)) => Done {
+            push,
+            attempt: Some(classify(answer.status, answer.retry_after, &answer.text)),
+            spoiled: if answer.complete { None } else { spoiled_if_h1 },
+        },
+    }
+}
+
+/// A try that may succeed later, the push service having given no status to go by.
+fn retry(error: String) -> Attempt {
+    Attempt::Retry { status: None, after: None, error }
+}
+
+/// A try that must not be repeated as it is.
+fn failed(error: String) -> Attempt {
+    Attempt::Failed { status: None, error }
 }
 
 /// Waits until the connection takes a request, driving it meanwhile (an HTTP/1.1 connection
@@ -350,7 +402,7 @@ struct Answer {
     complete: bool,
 }
 
-async fn read_h1_answer(response: http::Response<hyper::body::Incoming>) -> Answer {
+async fn read_h1_answer(response: Response<Incoming>) -> Answer {
     let (head, mut body) = response.into_parts();
     let mut text = AnswerText::default();
     while let Some(frame) = body.frame().await {
@@ -367,7 +419,7 @@ async fn read_h1_answer(response: http::Response<hyper::body::Incoming>) -> Answ
     text.answer(&head)
 }
 
-async fn read_h2_answer(response: http::Response<h2::RecvStream>) -> Answer {
+async fn read_h2_answer(response: Response<h2::RecvStream>) -> Answer {
     let (head, mut body) = response.into_parts();
     let mut text = AnswerText::default();
     while let Some(data) = body.data().await {
