@@ -15,6 +15,7 @@ pub mod db;
 pub mod feeds;
 pub mod idempotency;
 pub mod net;
+pub mod publish;
 pub mod push;
 pub mod server;
 pub mod stream;

@@ -344,9 +344,41 @@ impl WebUrl {
     }
 }
 
-/// RFC 8030 urgency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// Where an alert is in its life (`alerts.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum AlertStatus {
+    /// Waiting for its `send_at`.
+    Scheduled,
+    Live,
+    Retracted,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Live => "live",
+            Self::Retracted => "retracted",
+        }
+    }
+
+    /// Parses a `status` query parameter.
+    pub fn parse(field: &'static str, value: &str) -> Result<Self, FieldError> {
+        match value {
+            "scheduled" => Ok(Self::Scheduled),
+            "live" => Ok(Self::Live),
+            "retracted" => Ok(Self::Retracted),
+            _ => Err(FieldError::new(field, "must be one of scheduled, live, retracted")),
+        }
+    }
+}
+
+/// RFC 8030 urgency (`alerts.urgency`, and the push's `Urgency` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
+#[sqlx(type_name = "text", rename_all = "kebab-case")]
 pub enum Urgency {
     VeryLow,
     Low,

@@ -1,6 +1,7 @@
-//! The `alerts`, `stream_events` and `alert_stats` tables.
+//! The `alerts`, `stream_events` and `alert_stats` tables; this module is the only writer.
 //!
-//! Every change a ticker must hear about (publish, correct, retract) appends a stream event in
+//! The functions are the steps [`crate::publish`] composes into an editor's action, each inside
+//! the caller's transaction: every change a ticker must hear about appends its stream event in
 //! the same transaction as the change itself, so the log and the alerts never disagree.
 
 use chrono::{DateTime, Utc};
@@ -8,10 +9,9 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::domain::{Correction, DevicePush, NewAlert, Reason};
-use crate::{
-    push::store::StepKind,
-    stream::protocol::{self, EventKind},
+use super::{
+    domain::{AlertStatus, Correction, NewAlert, Reason, Topics, Urgency},
+    events::{self, EventKind},
 };
 
 /// Key of the transaction-scoped advisory lock that orders stream events (any constant unique
@@ -29,7 +29,7 @@ pub const SCHEDULE_CHANNEL: &str = "sondakika_schedule";
 pub struct Alert {
     pub id: Uuid,
     pub seq: Option<i64>,
-    pub status: String,
+    pub status: AlertStatus,
     /// 0 as flagged; one more with each correction.
     pub revision: i32,
     pub label: String,
@@ -39,7 +39,7 @@ pub struct Alert {
     pub image: Option<String>,
     pub article_id: Option<String>,
     pub topics: Vec<String>,
-    pub urgency: String,
+    pub urgency: Urgency,
     pub ttl_seconds: i32,
     pub send_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -76,7 +76,7 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Alert
 pub async fn list(
     pool: &PgPool,
     before: Option<Uuid>,
-    status: Option<&str>,
+    status: Option<AlertStatus>,
     limit: i64,
 ) -> sqlx::Result<Vec<Alert>> {
     sqlx::query_as(&format!(
@@ -99,9 +99,10 @@ pub enum Flagged {
     AlreadyLive(Alert),
 }
 
-/// Creates an alert, or returns the live one for the same article. Publishes at once unless
-/// `send_at` is in the future. Runs inside the caller's transaction.
-pub async fn flag(
+/// Inserts an alert, or returns the live one for the same article: `scheduled` when `send_at`
+/// is in the future (and the schedulers are woken), else `live` but not yet published (the
+/// caller publishes it in the same transaction, [`mark_published`]).
+pub async fn insert(
     tx: &mut PgConnection,
     new: &NewAlert,
     editor_id: i64,
@@ -137,7 +138,7 @@ pub async fn flag(
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(id)
-    .bind(if scheduled { "scheduled" } else { "live" })
+    .bind(if scheduled { AlertStatus::Scheduled } else { AlertStatus::Live })
     .bind(new.label.as_str())
     .bind(new.headline.as_str())
     .bind(new.summary.as_ref().map(|s| s.as_str()))
@@ -146,7 +147,7 @@ pub async fn flag(
     .bind(new.article_id.as_ref().map(|s| s.as_str()))
     .bind(&dedupe_key)
     .bind(new.topics.to_strings())
-    .bind(new.urgency.as_str())
+    .bind(new.urgency)
     .bind(new.ttl_seconds as i32)
     .bind(new.send_at)
     .bind(editor_id)
@@ -154,16 +155,15 @@ pub async fn flag(
     .await?;
     if scheduled {
         sqlx::query("select pg_notify($1, '')").bind(SCHEDULE_CHANNEL).execute(&mut *tx).await?;
-    } else {
-        publish(tx, id).await?;
     }
     let alert = get(tx, id).await?.expect("row inserted in this transaction");
     Ok(Flagged::Created(alert))
 }
 
-/// Marks an alert published and appends its `alert` event.
-async fn publish(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
-    // The seq is assigned inside append_event; the alert takes the same number.
+/// Marks an alert published and appends its `alert` event; returns it as published. Takes the
+/// stream lock (see [`next_seq`]): call it last but for what must commit with it.
+pub async fn mark_published(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Alert> {
+    // The seq is the event's; the alert takes the same number.
     let seq = next_seq(tx).await?;
     sqlx::query("update alerts set status = 'live', seq = $2, published_at = now() where id = $1")
         .bind(id)
@@ -172,10 +172,16 @@ async fn publish(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
         .await?;
     let alert = get(tx, id).await?.expect("row exists in this transaction");
     append_event(tx, seq, EventKind::Alert, &alert).await?;
-    crate::webhooks::enqueue(tx, crate::webhooks::EventType::Flagged, &alert).await?;
-    // The push fan-out is queued in the same transaction: published means queued, even if the
-    // process dies right after the commit.
-    crate::push::store::queue_job(tx, id).await
+    Ok(alert)
+}
+
+/// Appends an `update` or `retract` event for the alert as it now reads; returns it. Takes the
+/// stream lock (see [`next_seq`]).
+pub async fn log_event(tx: &mut PgConnection, id: Uuid, kind: EventKind) -> sqlx::Result<Alert> {
+    let seq = next_seq(tx).await?;
+    let alert = get(tx, id).await?.expect("the caller holds the alert's row");
+    append_event(tx, seq, kind, &alert).await?;
+    Ok(alert)
 }
 
 /// Takes the stream lock and the next seq. The lock is held until the transaction ends, so
@@ -186,7 +192,7 @@ async fn next_seq(tx: &mut PgConnection) -> sqlx::Result<i64> {
 }
 
 async fn append_event(tx: &mut PgConnection, seq: i64, kind: EventKind, alert: &Alert) -> sqlx::Result<()> {
-    let frame = protocol::event_frame(kind, seq, alert);
+    let frame = events::event_frame(kind, seq, alert);
     sqlx::query("insert into stream_events (seq, alert_id, kind, topics, frame) values ($1, $2, $3, $4, $5)")
         .bind(seq)
         .bind(alert.id)
@@ -203,25 +209,9 @@ async fn append_event(tx: &mut PgConnection, seq: i64, kind: EventKind, alert: &
     Ok(())
 }
 
-pub enum Changed {
-    Done(Alert),
-    NotFound,
-    Retracted(Alert),
-}
-
-/// Applies an editor's correction; tickers get an `update` if the alert is already out, and
-/// devices that were sent it a correction push (unless `push` is `none`), which waits
-/// `coalesce` for further corrections to join it.
-pub async fn correct(
-    tx: &mut PgConnection,
-    id: Uuid,
-    c: &Correction,
-    coalesce: std::time::Duration,
-) -> sqlx::Result<Changed> {
-    let Some(current) = lock_alert(tx, id).await? else { return Ok(Changed::NotFound) };
-    if current.status == "retracted" {
-        return Ok(Changed::Retracted(current));
-    }
+/// Applies an editor's correction to the alert's text, one revision up (the caller holds the
+/// row, [`lock`]).
+pub async fn apply_correction(tx: &mut PgConnection, id: Uuid, c: &Correction) -> sqlx::Result<()> {
     sqlx::query(
         "update alerts set
             headline = coalesce($2, headline),
@@ -241,26 +231,11 @@ pub async fn correct(
     .bind(c.image.as_ref().and_then(|s| s.as_ref().map(|s| s.as_str())))
     .execute(&mut *tx)
     .await?;
-    if current.status == "live" {
-        if c.push != DevicePush::None {
-            let quiet = c.push == DevicePush::Quiet;
-            let (kind, revision) = (StepKind::Correction, current.revision + 1);
-            crate::push::store::queue_step(tx, id, kind, revision, quiet, coalesce).await?;
-        }
-        let seq = next_seq(tx).await?;
-        let alert = get(tx, id).await?.expect("locked row");
-        append_event(tx, seq, EventKind::Update, &alert).await?;
-        crate::webhooks::enqueue(tx, crate::webhooks::EventType::Corrected, &alert).await?;
-    }
-    Ok(Changed::Done(get(tx, id).await?.expect("locked row")))
+    Ok(())
 }
 
-/// Retracts an alert; tickers get a `retract` if it was out. Retracting twice is harmless.
-pub async fn retract(tx: &mut PgConnection, id: Uuid, reason: Option<&Reason>) -> sqlx::Result<Changed> {
-    let Some(current) = lock_alert(tx, id).await? else { return Ok(Changed::NotFound) };
-    if current.status == "retracted" {
-        return Ok(Changed::Done(current));
-    }
+/// Marks the alert retracted (the caller holds the row, [`lock`]).
+pub async fn mark_retracted(tx: &mut PgConnection, id: Uuid, reason: Option<&Reason>) -> sqlx::Result<()> {
     sqlx::query(
         "update alerts set status = 'retracted', retracted_at = now(), retract_reason = $2,
                 updated_at = now()
@@ -270,24 +245,14 @@ pub async fn retract(tx: &mut PgConnection, id: Uuid, reason: Option<&Reason>) -
     .bind(reason.map(|r| r.as_str()))
     .execute(&mut *tx)
     .await?;
-    if current.status == "live" {
-        // Pushes not yet sent never go, and devices that were sent the alert get its
-        // retraction; running ranges stop when their process's hub sees the event below.
-        let (kind, revision) = (StepKind::Retraction, current.revision);
-        crate::push::store::queue_step(tx, id, kind, revision, true, std::time::Duration::ZERO).await?;
-        let seq = next_seq(tx).await?;
-        let alert = get(tx, id).await?.expect("locked row");
-        append_event(tx, seq, EventKind::Retract, &alert).await?;
-        crate::webhooks::enqueue(tx, crate::webhooks::EventType::Retracted, &alert).await?;
-    }
-    Ok(Changed::Done(get(tx, id).await?.expect("locked row")))
+    Ok(())
 }
 
 /// Locks an alert for an editor's change. `for no key update`, not `for update`: the change
 /// never touches the key, and the stronger lock also blocks the foreign-key checks of rows that
 /// reference the alert (a fan-out updating its `push_jobs` row twice in one transaction
 /// re-checks the key), which deadlocked a retraction against a flush of push outcomes.
-async fn lock_alert(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Alert>> {
+pub async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Alert>> {
     let found: Option<Uuid> = sqlx::query_scalar("select id from alerts where id = $1 for no key update")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -298,22 +263,16 @@ async fn lock_alert(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Aler
     }
 }
 
-/// Publishes scheduled alerts that are due. Several processes may run this at once:
-/// `skip locked` hands each due alert to exactly one of them. Returns how many fired.
-pub async fn fire_due(pool: &PgPool, batch: i64) -> sqlx::Result<usize> {
-    let mut tx = pool.begin().await?;
-    let due: Vec<Uuid> = sqlx::query_scalar(
+/// Scheduled alerts that are due, locked for publication. Several processes may ask at once:
+/// `skip locked` hands each due alert to exactly one of them.
+pub async fn lock_due(tx: &mut PgConnection, batch: i64) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
         "select id from alerts where status = 'scheduled' and send_at <= now()
          order by send_at limit $1 for no key update skip locked",
     )
     .bind(batch)
     .fetch_all(&mut *tx)
-    .await?;
-    for id in &due {
-        publish(&mut tx, *id).await?;
-    }
-    tx.commit().await?;
-    Ok(due.len())
+    .await
 }
 
 /// When the next scheduled alert is due, if any.
@@ -338,4 +297,40 @@ pub async fn add_tickers_reached(pool: &PgPool, deltas: &[(Uuid, i64)]) -> sqlx:
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Ids of the alerts among `ids` that are retracted.
+pub async fn retracted_among(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar("select id from alerts where id = any($1) and status = 'retracted'")
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+}
+
+/// Forgets stream events older than a week (beyond any replay window; the alerts stay).
+pub async fn prune_events(pool: &PgPool) -> sqlx::Result<u64> {
+    let done = sqlx::query!("delete from stream_events where created_at < now() - interval '7 days'")
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// The latest `alert` or `update` frame of each alert live now, up to stream position `seq`,
+/// newest first, of the given topics (none: all).
+pub async fn live_frames(pool: &PgPool, topics: &Topics, seq: i64, limit: i64) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "select frame from (
+            select distinct on (e.alert_id) e.frame, e.seq from stream_events e
+            join alerts a on a.id = e.alert_id
+            where a.status = 'live' and a.published_at + make_interval(secs => a.ttl_seconds) > now()
+              and e.kind in ('alert', 'update') and e.seq <= $3
+              and (cardinality($1::text[]) = 0 or cardinality(a.topics) = 0 or a.topics && $1)
+            order by e.alert_id, e.seq desc) latest
+         order by seq desc limit $2",
+        &topics.to_strings(),
+        limit,
+        seq,
+    )
+    .fetch_all(pool)
+    .await
 }

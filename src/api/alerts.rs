@@ -6,7 +6,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -14,12 +14,14 @@ use uuid::Uuid;
 
 use crate::{
     alerts::{
-        domain::{CorrectionRequest, FieldError, NewAlertRequest, RetractRequest, Urgency},
-        store::{self, Alert, Changed, Flagged},
+        domain::{AlertStatus, CorrectionRequest, FieldError, NewAlertRequest, RetractRequest},
+        store,
+        view::AlertView,
     },
     app::AppState,
     auth::Editor,
     idempotency::{self, NextAction},
+    publish::{self, Changed, Flagged},
     push::store::{DeliveryRow, DeliveryStatus},
     server::{
         error::{ApiError, ApiResult, Problem},
@@ -36,120 +38,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retract))
         .routes(routes!(deliveries))
         .routes(routes!(me))
-}
-
-/// Where an alert is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertStatus {
-    /// Waiting for its `send_at`.
-    Scheduled,
-    Live,
-    Retracted,
-}
-
-impl AlertStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Scheduled => "scheduled",
-            Self::Live => "live",
-            Self::Retracted => "retracted",
-        }
-    }
-}
-
-/// An alert as the API shows it.
-#[derive(Serialize, ToSchema)]
-pub struct AlertView {
-    pub id: Uuid,
-    /// Its position in the stream (absent while it is scheduled).
-    pub seq: Option<i64>,
-    #[schema(value_type = AlertStatus)]
-    pub status: String,
-    /// 0 as flagged; one more with each correction.
-    pub revision: i32,
-    pub label: String,
-    pub headline: String,
-    pub summary: Option<String>,
-    pub url: String,
-    pub image: Option<String>,
-    pub article_id: Option<String>,
-    pub topics: Vec<String>,
-    #[schema(value_type = Urgency)]
-    pub urgency: String,
-    pub ttl_seconds: i32,
-    pub send_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub published_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub retracted_at: Option<DateTime<Utc>>,
-    pub retract_reason: Option<String>,
-    pub created_by: Option<String>,
-    pub delivery: Delivery,
-    /// Web Push figures (on `GET /alerts/{id}`, once the alert is published and push is on).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub push: Option<crate::push::store::PushFigures>,
-    /// Each fan-out of the alert to devices, oldest first: the original push, each correction
-    /// and the retraction, with its own figures (when push is on).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub push_steps: Vec<crate::push::store::PushStep>,
-    pub links: Links,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Delivery {
-    /// Live tickers sent the alert so far, summed over every server process (flushed each
-    /// second).
-    pub tickers_reached: i64,
-}
-
-/// Where to find the alert and what to do with it (paths on this server, and the article).
-#[derive(Serialize, ToSchema)]
-pub struct Links {
-    #[serde(rename = "self")]
-    pub self_: String,
-    pub retract: String,
-    pub deliveries: String,
-    pub article: String,
-}
-
-impl From<Alert> for AlertView {
-    fn from(a: Alert) -> Self {
-        let self_ = format!("/api/v1/alerts/{}", a.id);
-        Self {
-            expires_at: a.expires_at(),
-            links: Links {
-                retract: format!("{self_}/retract"),
-                deliveries: format!("{self_}/deliveries"),
-                article: a.url.clone(),
-                self_,
-            },
-            delivery: Delivery { tickers_reached: a.tickers_reached },
-            push: None,
-            push_steps: Vec::new(),
-            id: a.id,
-            seq: a.seq,
-            status: a.status,
-            revision: a.revision,
-            label: a.label,
-            headline: a.headline,
-            summary: a.summary,
-            url: a.url,
-            image: a.image,
-            article_id: a.article_id,
-            topics: a.topics,
-            urgency: a.urgency,
-            ttl_seconds: a.ttl_seconds,
-            send_at: a.send_at,
-            created_at: a.created_at,
-            published_at: a.published_at,
-            updated_at: a.updated_at,
-            retracted_at: a.retracted_at,
-            retract_reason: a.retract_reason,
-            created_by: a.created_by,
-        }
-    }
 }
 
 /// A JSON body together with its canonical bytes (for the Idempotency-Key fingerprint).
@@ -259,7 +147,7 @@ async fn create(
         }
     }
 
-    let (status, alert) = match store::flag(&mut tx, &new, editor.id, now).await? {
+    let (status, alert) = match publish::flag(&mut tx, &new, editor.id, now).await? {
         Flagged::Created(a) => (StatusCode::CREATED, a),
         Flagged::AlreadyLive(a) => (StatusCode::OK, a),
     };
@@ -270,10 +158,10 @@ async fn create(
     }
     tx.commit().await?;
     if status == StatusCode::CREATED {
-        if view.status == "live" {
+        if view.status == AlertStatus::Live {
             metrics::alert_published();
         }
-        tracing::info!(alert_id = %view.id, seq = view.seq.unwrap_or_default(), status = %view.status, editor_id = editor.id, "alert flagged");
+        tracing::info!(alert_id = %view.id, seq = view.seq.unwrap_or_default(), status = view.status.as_str(), editor_id = editor.id, "alert flagged");
     }
     Ok(json_response(status, body, Some(&view.links.self_), false))
 }
@@ -329,16 +217,12 @@ async fn list(
     let status = q
         .status
         .as_deref()
-        .map(|s| {
-            serde_json::from_value::<AlertStatus>(serde_json::Value::String(s.into()))
-                .map_err(|_| ApiError::field("status", "must be one of scheduled, live, retracted"))
-        })
-        .transpose()?
-        .map(AlertStatus::as_str);
+        .map(|s| AlertStatus::parse("status", s).map_err(|e| ApiError::Validation(vec![e])))
+        .transpose()?;
     let alerts = store::list(&state.db, before, status, limit).await?;
     let next = (alerts.len() as i64 == limit).then(|| {
         let last = alerts.last().expect("non-empty page").id;
-        let status = status.map(|s| format!("&status={s}")).unwrap_or_default();
+        let status = status.map(|s| format!("&status={}", s.as_str())).unwrap_or_default();
         format!("/api/v1/alerts?limit={limit}&before={last}{status}")
     });
     let mut items: Vec<AlertView> = alerts.into_iter().map(AlertView::from).collect();
@@ -454,8 +338,7 @@ async fn deliveries(
             serde_json::from_value::<DeliveryStatus>(serde_json::Value::String(s.into()))
                 .map_err(|_| ApiError::field("status", "must be one of sent, failed, gone, expired, skipped"))
         })
-        .transpose()?
-        .map(DeliveryStatus::as_str);
+        .transpose()?;
     let limit = crate::server::extract::limit(q.limit.as_deref(), 100, 1000)?;
     let step = q
         .step
@@ -489,7 +372,7 @@ async fn deliveries(
     let rows = crate::push::store::deliveries(&state.db, id, step, status, after, limit).await?;
     let next = (rows.len() as i64 == limit).then(|| {
         let last = rows.last().expect("non-empty page");
-        let status = status.map(|s| format!("&status={s}")).unwrap_or_default();
+        let status = status.map(|s| format!("&status={}", s.as_str())).unwrap_or_default();
         let step = step.map(|s| format!("&step={s}")).unwrap_or_default();
         format!(
             "/api/v1/alerts/{id}/deliveries?limit={limit}&after={}.{}{status}{step}",
@@ -527,7 +410,7 @@ async fn correct(
     let correction = req.parse().map_err(ApiError::Validation)?;
     let mut tx = state.db.begin().await?;
     let coalesce = std::time::Duration::from_millis(state.settings.push_correction_coalesce_ms);
-    let changed = store::correct(&mut tx, id, &correction, coalesce).await?;
+    let changed = publish::correct(&mut tx, id, &correction, coalesce).await?;
     tx.commit().await?;
     match changed {
         Changed::Done(a) => {
@@ -569,7 +452,7 @@ async fn retract(
     let id = parse_id(&id)?;
     let reason = req.parse().map_err(ApiError::Validation)?;
     let mut tx = state.db.begin().await?;
-    let changed = store::retract(&mut tx, id, reason.as_ref()).await?;
+    let changed = publish::retract(&mut tx, id, reason.as_ref()).await?;
     tx.commit().await?;
     match changed {
         Changed::Done(a) | Changed::Retracted(a) => {

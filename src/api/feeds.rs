@@ -12,11 +12,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::alerts::AlertView;
 use crate::{
     alerts::{
-        domain::{ArticleId, FieldError, Headline, Summary, WebUrl},
-        store::{self as alerts, Flagged},
+        domain::{AlertStatus, ArticleId, FieldError, Headline, Summary, WebUrl},
+        store as alerts,
+        view::AlertView,
     },
     app::AppState,
     auth::{Admin, Editor},
@@ -30,6 +30,7 @@ use crate::{
         error::{ApiError, ApiResult, Problem},
         extract::{Json, Path, Query},
     },
+    publish::{self, Flagged},
     telemetry::metrics,
 };
 
@@ -333,13 +334,13 @@ async fn send_draft(
     let feed = store::get(&state.db, row.feed_id).await?.ok_or_else(missing)?;
     let item = item_of(&row)?;
     let new = alert_from(&feed, &item, state.settings.default_ttl_secs);
-    let (status, alert) = match alerts::flag(&mut tx, &new, editor.id, Utc::now()).await? {
+    let (status, alert) = match publish::flag(&mut tx, &new, editor.id, Utc::now()).await? {
         Flagged::Created(a) => (StatusCode::CREATED, a),
         Flagged::AlreadyLive(a) => (StatusCode::OK, a),
     };
     store::mark_sent(&mut tx, iid, alert.id).await?;
     tx.commit().await?;
-    if status == StatusCode::CREATED && alert.status == "live" {
+    if status == StatusCode::CREATED && alert.status == AlertStatus::Live {
         metrics::alert_published();
     }
     tracing::info!(alert_id = %alert.id, item_id = %iid, editor_id = editor.id, "draft sent");

@@ -19,7 +19,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    alerts::domain::{FieldError, Topic, Topics},
+    alerts::{
+        domain::{FieldError, Topic, Topics},
+        events::AlertFrame,
+    },
     app::AppState,
     push::{
         Push,
@@ -32,7 +35,6 @@ use crate::{
         extract::Json,
         rate_limits::{AddressKey, Budget, client_key},
     },
-    stream::protocol::AlertFrame,
 };
 
 /// The public endpoints, each routed from its documentation (`#[utoipa::path]`).
@@ -311,21 +313,7 @@ async fn live(
     let limit = crate::server::extract::limit(q.limit.as_deref(), 5, 20)?;
     // The position first: anything committed after it is replayed to the ticker.
     let seq = state.hub.head();
-    let frames = sqlx::query_scalar!(
-        "select frame from (
-            select distinct on (e.alert_id) e.frame, e.seq from stream_events e
-            join alerts a on a.id = e.alert_id
-            where a.status = 'live' and a.published_at + make_interval(secs => a.ttl_seconds) > now()
-              and e.kind in ('alert', 'update') and e.seq <= $3
-              and (cardinality($1::text[]) = 0 or cardinality(a.topics) = 0 or a.topics && $1)
-            order by e.alert_id, e.seq desc) latest
-         order by seq desc limit $2",
-        &topics.to_strings(),
-        limit,
-        seq,
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let frames = crate::alerts::store::live_frames(&state.db, &topics, seq, limit).await?;
     let alerts = frames.iter().filter_map(|f| serde_json::from_str(f).ok()).collect();
     let mut r = axum::Json(LiveAlerts { seq, alerts }).into_response();
     r.headers_mut().insert(axum::http::header::CACHE_CONTROL, "public, max-age=2".parse().expect("static"));
@@ -416,7 +404,8 @@ async fn receipt(
         store::Receipt::Retracted => "the alert was retracted; receipts for it are not counted".to_string(),
         store::Receipt::NotSent(status) => {
             format!(
-                "this push was not delivered (its outcome is `{status}`); receipts count only for pushes sent"
+                "this push was not delivered (its outcome is `{}`); receipts count only for pushes sent",
+                status.as_str()
             )
         }
         store::Receipt::NotLogged => {

@@ -44,10 +44,14 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use crate::{
-    alerts::store::Alert,
+    alerts::{
+        domain::{AlertStatus, Urgency},
+        store::Alert,
+        view::StepKind,
+    },
     config::{Secret, Settings},
     db::{self, Database},
-    push::{ece, payload, store::StepKind, vapid},
+    push::{ece, payload, vapid},
 };
 
 #[derive(Debug, Subcommand)]
@@ -113,7 +117,7 @@ fn sample_alert() -> Alert {
     Alert {
         id: uuid::Uuid::now_v7(),
         seq: Some(1234),
-        status: "live".into(),
+        status: AlertStatus::Live,
         revision: 0,
         label: "SON DAKİKA".into(),
         headline: HEADLINE.into(),
@@ -122,7 +126,7 @@ fn sample_alert() -> Alert {
         image: Some(IMAGE.into()),
         article_id: None,
         topics: vec!["deprem".into(), "gundem".into()],
-        urgency: "high".into(),
+        urgency: Urgency::High,
         ttl_seconds: TTL_SECS,
         send_at: None,
         created_at: now,
@@ -142,7 +146,7 @@ fn alert_from_view(v: &Value) -> anyhow::Result<Alert> {
     Ok(Alert {
         id: s("id").context("alert without id")?.parse()?,
         seq: v["seq"].as_i64(),
-        status: s("status").unwrap_or_default(),
+        status: serde_json::from_value(v["status"].clone()).context("alert without a status")?,
         revision: v["revision"].as_i64().unwrap_or(0) as i32,
         label: s("label").unwrap_or_default(),
         headline: s("headline").unwrap_or_default(),
@@ -154,7 +158,7 @@ fn alert_from_view(v: &Value) -> anyhow::Result<Alert> {
             .as_array()
             .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
             .unwrap_or_default(),
-        urgency: s("urgency").unwrap_or_default(),
+        urgency: serde_json::from_value(v["urgency"].clone()).context("alert without an urgency")?,
         ttl_seconds: v["ttl_seconds"].as_i64().unwrap_or(0) as i32,
         send_at: t("send_at"),
         created_at: t("created_at").context("alert without created_at")?,

@@ -19,12 +19,10 @@ use super::{
     store::{self, Feed, ItemState, Outcome},
 };
 use crate::{
-    alerts::{
-        domain::{Label, NewAlert, Topics, Urgency},
-        store as alerts,
-    },
+    alerts::domain::{AlertStatus, Label, NewAlert, Topics, Urgency},
     config::Settings,
     net::{OutRequest, Outbound},
+    publish::{self, Flagged},
     telemetry::metrics,
 };
 
@@ -200,15 +198,15 @@ impl Poller {
             };
             if verdict.is_ok() && feed.mode() == Mode::Auto {
                 let new = self.alert_of(feed, &item);
-                let alert = match alerts::flag(&mut tx, &new, feed.created_by, now).await? {
-                    alerts::Flagged::Created(a) => {
-                        if a.status == "live" {
+                let alert = match publish::flag(&mut tx, &new, feed.created_by, now).await? {
+                    Flagged::Created(a) => {
+                        if a.status == AlertStatus::Live {
                             metrics::alert_published();
                         }
                         tracing::info!(feed_id = %feed.id, alert_id = %a.id, "alert flagged from a feed");
                         a
                     }
-                    alerts::Flagged::AlreadyLive(a) => a,
+                    Flagged::AlreadyLive(a) => a,
                 };
                 store::mark_sent(&mut tx, item_id, alert.id).await?;
             }

@@ -44,11 +44,11 @@ use super::{
     encryptor::Encryptor,
     payload,
     sender::{Attempt, Headers, Push, Sender},
-    store::{self, Batch, Deactivation, Outcome, StepKind, Target},
+    store::{self, Batch, Deactivation, DeliveryStatus, Outcome, Target, Verdict},
 };
 use crate::{
-    alerts::store as alerts,
-    stream::{hub::Hub, protocol::EventKind},
+    alerts::{domain::AlertStatus, events::EventKind, store as alerts, view::StepKind},
+    stream::hub::Hub,
     telemetry::metrics,
 };
 
@@ -195,7 +195,8 @@ impl Fanout {
                     // the first does the work).
                     let (which, why) = (store::RetriesOf::AllButRetraction, "the alert was retracted");
                     if let Err(err) =
-                        store::close_retries(&self.pool, e.alert_id, which, "skipped", why).await
+                        store::close_retries(&self.pool, e.alert_id, which, DeliveryStatus::Skipped, why)
+                            .await
                     {
                         tracing::warn!(error = %err, alert_id = %e.alert_id, "could not close a retracted alert's retries");
                     }
@@ -221,12 +222,7 @@ impl Fanout {
         let mut pause = Duration::from_millis(100);
         loop {
             let ids: Vec<Uuid> = self.watched.lock().expect("watched lock").keys().copied().collect();
-            let found: sqlx::Result<Vec<Uuid>> =
-                sqlx::query_scalar("select id from alerts where id = any($1) and status = 'retracted'")
-                    .bind(&ids)
-                    .fetch_all(&self.pool)
-                    .await;
-            match found {
+            match alerts::retracted_among(&self.pool, &ids).await {
                 Ok(retracted) => {
                     let watched = self.watched.lock().expect("watched lock");
                     for id in retracted {
@@ -305,7 +301,7 @@ impl Fanout {
         let cancelled = if step.kind == StepKind::Retraction {
             CancellationToken::new()
         } else {
-            if alert.status == "retracted" {
+            if alert.status == AlertStatus::Retracted {
                 watch.retracted.cancel();
             }
             watch.retracted.clone()
@@ -318,12 +314,7 @@ impl Fanout {
         let push = Arc::new(AlertPush {
             payload: Arc::new(template),
             revision: alert.revision,
-            urgency: match alert.urgency.as_str() {
-                "very-low" => "very-low",
-                "low" => "low",
-                "normal" => "normal",
-                _ => "high",
-            },
+            urgency: alert.urgency.as_str(),
             expires_at,
             topics: alert.topics.clone(),
             topic: topic_of(alert.id),
@@ -355,8 +346,14 @@ impl Fanout {
             return Ok(());
         };
         if alert.cancelled.is_cancelled() {
-            store::close_remaining(&self.pool, &batch, &alert.topics, "skipped", "the alert was retracted")
-                .await?;
+            store::close_remaining(
+                &self.pool,
+                &batch,
+                &alert.topics,
+                DeliveryStatus::Skipped,
+                "the alert was retracted",
+            )
+            .await?;
             return Ok(store::finish_batch(&self.pool, &batch).await?);
         }
         if alert.expires_at <= Utc::now() {
@@ -364,7 +361,7 @@ impl Fanout {
                 &self.pool,
                 &batch,
                 &alert.topics,
-                "expired",
+                DeliveryStatus::Expired,
                 "the alert's TTL passed before sending",
             )
             .await?;
@@ -409,8 +406,14 @@ impl Fanout {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         if alert.cancelled.is_cancelled() {
-            store::close_remaining(&self.pool, batch, &alert.topics, "skipped", "the alert was retracted")
-                .await?;
+            store::close_remaining(
+                &self.pool,
+                batch,
+                &alert.topics,
+                DeliveryStatus::Skipped,
+                "the alert was retracted",
+            )
+            .await?;
         } else if shutdown.is_cancelled() {
             // Hand the rest back at once rather than after the lease runs out.
             return Ok(store::release_batch(&self.pool, batch).await?);
@@ -508,7 +511,7 @@ impl Fanout {
                 let body = match body {
                     Ok(b) => b,
                     Err(e) => {
-                        delivery.record("failed", None, None, Some(format!("encryption: {e}")));
+                        delivery.record(DeliveryStatus::Failed, None, None, Some(format!("encryption: {e}")));
                         continue;
                     }
                 };
@@ -573,19 +576,31 @@ impl Fanout {
         // The newest revision any of them saw: the claim read it with the rows.
         let step = due.iter().map(|d| d.step).max_by_key(|s| s.alert_revision).expect("claimed retries");
         let Some(alert) = self.alert(&job, &step).await? else {
-            store::close_retries(&self.pool, alert_id, this_step, "skipped", "the alert no longer exists")
-                .await?;
+            store::close_retries(
+                &self.pool,
+                alert_id,
+                this_step,
+                DeliveryStatus::Skipped,
+                "the alert no longer exists",
+            )
+            .await?;
             return Ok(());
         };
         if alert.cancelled.is_cancelled() {
             let why = "the alert was retracted";
-            store::close_retries(&self.pool, alert_id, store::RetriesOf::AllButRetraction, "skipped", why)
-                .await?;
+            store::close_retries(
+                &self.pool,
+                alert_id,
+                store::RetriesOf::AllButRetraction,
+                DeliveryStatus::Skipped,
+                why,
+            )
+            .await?;
             return Ok(());
         }
         if alert.expires_at <= Utc::now() {
             let why = "the alert's TTL passed before the next try";
-            store::close_retries(&self.pool, alert_id, this_step, "expired", why).await?;
+            store::close_retries(&self.pool, alert_id, this_step, DeliveryStatus::Expired, why).await?;
             return Ok(());
         }
         let (run, writer) = self.start_run(&alert, job, step, shutdown);
@@ -598,7 +613,7 @@ impl Fanout {
                 None => {
                     let outcome = Outcome {
                         subscription_id: d.subscription_id,
-                        status: "skipped",
+                        status: DeliveryStatus::Skipped.into(),
                         attempts: d.attempts,
                         error: Some("the subscription was removed before the next try".into()),
                         from_retry: true,
@@ -733,19 +748,24 @@ impl Push for Delivery {
         let Some(attempt) = attempt else {
             // Not sent, or not confirmed: why decides what the log says.
             if self.run.alert.cancelled.is_cancelled() {
-                return self.record("skipped", None, None, Some("the alert was retracted".into()));
+                return self.record(
+                    DeliveryStatus::Skipped,
+                    None,
+                    None,
+                    Some("the alert was retracted".into()),
+                );
             }
             if self.run.shutdown.is_cancelled() {
                 // No outcome: whoever resumes the batch (or the retry, after its lease) sends it.
                 return;
             }
-            return self.record("expired", None, None, Some("the alert's TTL passed".into()));
+            return self.record(DeliveryStatus::Expired, None, None, Some("the alert's TTL passed".into()));
         };
         if let Attempt::Deferred { after, error } = attempt {
             self.deferrals += 1;
             if self.deferrals > MAX_DEFERRALS {
                 let error = format!("{error} (gave up after {MAX_DEFERRALS} put-offs)");
-                return self.give_up("failed", None, None, error);
+                return self.give_up(DeliveryStatus::Failed, None, None, error);
             }
             return self.retry_after(after, None, error);
         }
@@ -754,20 +774,25 @@ impl Push for Delivery {
         match attempt {
             Attempt::Sent(code) => {
                 metrics::push_latency(self.started.elapsed());
-                self.record("sent", Some(code), latency, None)
+                self.record(DeliveryStatus::Sent, Some(code), latency, None)
             }
-            Attempt::Gone(code) => {
-                self.record("gone", Some(code), latency, Some("the subscription no longer exists".into()))
+            Attempt::Gone(code) => self.record(
+                DeliveryStatus::Gone,
+                Some(code),
+                latency,
+                Some("the subscription no longer exists".into()),
+            ),
+            Attempt::Failed { status, error } => {
+                self.record(DeliveryStatus::Failed, status, latency, Some(error))
             }
-            Attempt::Failed { status, error } => self.record("failed", status, latency, Some(error)),
             Attempt::VapidRejected { status, error } => {
-                self.record("failed", Some(status), latency, Some(error))
+                self.record(DeliveryStatus::Failed, Some(status), latency, Some(error))
             }
             Attempt::Retry { status, after, error } => {
                 let attempts = self.attempts;
                 if attempts as u32 >= self.run.max_attempts {
                     let error = format!("{error} (gave up after {attempts} attempts)");
-                    return self.give_up("failed", status, latency, error);
+                    return self.give_up(DeliveryStatus::Failed, status, latency, error);
                 }
                 self.retry_after(after.unwrap_or_else(|| backoff(attempts as u32)), status, error)
             }
@@ -782,9 +807,9 @@ impl Delivery {
         let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         if at >= self.run.alert.expires_at {
             let error = format!("{error}; the TTL ends before the next try");
-            return self.give_up("expired", http, None, error);
+            return self.give_up(DeliveryStatus::Expired, http, None, error);
         }
-        let mut outcome = self.outcome("retry", http, None, Some(error));
+        let mut outcome = self.outcome(Verdict::Retry, http, None, Some(error));
         outcome.retry_at = Some(at);
         self.send_outcome(outcome);
     }
@@ -793,30 +818,30 @@ impl Delivery {
     /// deactivating the subscription.
     fn give_up(
         self: Box<Self>,
-        status: &'static str,
+        status: DeliveryStatus,
         http: Option<u16>,
         latency: Option<Duration>,
         error: String,
     ) {
-        let mut outcome = self.outcome(status, http, latency, Some(error));
+        let mut outcome = self.outcome(status.into(), http, latency, Some(error));
         outcome.service_failure = true;
         self.send_outcome(outcome);
     }
 
     fn record(
         self: Box<Self>,
-        status: &'static str,
+        status: DeliveryStatus,
         http: Option<u16>,
         latency: Option<Duration>,
         error: Option<String>,
     ) {
-        let outcome = self.outcome(status, http, latency, error);
+        let outcome = self.outcome(status.into(), http, latency, error);
         self.send_outcome(outcome);
     }
 
     fn outcome(
         &self,
-        status: &'static str,
+        status: Verdict,
         http: Option<u16>,
         latency: Option<Duration>,
         error: Option<String>,

@@ -21,11 +21,8 @@
 
 use serde::Serialize;
 
-use super::{
-    receipt::{MAX_RECEIPT_CHARS, ReceiptKey},
-    store::StepKind,
-};
-use crate::alerts::store::Alert;
+use super::receipt::{MAX_RECEIPT_CHARS, ReceiptKey};
+use crate::alerts::{store::Alert, view::StepKind};
 
 pub const MAX_PAYLOAD_BYTES: usize = 2048;
 
@@ -230,7 +227,7 @@ mod tests {
         Alert {
             id: uuid::Uuid::now_v7(),
             seq: Some(7),
-            status: "live".into(),
+            status: crate::alerts::domain::AlertStatus::Live,
             revision: 0,
             label: "SON DAKİKA".into(),
             headline: headline.into(),
@@ -239,7 +236,7 @@ mod tests {
             image: Some("https://img.example.com.tr/a.jpg".into()),
             article_id: None,
             topics: vec!["gundem".into()],
-            urgency: "high".into(),
+            urgency: crate::alerts::domain::Urgency::High,
             ttl_seconds: 3600,
             send_at: None,
             created_at: Utc::now(),

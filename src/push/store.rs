@@ -6,6 +6,14 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::subscription::PushSubscription;
+use crate::{
+    alerts::{
+        domain::AlertStatus,
+        store as alerts,
+        view::{AlertView, PushFigures, PushStep, StepKind},
+    },
+    webhooks::{self, EventType},
+};
 
 /// NOTIFY channel that wakes fan-out workers when there is new work.
 pub const PUSH_CHANNEL: &str = "sondakika_push";
@@ -72,17 +80,6 @@ pub async fn drop_stale_subscriptions(pool: &PgPool, days: u32) -> sqlx::Result<
             .execute(pool)
             .await?;
     Ok(n.rows_affected())
-}
-
-/// The kinds of push step an alert goes through: its original push, corrections, its
-/// retraction (`push_jobs.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-pub enum StepKind {
-    Alert,
-    Correction,
-    Retraction,
 }
 
 /// Queues the fan-out of a just-published alert: its step 0 (inside the publishing
@@ -460,11 +457,27 @@ pub async fn targets(pool: &PgPool, b: &Batch, topics: &[String]) -> sqlx::Resul
     .await
 }
 
-/// The outcome of one push: final, or (status `retry`) another try at `retry_at`.
+/// What became of one push: its final status in the delivery log, or another try later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verdict {
+    Final(DeliveryStatus),
+    /// Another try at the outcome's `retry_at` (the default only so that an [`Outcome`] can be
+    /// built with `..Default::default()`; every builder sets it).
+    #[default]
+    Retry,
+}
+
+impl From<DeliveryStatus> for Verdict {
+    fn from(status: DeliveryStatus) -> Self {
+        Self::Final(status)
+    }
+}
+
+/// The outcome of one push: final, or another try at `retry_at`.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub subscription_id: i64,
-    pub status: &'static str,
+    pub status: Verdict,
     pub http_status: Option<i16>,
     pub attempts: i16,
     pub push_host: String,
@@ -515,7 +528,7 @@ pub async fn record(
         return Ok(());
     }
     let (retries, finals): (Vec<&Outcome>, Vec<&Outcome>) =
-        outcomes.iter().partition(|o| o.status == "retry");
+        outcomes.iter().partition(|o| o.status == Verdict::Retry);
     let mut tx = pool.begin().await?;
     // First, before any row of the push tables: the alert's row, shared. A correction or a
     // retraction holds it exclusively while it queues its step, so this transaction sees either
@@ -551,12 +564,15 @@ pub async fn record(
     if let Some((step, kind, revision)) = latest
         && step > job.step
     {
-        let stale = ids(&|o| o.status == "sent" && (kind == StepKind::Retraction || o.revision < revision));
+        let stale = ids(&|o| {
+            o.status == Verdict::Final(DeliveryStatus::Sent)
+                && (kind == StepKind::Retraction || o.revision < revision)
+        });
         if !stale.is_empty() {
             queue_follow_ups(&mut tx, job, step, &stale).await?;
         }
     }
-    let gone = ids(&|o| o.status == "gone");
+    let gone = ids(&|o| o.status == Verdict::Final(DeliveryStatus::Gone));
     if !gone.is_empty() {
         sqlx::query(
             "update push_subscriptions set active = false, deactivated_at = now(), deactivated_reason = 'gone'
@@ -568,7 +584,7 @@ pub async fn record(
     }
     // A push that went through clears its subscription's failures (through the partial index:
     // nearly always a probe of an empty index).
-    let sent = ids(&|o| o.status == "sent");
+    let sent = ids(&|o| o.status == Verdict::Final(DeliveryStatus::Sent));
     if !sent.is_empty() {
         sqlx::query(
             "update push_subscriptions set failed_alerts = 0, failing_since = null
@@ -582,7 +598,7 @@ pub async fn record(
     if !failing.is_empty() {
         count_failures(&mut tx, &failing, deactivation).await?;
     }
-    let n = |s: &str| logged.iter().filter(|(k, _)| k == s).count() as i64;
+    let n = |s: DeliveryStatus| logged.iter().filter(|(k, _)| *k == s).count() as i64;
     sqlx::query(
         "update push_jobs set sent = sent + $3, failed = failed + $4, gone = gone + $5,
                 expired = expired + $6, skipped = skipped + $7
@@ -590,11 +606,11 @@ pub async fn record(
     )
     .bind(job.alert_id)
     .bind(job.step)
-    .bind(n("sent"))
-    .bind(n("failed"))
-    .bind(n("gone"))
-    .bind(n("expired"))
-    .bind(n("skipped"))
+    .bind(n(DeliveryStatus::Sent))
+    .bind(n(DeliveryStatus::Failed))
+    .bind(n(DeliveryStatus::Gone))
+    .bind(n(DeliveryStatus::Expired))
+    .bind(n(DeliveryStatus::Skipped))
     .execute(&mut *tx)
     .await?;
     let mut answered: Vec<DateTime<Utc>> = logged.iter().map(|(_, at)| *at).collect();
@@ -645,7 +661,7 @@ async fn log_finals(
     tx: &mut PgConnection,
     job: &JobKey,
     finals: &[&Outcome],
-) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+) -> sqlx::Result<Vec<(DeliveryStatus, DateTime<Utc>)>> {
     let now = Utc::now();
     let mut ids = Vec::with_capacity(finals.len());
     let mut statuses = Vec::with_capacity(finals.len());
@@ -656,9 +672,13 @@ async fn log_finals(
     let mut errors = Vec::with_capacity(finals.len());
     let mut revisions = Vec::with_capacity(finals.len());
     let mut answered = Vec::with_capacity(finals.len());
-    for o in finals {
+    let finals = finals.iter().filter_map(|o| match o.status {
+        Verdict::Final(status) => Some((o, status)),
+        Verdict::Retry => None,
+    });
+    for (o, status) in finals {
         ids.push(o.subscription_id);
-        statuses.push(o.status);
+        statuses.push(status.as_str());
         http.push(o.http_status);
         attempts.push(o.attempts);
         hosts.push(o.push_host.as_str());
@@ -765,9 +785,33 @@ async fn complete_job(tx: &mut PgConnection, job: &JobKey) -> sqlx::Result<()> {
     .fetch_optional(&mut *tx)
     .await?;
     if done == Some(true) {
-        crate::webhooks::enqueue_delivered(tx, job.alert_id, job.step).await?;
+        announce_delivered(tx, job).await?;
     }
     Ok(())
+}
+
+/// `alert.delivered`'s data: the alert as `GET /api/v1/alerts/{id}` shows it (with `push` and
+/// `push_steps`), and the step whose fan-out finished.
+#[derive(Serialize)]
+struct Delivered {
+    #[serde(flatten)]
+    alert: AlertView,
+    /// The fan-out that finished: 0 the original push, then a correction's or the retraction's.
+    step: Option<PushStep>,
+}
+
+/// Queues the `alert.delivered` webhook for a step that has just finished, in the transaction
+/// that marks it done. Reads nothing more when no endpoint wants the event.
+async fn announce_delivered(tx: &mut PgConnection, job: &JobKey) -> sqlx::Result<()> {
+    if !webhooks::wanted(tx, EventType::Delivered).await? {
+        return Ok(());
+    }
+    let Some(alert) = alerts::get(tx, job.alert_id).await? else { return Ok(()) };
+    let mut view = AlertView::from(alert);
+    view.push = figures(tx, job.alert_id).await?;
+    view.push_steps = steps_of(tx, &[job.alert_id]).await?.into_iter().map(|(_, s)| s).collect();
+    let finished = view.push_steps.iter().find(|s| s.step == job.step).cloned();
+    webhooks::enqueue_data(tx, EventType::Delivered, &Delivered { alert: view, step: finished }).await
 }
 
 /// A push due for another try (or a follow-up), claimed from the retry queue.
@@ -867,7 +911,7 @@ pub async fn close_retries(
     pool: &PgPool,
     alert_id: Uuid,
     which: RetriesOf,
-    status: &str,
+    status: DeliveryStatus,
     why: &str,
 ) -> sqlx::Result<u64> {
     let step = match which {
@@ -909,8 +953,8 @@ pub async fn close_retries(
 }
 
 /// Counts `n` pushes closed without a try (`expired`, or else `skipped`) in a step's figures.
-async fn add_closed(tx: &mut PgConnection, job: &JobKey, status: &str, n: i64) -> sqlx::Result<()> {
-    let sql = if status == "expired" {
+async fn add_closed(tx: &mut PgConnection, job: &JobKey, status: DeliveryStatus, n: i64) -> sqlx::Result<()> {
+    let sql = if status == DeliveryStatus::Expired {
         "update push_jobs set expired = expired + $3 where alert_id = $1 and step = $2"
     } else {
         "update push_jobs set skipped = skipped + $3 where alert_id = $1 and step = $2"
@@ -983,7 +1027,7 @@ pub async fn close_remaining(
     pool: &PgPool,
     b: &Batch,
     topics: &[String],
-    status: &str,
+    status: DeliveryStatus,
     why: &str,
 ) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
@@ -1045,57 +1089,6 @@ pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
     tx.commit().await
 }
 
-/// Where one step's fan-out is, and how far it got.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct StepFigures {
-    /// `waiting` (a step inside its coalescing window, or behind an earlier step still
-    /// sending), `planning`, `running`, `done` or `cancelled`.
-    pub state: String,
-    pub targeted: i64,
-    pub sent: i64,
-    pub failed: i64,
-    pub gone: i64,
-    pub expired: i64,
-    pub skipped: i64,
-    pub pending: i64,
-    /// Of the pending, those waiting for another try (their push service failed or was down).
-    pub retrying: i64,
-    /// Milliseconds from the step's request (publication, for the original) until the push
-    /// services had answered 50/95/100 % of its targets.
-    pub ms_to_50: Option<i64>,
-    pub ms_to_95: Option<i64>,
-    pub ms_to_100: Option<i64>,
-}
-
-/// Push figures of one alert: its original push (step 0) and the receipts.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct PushFigures {
-    #[serde(flatten)]
-    #[sqlx(flatten)]
-    pub figures: StepFigures,
-    pub shown: i64,
-    pub clicked: i64,
-}
-
-/// One step of an alert's push: the original, a correction or the retraction, with its
-/// figures.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct PushStep {
-    /// 0 for the original push, then one per correction and the retraction.
-    pub step: i16,
-    pub kind: StepKind,
-    /// The alert's revision the step was asked for (a correction's pushes carry the alert as it
-    /// reads when they are sent, which may be newer).
-    pub revision: i32,
-    /// A quiet correction replaces the notification without a second sound or vibration.
-    pub quiet: bool,
-    /// When the editor published, corrected or retracted (for coalesced corrections, the last).
-    pub requested_at: DateTime<Utc>,
-    #[serde(flatten)]
-    #[sqlx(flatten)]
-    pub figures: StepFigures,
-}
-
 /// The columns of [`StepFigures`], from the step's row `j`.
 const STEP_FIGURES: &str = "
     case when j.state = 'planning' and (j.not_before > now() or exists (
@@ -1123,9 +1116,9 @@ pub async fn figures_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<V
     }
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "select j.alert_id, {STEP_FIGURES},
-                coalesce(s.push_shown, 0) as shown, coalesce(s.push_clicked, 0) as clicked
+                coalesce(r.shown, 0) as shown, coalesce(r.clicked, 0) as clicked
          from push_jobs j
-         left join alert_stats s on s.alert_id = j.alert_id
+         left join push_receipt_counts r on r.alert_id = j.alert_id
          where j.alert_id = any($1) and j.step = 0"
     ))
     .bind(ids)
@@ -1162,8 +1155,7 @@ pub struct DeliveryRow {
     pub step: i16,
     /// The alert's revision the push carried.
     pub revision: i32,
-    #[schema(value_type = DeliveryStatus)]
-    pub status: String,
+    pub status: DeliveryStatus,
     pub http_status: Option<i16>,
     pub attempts: i16,
     pub push_host: String,
@@ -1176,8 +1168,9 @@ pub struct DeliveryRow {
 }
 
 /// The outcome of one push, as the delivery log's `status` column allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Sent,
     Failed,
@@ -1203,7 +1196,7 @@ pub async fn deliveries(
     pool: &PgPool,
     alert_id: Uuid,
     step: Option<i16>,
-    status: Option<&str>,
+    status: Option<DeliveryStatus>,
     after: (i64, i16),
     limit: i64,
 ) -> sqlx::Result<Vec<DeliveryRow>> {
@@ -1234,7 +1227,7 @@ pub enum ReceiptEvent {
 }
 
 impl ReceiptEvent {
-    /// The event's column in the delivery log (`<name>_at`) and in `alert_stats` (`push_<name>`).
+    /// The event's column in the delivery log (`<name>_at`) and in `push_receipt_counts`.
     fn name(self) -> &'static str {
         match self {
             Self::Shown => "shown",
@@ -1253,7 +1246,7 @@ pub enum Receipt {
     /// The alert was retracted: receipts for it are not counted.
     Retracted,
     /// The delivery has an outcome other than `sent` (failed, expired, skipped, gone).
-    NotSent(String),
+    NotSent(DeliveryStatus),
     /// No outcome is logged for this delivery: the push is in flight or its outcome not yet
     /// flushed (the log is written in batches, and a fast browser can beat it), or the alert or
     /// its log is gone.
@@ -1282,8 +1275,8 @@ pub async fn add_receipt(
               and d.alert_day = j.alert_day and d.alert_id = $1 and d.subscription_id = $2 and d.step = 0
               and d.status = 'sent' and d.{name}_at is null
             returning d.alert_id)
-         insert into alert_stats (alert_id, push_{name}) select alert_id, 1 from delivery
-         on conflict (alert_id) do update set push_{name} = alert_stats.push_{name} + 1"
+         insert into push_receipt_counts (alert_id, {name}) select alert_id, 1 from delivery
+         on conflict (alert_id) do update set {name} = push_receipt_counts.{name} + 1"
     ))
     .bind(alert_id)
     .bind(subscription_id)
@@ -1295,7 +1288,7 @@ pub async fn add_receipt(
         return Ok(Receipt::Counted);
     }
     // Not counted: find out why, for an answer the service worker (and its author) can act on.
-    let why: Option<(String, Option<String>, Option<bool>)> = sqlx::query_as(&format!(
+    let why: Option<(AlertStatus, Option<DeliveryStatus>, Option<bool>)> = sqlx::query_as(&format!(
         "select a.status, d.status, d.{name}_at is not null from alerts a
          left join push_jobs j on j.alert_id = a.id and j.step = 0
          left join push_deliveries d
@@ -1308,10 +1301,10 @@ pub async fn add_receipt(
     .await?;
     Ok(match why {
         None => Receipt::UnknownAlert,
-        Some((alert, _, _)) if alert == "retracted" => Receipt::Retracted,
-        Some((alert, _, _)) if alert == "scheduled" => Receipt::UnknownAlert,
+        Some((AlertStatus::Retracted, _, _)) => Receipt::Retracted,
+        Some((AlertStatus::Scheduled, _, _)) => Receipt::UnknownAlert,
         Some((_, None, _)) => Receipt::NotLogged,
-        Some((_, Some(status), _)) if status != "sent" => Receipt::NotSent(status),
+        Some((_, Some(status), _)) if status != DeliveryStatus::Sent => Receipt::NotSent(status),
         // Stamped by an earlier receipt (or by a concurrent one in the meantime).
         Some(_) => Receipt::AlreadyCounted,
     })

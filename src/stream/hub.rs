@@ -28,8 +28,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::protocol::EventKind;
-use crate::{alerts::store::STREAM_CHANNEL, telemetry::metrics};
+use crate::{
+    alerts::{events::EventKind, store::STREAM_CHANNEL},
+    telemetry::metrics,
+};
 
 /// One event as every connection sends it.
 #[derive(Debug)]

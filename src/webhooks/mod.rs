@@ -25,7 +25,7 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{alerts::store::Alert, api::alerts::AlertView};
+use crate::alerts::{store::Alert, view::AlertView};
 
 /// What happened, as the payload's `type` says and an endpoint subscribes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -94,35 +94,9 @@ pub async fn enqueue_data<T: Serialize>(
     Ok(())
 }
 
-/// `alert.delivered`'s data: the alert as `GET /api/v1/alerts/{id}` shows it (with `push` and
-/// `push_steps`), and the step whose fan-out finished.
-#[derive(Serialize)]
-struct Delivered {
-    #[serde(flatten)]
-    alert: AlertView,
-    /// The fan-out that finished: 0 the original push, then a correction's or the retraction's.
-    step: Option<crate::push::store::PushStep>,
-}
-
-/// Queues `alert.delivered` for a push step that has just finished, in the transaction that
-/// marks it done. Reads nothing more when no endpoint wants the event.
-pub async fn enqueue_delivered(tx: &mut PgConnection, alert_id: Uuid, step: i16) -> sqlx::Result<()> {
-    let wanted: bool = sqlx::query_scalar(
-        "select exists (select 1 from webhook_endpoints where enabled and $1 = any(event_types))",
-    )
-    .bind(EventType::Delivered.as_str())
-    .fetch_one(&mut *tx)
-    .await?;
-    if !wanted {
-        return Ok(());
-    }
-    let Some(alert) = crate::alerts::store::get(tx, alert_id).await? else { return Ok(()) };
-    let mut view = AlertView::from(alert);
-    view.push = crate::push::store::figures(tx, alert_id).await?;
-    view.push_steps =
-        crate::push::store::steps_of(tx, &[alert_id]).await?.into_iter().map(|(_, s)| s).collect();
-    let finished = view.push_steps.iter().find(|s| s.step == step).cloned();
-    enqueue_data(tx, EventType::Delivered, &Delivered { alert: view, step: finished }).await
+/// Whether any enabled endpoint wants `event`, so that a caller can skip building its data.
+pub async fn wanted(tx: &mut PgConnection, event: EventType) -> sqlx::Result<bool> {
+    store::wanted(tx, event).await
 }
 
 /// A `webhook-id`: unique per event, the same on every try and for every endpoint.

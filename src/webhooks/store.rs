@@ -186,6 +186,16 @@ pub async fn recent_attempts(pool: &PgPool, endpoint_id: i64, limit: i64) -> sql
     .await
 }
 
+/// Whether any enabled endpoint subscribes to `event`.
+pub async fn wanted(tx: &mut PgConnection, event: EventType) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "select exists (select 1 from webhook_endpoints where enabled and $1 = any(event_types))",
+    )
+    .bind(event.as_str())
+    .fetch_one(&mut *tx)
+    .await
+}
+
 /// Queues `body` for every enabled endpoint subscribed to `event`, in the caller's transaction.
 /// Returns how many endpoints it was queued for.
 pub async fn queue(

@@ -25,10 +25,7 @@ pub async fn run(state: AppState) {
 async fn once(state: &AppState) -> sqlx::Result<()> {
     let pool = &state.db;
     let keys = crate::idempotency::delete_expired(pool).await?;
-    let events = sqlx::query!("delete from stream_events where created_at < now() - interval '7 days'")
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let events = crate::alerts::store::prune_events(pool).await?;
     push::store::maintain_partitions(pool, state.settings.delivery_retention_days).await?;
     let stale =
         push::store::drop_stale_subscriptions(pool, state.settings.subscription_max_idle_days).await?;

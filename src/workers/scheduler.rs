@@ -6,7 +6,7 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{alerts::store, telemetry::metrics};
+use crate::{alerts::store, publish, telemetry::metrics};
 
 /// The longest the scheduler sleeps without looking: bounds how late an alert added by another
 /// process can fire.
@@ -15,7 +15,7 @@ const MAX_SLEEP: Duration = Duration::from_millis(250);
 pub async fn run(pool: PgPool, shutdown: CancellationToken) {
     loop {
         let mut sleep = MAX_SLEEP;
-        match store::fire_due(&pool, 100).await {
+        match publish::fire_due(&pool, 100).await {
             Ok(0) => {}
             Ok(n) => {
                 metrics::alerts_published(n as u64);

@@ -874,7 +874,7 @@ async fn milestones_keep_their_order_when_flushes_overlap() {
     let outcomes = |ids: std::ops::Range<i64>| -> Vec<Outcome> {
         ids.map(|i| Outcome {
             subscription_id: i,
-            status: "sent",
+            status: sondakika::push::store::DeliveryStatus::Sent.into(),
             http_status: Some(201),
             attempts: 1,
             push_host: "fcm.googleapis.com".into(),
