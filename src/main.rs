@@ -91,8 +91,7 @@ async fn run(
             let database = Database::locate(&settings).await?;
             let pool = db::connect(database.options.clone(), 2).await?;
             db::migrate(&pool).await?;
-            let stored =
-                sqlx::query_scalar!("select public_key from vapid_keys").fetch_optional(&pool).await?;
+            let stored = push::vapid::stored_public_key(&pool).await?;
             let result = match (cmd, stored) {
                 (VapidCommand::Show, Some(public)) | (VapidCommand::Generate { .. }, Some(public)) => {
                     eprintln!("the installation's VAPID public key:");
@@ -103,15 +102,7 @@ async fn run(
                     "no VAPID key yet: run `sondakika vapid generate` or start the service"
                 )),
                 (VapidCommand::Generate { .. }, None) => {
-                    let key = push::vapid::generate_private_key()?;
-                    let public = config::vapid_public_key(&key)?;
-                    sqlx::query!(
-                        "insert into vapid_keys (id, private_key, public_key) values (1, $1, $2) on conflict do nothing",
-                        &key,
-                        public.as_slice(),
-                    )
-                    .execute(&pool)
-                    .await?;
+                    let public = push::vapid::create_key(&pool).await?;
                     eprintln!("created the installation's VAPID key pair; public key:");
                     println!("{}", URL_SAFE_NO_PAD.encode(public));
                     Ok(())

@@ -26,11 +26,11 @@ use crate::{
         poller::alert_from,
         store::{self, Feed, FeedItem, WriteError},
     },
+    publish::{self, Flagged},
     server::{
         error::{ApiError, ApiResult, Problem},
         extract::{Json, Path, Query},
     },
-    publish::{self, Flagged},
     telemetry::metrics,
 };
 

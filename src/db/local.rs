@@ -216,7 +216,10 @@ impl LocalPostgres {
         // server in order, instead of PostgreSQL dying under live connections.
         cmd.process_group(0);
         if self.die_with_parent {
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            // The crate's one `unsafe`: `pre_exec` runs in the forked child, where only
+            // async-signal-safe calls are sound. SAFETY: prctl is async-signal-safe, and nothing
+            // else runs between fork and exec.
+            #[allow(unsafe_code)]
             unsafe {
                 cmd.pre_exec(|| {
                     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)

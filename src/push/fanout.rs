@@ -345,30 +345,10 @@ impl Fanout {
             store::finish_batch(&self.pool, &batch).await?;
             return Ok(());
         };
-        if alert.cancelled.is_cancelled() {
-            store::close_remaining(
-                &self.pool,
-                &batch,
-                &alert.topics,
-                DeliveryStatus::Skipped,
-                "the alert was retracted",
-            )
-            .await?;
-            return Ok(store::finish_batch(&self.pool, &batch).await?);
-        }
-        if alert.expires_at <= Utc::now() {
-            store::close_remaining(
-                &self.pool,
-                &batch,
-                &alert.topics,
-                DeliveryStatus::Expired,
-                "the alert's TTL passed before sending",
-            )
-            .await?;
+        if self.close_unsent(&batch, &alert).await? {
             return Ok(store::finish_batch(&self.pool, &batch).await?);
         }
         let targets = store::targets(&self.pool, &batch, &alert.topics).await?;
-        let started = Instant::now();
         let count = targets.len();
 
         // Outcomes go to one writer that flushes them in batches. The channel closes when the
@@ -376,11 +356,38 @@ impl Fanout {
         let (run, writer) = self.start_run(&alert, batch.job, batch.step, shutdown);
         let sent = self.send(&run, targets.into_iter().map(|t| (t, Prior::default())), shutdown).await;
         drop(run);
-        // Every push is on its way. Their answers are awaited apart, so that a push service that
-        // is slow to answer (up to `push_timeout_secs`) holds neither this worker nor the next
-        // range; the in-flight limit bounds how many ranges are finishing at once.
+        self.finish_apart(batch, alert, lease, writer, count, shutdown.clone());
+        sent
+    }
+
+    /// Closes a range without sending when its alert was retracted (`skipped`) or its TTL has
+    /// passed (`expired`). True when it did.
+    async fn close_unsent(&self, batch: &Batch, alert: &AlertPush) -> sqlx::Result<bool> {
+        let (status, why) = if alert.cancelled.is_cancelled() {
+            (DeliveryStatus::Skipped, "the alert was retracted")
+        } else if alert.expires_at <= Utc::now() {
+            (DeliveryStatus::Expired, "the alert's TTL passed before sending")
+        } else {
+            return Ok(false);
+        };
+        store::close_remaining(&self.pool, batch, &alert.topics, status, why).await?;
+        Ok(true)
+    }
+
+    /// Waits for a range's answers apart, then marks it done. Every push is on its way: a push
+    /// service that is slow to answer (up to `push_timeout_secs`) holds neither this worker nor
+    /// the next range; the in-flight limit bounds how many ranges are finishing at once.
+    fn finish_apart(
+        self: &Arc<Self>,
+        batch: Batch,
+        alert: Arc<AlertPush>,
+        lease: LeaseHold,
+        writer: tokio::task::JoinHandle<anyhow::Result<()>>,
+        count: usize,
+        shutdown: CancellationToken,
+    ) {
+        let started = Instant::now();
         let this = self.clone();
-        let shutdown = shutdown.clone();
         self.finishing.spawn(async move {
             let written = writer.await;
             drop(lease);
@@ -395,7 +402,6 @@ impl Fanout {
                 Err(e) => tracing::warn!(error = %e, alert_id = %batch.job.alert_id, "finishing a push batch failed"),
             }
         });
-        sent
     }
 
     /// Closes a batch whose pushes have all had their first try.

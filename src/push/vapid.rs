@@ -59,6 +59,26 @@ pub fn generate_private_key() -> anyhow::Result<String> {
     Ok(URL_SAFE_NO_PAD.encode(scalar.as_ref()))
 }
 
+/// The installation's public key, if one is stored (`sondakika vapid show`).
+pub async fn stored_public_key(pool: &PgPool) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar!("select public_key from vapid_keys").fetch_optional(pool).await
+}
+
+/// Stores a new key pair unless one exists (`sondakika vapid generate`); returns the
+/// installation's public key, new or not.
+pub async fn create_key(pool: &PgPool) -> anyhow::Result<Vec<u8>> {
+    let key = generate_private_key()?;
+    let public = vapid_public_key(&key)?;
+    sqlx::query!(
+        "insert into vapid_keys (id, private_key, public_key) values (1, $1, $2) on conflict do nothing",
+        &key,
+        public.as_slice(),
+    )
+    .execute(pool)
+    .await?;
+    Ok(stored_public_key(pool).await?.unwrap_or_else(|| public.to_vec()))
+}
+
 impl Vapid {
     /// Loads the installation's key: the setting, else the stored one, else a new one (stored
     /// for every other process). Refuses a key that does not match existing subscriptions.
