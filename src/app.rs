@@ -39,6 +39,11 @@ use crate::{
     workers,
 };
 
+/// How often the stream follower reads the log even without a NOTIFY.
+const STREAM_POLL: Duration = Duration::from_secs(1);
+/// How often this process's ticker counts are written.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
 /// Connections `metrics_bind` holds at once (part of the open-file reserve).
 const METRICS_MAX_CONNECTIONS: usize = 16;
 
@@ -179,7 +184,7 @@ impl Application {
     pub async fn run(self) -> anyhow::Result<()> {
         let Self { listener, metrics_listener, state, connection_limits, database } = self;
         let shutdown = state.shutdown.clone();
-        workers::spawn_all(&state);
+        spawn_workers(&state);
 
         let app = router(state.clone());
         if let Some(metrics_listener) = metrics_listener {
@@ -233,7 +238,7 @@ impl Application {
         if tokio::time::timeout_at(ends_at, state.tracker.wait()).await.is_err() {
             tracing::warn!(?grace, "some connections or workers did not finish in time");
         }
-        workers::flush_stats(&state).await;
+        workers::flush_stats(&state.hub, &state.db).await;
         state.db.close().await;
         database.shutdown().await;
         tracing::info!("sondakika stopped");
@@ -290,4 +295,53 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::map_request(edge::bound_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
         .with_state(state)
+}
+
+/// Starts this process's background workers (listed in [`workers`]).
+fn spawn_workers(state: &AppState) {
+    let t = &state.tracker;
+    t.spawn(stream::hub::follow(state.hub.clone(), state.db.clone(), STREAM_POLL, state.shutdown.clone()));
+    t.spawn(workers::scheduler::run(state.db.clone(), state.shutdown.clone()));
+    let keep = workers::housekeeping::Retention {
+        delivery_retention_days: state.settings.delivery_retention_days,
+        subscription_max_idle_days: state.settings.subscription_max_idle_days,
+    };
+    t.spawn(workers::housekeeping::run(state.db.clone(), keep, state.shutdown.clone()));
+    let webhooks = crate::webhooks::worker::Worker::new(
+        state.db.clone(),
+        &state.settings,
+        state.outbound.clone(),
+        t.clone(),
+    );
+    t.spawn(webhooks.run(state.shutdown.clone()));
+    let feeds = crate::feeds::poller::Poller {
+        pool: state.db.clone(),
+        outbound: state.outbound.clone(),
+        settings: state.settings.clone(),
+        wake: state.feeds_wake.clone(),
+    };
+    t.spawn(feeds.run(state.shutdown.clone()));
+    if let Some(push) = &state.push {
+        t.spawn(push.fanout.clone().run(state.hub.clone(), state.shutdown.clone()));
+    }
+    let s = state.clone();
+    t.spawn(async move {
+        let mut every = tokio::time::interval(crate::server::rate_limits::SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = s.shutdown.cancelled() => return,
+                _ = every.tick() => s.public_limiter.retain_recent(),
+            }
+        }
+    });
+    let s = state.clone();
+    t.spawn(async move {
+        let mut every = tokio::time::interval(STATS_EVERY);
+        loop {
+            tokio::select! {
+                _ = s.shutdown.cancelled() => return,
+                _ = every.tick() => workers::flush_stats(&s.hub, &s.db).await,
+            }
+        }
+    });
 }

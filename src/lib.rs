@@ -1,25 +1,31 @@
 //! sondakika: a self-hosted breaking-news push service.
 //!
-//! Editors flag alerts through the API ([`api`]); PostgreSQL holds them and an ordered event log
-//! ([`alerts::store`]); every server process follows that log and fans events out to its live
-//! tickers over WebSocket and SSE ([`stream`]). [`app`] wires a process together; [`cli`] is the
-//! command line, including the editors' client and the load generator.
+//! Editors flag alerts through the API ([`api`]); [`publish`] writes each change in one
+//! transaction to the alert, its ordered stream event, its push step and its webhooks. Every
+//! server process follows the event log and fans events out to its live tickers over WebSocket
+//! and SSE ([`stream`]), and its fan-out workers send the push steps to devices ([`push`]).
+//! [`app`] wires a process together; [`cli`] is the editors' command line. The map is
+//! `docs/ARCHITECTURE.md`.
+//!
+//! Public here is what the binary and the test suites use; the rest is private to the crate.
+
+#![deny(unsafe_code)]
 
 pub mod alerts;
-pub mod api;
+mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
-pub mod feeds;
-pub mod idempotency;
+mod feeds;
+mod idempotency;
 pub mod net;
-pub mod publish;
+mod publish;
 pub mod push;
-pub mod server;
-pub mod stream;
+mod server;
+mod stream;
 pub mod telemetry;
-pub mod web;
-pub mod webhooks;
-pub mod workers;
+mod web;
+mod webhooks;
+mod workers;

@@ -34,12 +34,8 @@ use crate::server::error::Problem;
 
 /// Security scheme name of the editor token.
 pub const BEARER: &str = "editorToken";
-/// Tag of the editor operations.
-pub const EDITOR: &str = "editor";
 /// Tag of the public push operations (rate-limited per client address).
 pub const PUSH: &str = "push";
-/// Tag of the health checks.
-pub const HEALTH: &str = "health";
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 

@@ -283,8 +283,9 @@ pub fn backoff_secs(interval: u64, failures: u32) -> u64 {
 }
 
 /// What became of an item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ItemState {
     /// Waiting for an editor (suggest mode).
     Draft,
@@ -320,8 +321,7 @@ pub struct FeedItem {
     pub url: String,
     pub image: Option<String>,
     pub published_at: Option<DateTime<Utc>>,
-    #[schema(value_type = ItemState)]
-    pub state: String,
+    pub state: ItemState,
     /// Why it was skipped.
     pub note: Option<String>,
     /// The alert flagged from it.

@@ -224,7 +224,6 @@ pub struct Claimed {
     pub message_id: String,
     pub body: String,
     pub attempts: i32,
-    pub created_at: DateTime<Utc>,
     pub url: String,
     pub secret: String,
     /// The secret before the last rotation, while it still signs.
@@ -263,7 +262,7 @@ pub async fn claim(
             set next_attempt_at = now() + make_interval(secs => $4), attempts = d.attempts + 1
          from due, webhook_endpoints e
          where d.id = due.id and e.id = d.endpoint_id
-         returning d.id, d.endpoint_id, d.message_id, d.body, d.attempts, d.created_at, e.url, e.secret,
+         returning d.id, d.endpoint_id, d.message_id, d.body, d.attempts, e.url, e.secret,
                    case when e.previous_secret_until > now() then e.previous_secret end as previous_secret",
         limit,
         per_endpoint,

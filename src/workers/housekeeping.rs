@@ -6,31 +6,38 @@
 
 use std::time::Duration;
 
-use crate::{app::AppState, push};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{alerts, idempotency, push, webhooks};
 
 const EVERY: Duration = Duration::from_secs(3600);
 
-pub async fn run(state: AppState) {
+/// How long things are kept (from the settings of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub delivery_retention_days: u32,
+    pub subscription_max_idle_days: u32,
+}
+
+pub async fn run(pool: PgPool, keep: Retention, shutdown: CancellationToken) {
     loop {
-        if let Err(e) = once(&state).await {
+        if let Err(e) = once(&pool, keep).await {
             tracing::warn!(error = %e, "housekeeping failed; will retry");
         }
         tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}
         }
     }
 }
 
-async fn once(state: &AppState) -> sqlx::Result<()> {
-    let pool = &state.db;
-    let keys = crate::idempotency::delete_expired(pool).await?;
-    let events = crate::alerts::store::prune_events(pool).await?;
-    push::store::maintain_partitions(pool, state.settings.delivery_retention_days).await?;
-    let stale =
-        push::store::drop_stale_subscriptions(pool, state.settings.subscription_max_idle_days).await?;
-    let webhooks =
-        crate::webhooks::store::forget_finished(pool, state.settings.delivery_retention_days).await?;
+async fn once(pool: &PgPool, keep: Retention) -> sqlx::Result<()> {
+    let keys = idempotency::delete_expired(pool).await?;
+    let events = alerts::store::prune_events(pool).await?;
+    push::store::maintain_partitions(pool, keep.delivery_retention_days).await?;
+    let stale = push::store::drop_stale_subscriptions(pool, keep.subscription_max_idle_days).await?;
+    let webhooks = webhooks::store::forget_finished(pool, keep.delivery_retention_days).await?;
     tracing::debug!(keys, events, stale_subscriptions = stale, webhooks, "housekeeping done");
     Ok(())
 }
