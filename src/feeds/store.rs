@@ -339,7 +339,7 @@ macro_rules! query_items {
         sqlx::query_as!(
             FeedItem,
             "select i.id, i.feed_id, f.name as feed_name, i.article_id, i.headline, i.summary, i.url,
-                    i.image, i.published_at, i.state as "state: ItemState", i.note, i.alert_id, i.seen_at, f.topics, f.label
+                    i.image, i.published_at, i.state as \"state: ItemState\", i.note, i.alert_id, i.seen_at, f.topics, f.label
              from feed_items i join feeds f on f.id = i.feed_id "
                 + $tail
             $(, $arg)*
