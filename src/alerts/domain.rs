@@ -478,16 +478,38 @@ pub struct NewAlertRequest {
     pub send_at: Option<String>,
 }
 
-/// Collects every field's problem, not just the first.
+/// Collects every field's problem, not just the first, so that one answer names them all.
 #[derive(Default)]
-struct Problems(Vec<FieldError>);
+pub struct Problems(Vec<FieldError>);
 
 impl Problems {
-    fn take<T>(&mut self, r: Result<T, FieldError>) -> Option<T> {
+    /// The value, or `None` with its problem noted.
+    pub fn take<T>(&mut self, r: Result<T, FieldError>) -> Option<T> {
         r.map_err(|e| self.0.push(e)).ok()
     }
-    fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Vec<FieldError>> {
+
+    /// Parses a required field; a missing one is noted with what it is for (`why`).
+    pub fn required<V, T>(
+        &mut self,
+        field: &str,
+        why: &str,
+        value: Option<V>,
+        parse: impl FnOnce(V) -> Result<T, FieldError>,
+    ) -> Option<T> {
+        let parsed = match value {
+            None => Err(FieldError::new(field, format!("is required: {why}"))),
+            Some(v) => parse(v),
+        };
+        self.take(parsed)
+    }
+
+    pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Vec<FieldError>> {
         if self.0.is_empty() { Ok(value()) } else { Err(self.0) }
+    }
+
+    /// The problems noted (for a caller that found one of its values missing).
+    pub fn into_errors(self) -> Vec<FieldError> {
+        self.0
     }
 }
 

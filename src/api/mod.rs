@@ -12,10 +12,27 @@ pub mod push;
 pub mod tokens;
 pub mod webhooks;
 
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
+
+/// An answer that holds a secret (a new token, a webhook's signing secret), shown this once: no
+/// cache anywhere may keep it. `location`: the new resource's address, for a 201.
+fn with_secret(status: StatusCode, body: impl Serialize, location: Option<String>) -> Response {
+    let mut r = (status, axum::Json(body)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(loc) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        h.insert(header::LOCATION, loc);
+    }
+    r
+}
 
 /// Every documented route: the editor and public push endpoints under `/api/v1` (with the
 /// document itself), and the health checks; with the OpenAPI document that describes exactly

@@ -2,17 +2,13 @@
 //! on the database, without shell access to the server. A token is in the answer to its
 //! creation once; only its hash is stored.
 
-use axum::{
-    extract::State,
-    http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
-};
+use axum::{extract::State, http::StatusCode, response::Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    alerts::domain::FieldError,
+    alerts::domain::{FieldError, Problems},
     app::AppState,
     auth::{self, Admin, Role, TokenInfo},
     server::{
@@ -91,32 +87,17 @@ async fn create(
     Admin(admin): Admin,
     Json(req): Json<CreateRequest>,
 ) -> ApiResult<Response> {
-    let mut errors = Vec::new();
-    let name = match req.name.as_deref() {
-        None => Err(FieldError::new("name", "is required: who the token is for")),
-        Some(n) => auth::parse_name(n),
-    }
-    .map_err(|e| errors.push(e))
-    .ok();
-    let role = match req.role.as_deref() {
-        None => Some(Role::Editor),
-        Some(r) => Role::parse(r).or_else(|| {
-            errors.push(FieldError::new("role", "must be `editor` or `admin`"));
-            None
-        }),
-    };
-    let (Some(name), Some(role)) = (name, role) else { return Err(ApiError::Validation(errors)) };
+    let mut p = Problems::default();
+    let name = p.required("name", "who the token is for", req.name.as_deref(), auth::parse_name);
+    let role = p.take(match req.role.as_deref() {
+        None => Ok(Role::Editor),
+        Some(r) => Role::parse(r).ok_or_else(|| FieldError::new("role", "must be `editor` or `admin`")),
+    });
+    let (Some(name), Some(role)) = (name, role) else { return Err(ApiError::Validation(p.into_errors())) };
     let (id, token) = auth::create(&state.db, &name, role).await?;
     tracing::info!(token_id = id, role = role.as_str(), admin_id = admin.id, "token created over HTTP");
     let body = CreatedToken { id, name, role, token };
-    let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
-    let h = r.headers_mut();
-    // The answer holds a secret: no cache anywhere may keep it.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/tokens/{id}")) {
-        h.insert(header::LOCATION, loc);
-    }
-    Ok(r)
+    Ok(super::with_secret(StatusCode::CREATED, body, Some(format!("/api/v1/tokens/{id}"))))
 }
 
 /// Revoke a token (admins only); it stops working at once. Revoking twice is harmless.

@@ -2,18 +2,14 @@
 //! attempts, rotate its secret, enable it again after it was disabled. The deliveries themselves
 //! are `webhooks::worker`'s.
 
-use axum::{
-    extract::State,
-    http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
-};
+use axum::{extract::State, http::StatusCode, response::Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    alerts::domain::{FieldError, Lines, check_text},
+    alerts::domain::{FieldError, Lines, Problems, check_text},
     app::AppState,
     auth::Admin,
     server::{
@@ -143,18 +139,10 @@ fn missing(id: i64) -> ApiError {
     ApiError::NotFound(format!("there is no webhook endpoint with id `{id}`"))
 }
 
-/// The answer holds a secret: no cache anywhere may keep it.
+/// The endpoint with its secret, in an answer no cache may keep.
 fn with_secret(status: StatusCode, body: EndpointWithSecret) -> Response {
-    let id = body.endpoint.id;
-    let mut r = (status, axum::Json(body)).into_response();
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if status == StatusCode::CREATED
-        && let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/webhooks/{id}"))
-    {
-        h.insert(header::LOCATION, loc);
-    }
-    r
+    let location = (status == StatusCode::CREATED).then(|| format!("/api/v1/webhooks/{}", body.endpoint.id));
+    super::with_secret(status, body, location)
 }
 
 /// List the webhook endpoints (admins only).
@@ -194,32 +182,17 @@ async fn create(
     Admin(admin): Admin,
     Json(req): Json<CreateRequest>,
 ) -> ApiResult<Response> {
-    let mut errors = Vec::new();
-    let url = match req.url.as_deref() {
-        None => Err(FieldError::new("url", "is required: where events are sent")),
-        Some(u) => parse_url(&state, u),
-    }
-    .map_err(|e| errors.push(e))
-    .ok();
-    let types = match req.event_types.as_deref() {
-        None => Err(FieldError::new(
-            "event_types",
-            "is required: which events to send (alert.flagged, alert.corrected, alert.retracted, alert.delivered)",
-        )),
-        Some(t) => parse_event_types(t),
-    }
-    .map_err(|e| errors.push(e))
-    .ok();
-    let description = match req.description.as_deref().map(parse_description) {
-        None => Some(None),
-        Some(Ok(d)) => Some(Some(d)),
-        Some(Err(e)) => {
-            errors.push(e);
-            None
-        }
-    };
+    let mut p = Problems::default();
+    let url = p.required("url", "where events are sent", req.url.as_deref(), |u| parse_url(&state, u));
+    let types = p.required(
+        "event_types",
+        "which events to send (alert.flagged, alert.corrected, alert.retracted, alert.delivered)",
+        req.event_types.as_deref(),
+        parse_event_types,
+    );
+    let description = p.take(req.description.as_deref().map(parse_description).transpose());
     let (Some(url), Some(types), Some(description)) = (url, types, description) else {
-        return Err(ApiError::Validation(errors));
+        return Err(ApiError::Validation(p.into_errors()));
     };
     let secret = signature::new_secret();
     let endpoint = store::create(&state.db, &url, description.as_deref(), &types, &secret).await?;
