@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     // settings error is reported by `run`, for the commands that need settings.
     let needs_settings = !matches!(
         cli.command,
-        Command::Alert { .. } | Command::Bench(_) | Command::Vapid(VapidCommand::Generate { print: true })
+        Command::Alert { .. } | Command::Vapid(VapidCommand::Generate { print: true })
     );
     let settings = needs_settings.then(|| Settings::load(cli.config.as_deref()));
     if let (Command::Serve { .. }, Some(Ok(s))) = (&cli.command, &settings)
@@ -54,7 +54,6 @@ async fn run(
     match cli.command {
         Command::Alert { server, command } => cli::client::run(server, command).await,
         Command::Feed { server, command } => cli::feeds::run(server, command).await,
-        Command::Bench(cmd) => cli::bench::run(cmd).await,
         Command::Serve { bind } => {
             let mut settings = settings()?;
             if let Some(bind) = bind {

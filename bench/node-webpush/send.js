@@ -1,5 +1,5 @@
 // Reference Web Push sender for BENCHMARKS.md: the npm `web-push` package sending M pushes to a
-// push-service double (`sondakika bench push sink`), with bounded concurrency, the way most Node
+// push-service double (`sondakika-bench push sink`), with bounded concurrency, the way most Node
 // applications use it: `webpush.sendNotification(subscription, payload, options)` per reader.
 //
 //   node send.js --sink https://localhost:18291 --count 100000 --payload payload.bin \
@@ -8,7 +8,7 @@
 // --vapid per-message: the library's default; it signs a new VAPID JWT (ES256) for every message.
 // --vapid once: the JWT is made once with `webpush.getVapidHeaders` and passed as a header.
 //
-// Like `sondakika bench push seed`, subscriber keys come from a pool of --key-pool key pairs
+// Like `sondakika-bench push seed`, subscriber keys come from a pool of --key-pool key pairs
 // reused round-robin; every endpoint is distinct and every message still gets its own ephemeral
 // key. Prints one JSON object: wall time, pushes/s, this process's CPU per push.
 'use strict';

@@ -2,7 +2,7 @@
 // Reference broadcast server for the live-ticker benchmark (BENCHMARKS.md).
 //
 // The simplest idiomatic fan-out with the `ws` library, speaking enough of sondakika's ticker
-// protocol for `sondakika bench tickers --target node`: a `hello` frame on connect, and
+// protocol for `sondakika-bench tickers --target node`: a `hello` frame on connect, and
 // `POST /publish` broadcasts an `alert` frame to every open socket. It has no database, no
 // persistence and no replay, so it is the floor to compare against, not a competitor.
 //

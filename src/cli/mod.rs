@@ -1,11 +1,9 @@
 //! The `sondakika` command line.
 //!
 //! `serve`, `migrate` and `token` work on the database directly (an operator's tools); `alert`
-//! talks to a running server over HTTP with an editor token (an editor's tool); `bench` is the
-//! load generator behind BENCHMARKS.md.
+//! talks to a running server over HTTP with an editor token (an editor's tool). The load
+//! generators behind BENCHMARKS.md are not here: they are the `sondakika-bench` package (bench/).
 
-pub mod bench;
-pub mod bench_push;
 pub mod client;
 pub mod feeds;
 
@@ -59,9 +57,6 @@ pub enum Command {
         #[command(subcommand)]
         command: feeds::FeedCommand,
     },
-    /// Load generators for the benchmarks.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]

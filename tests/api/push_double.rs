@@ -29,7 +29,12 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use serde_json::{Value, json};
-use sondakika::cli::bench_push::TlsListener;
+
+/// The benchmark sink's TLS listener, compiled in here: the service does not carry bench code,
+/// and the tests do not depend on the bench package.
+#[path = "../../bench/src/tls.rs"]
+mod tls;
+use tls::TlsListener;
 
 /// How a subscriber's push service answers.
 #[derive(Clone, Debug)]

@@ -1,6 +1,6 @@
-//! Load generators for BENCHMARKS.md.
+//! `tickers`: the live-ticker load generator for BENCHMARKS.md.
 //!
-//! `bench tickers` holds many live tickers open against a server, publishes alerts, and measures
+//! It holds many live tickers open against a server, publishes alerts, and measures
 //! publish → receive latency for every (ticker, alert) pair, plus the server's memory per idle
 //! connection. Clients and publisher share one process so they share one monotonic clock: a
 //! latency is `received - published` with both instants read here, never across machines.
@@ -20,31 +20,18 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
-use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Live tickers: hold N WebSocket clients, publish K alerts, measure publish → receive
-    /// latency for every delivery and the server's memory per idle connection.
-    Tickers(TickersArgs),
-    /// Web Push: push-service sink, crypto costs, subscription seeding, fan-out measurement.
-    #[command(subcommand)]
-    Push(super::bench_push::PushBench),
-}
-
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Tickers(args) => tickers(args).await,
-        BenchCommand::Push(cmd) => super::bench_push::run(cmd).await,
-    }
-}
+use crate::{
+    proc::{Cpu, cpu_between, machine_busy_secs, proc_cpu, proc_mem},
+    round,
+};
 
 /// How alerts are published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,8 +59,6 @@ const CONNECT_ATTEMPTS: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long clients get to finish after the run before they are aborted.
 const JOIN_GRACE: Duration = Duration::from_secs(5);
-/// Linux reports process CPU times in USER_HZ ticks, which the kernel ABI fixes at 100.
-const USER_HZ: f64 = 100.0;
 
 #[derive(Debug, Args)]
 pub struct TickersArgs {
@@ -159,7 +144,7 @@ struct FrameHead<'a> {
     headline: Option<Cow<'a, str>>,
 }
 
-async fn tickers(args: TickersArgs) -> anyhow::Result<()> {
+pub async fn run(args: TickersArgs) -> anyhow::Result<()> {
     if !(1..=MAX_CLIENTS).contains(&args.clients) {
         bail!("--clients must be between 1 and {MAX_CLIENTS}");
     }
@@ -256,8 +241,8 @@ async fn tickers(args: TickersArgs) -> anyhow::Result<()> {
     )
     .await;
     let mem_idle = args.server_pid.and_then(proc_mem);
-    let cpu_before = args.server_pid.and_then(proc_cpu);
-    let own_cpu_before = proc_cpu(std::process::id());
+    let cpu_before = args.server_pid.and_then(|pid| proc_cpu(pid, false));
+    let own_cpu_before = proc_cpu(std::process::id(), false);
     let machine_before = machine_busy_secs();
 
     // Publish phase: K alerts at a fixed cadence. The clock of alert k starts just before its
@@ -276,7 +261,7 @@ async fn tickers(args: TickersArgs) -> anyhow::Result<()> {
         let body = json!({
             "headline": format!("{}{k}: load test alert", shared.marker),
             "url": format!("https://bench.invalid/{run_id}/{k}"),
-            "summary": "A breaking-news alert sent by `sondakika bench tickers` to measure delivery to live tickers.",
+            "summary": "A breaking-news alert sent by `sondakika-bench tickers` to measure delivery to live tickers.",
             "topics": [],
         });
         let mut req = http.post(publish_url.clone()).json(&body);
@@ -306,8 +291,8 @@ async fn tickers(args: TickersArgs) -> anyhow::Result<()> {
     while shared.deliveries.load(Ordering::Acquire) < want && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let cpu_after = args.server_pid.and_then(proc_cpu);
-    let own_cpu_after = proc_cpu(std::process::id());
+    let cpu_after = args.server_pid.and_then(|pid| proc_cpu(pid, false));
+    let own_cpu_after = proc_cpu(std::process::id(), false);
     let machine_after = machine_busy_secs();
     let mem_after = args.server_pid.and_then(proc_mem);
 
@@ -372,10 +357,7 @@ async fn tickers(args: TickersArgs) -> anyhow::Result<()> {
         // this one: sondakika's PostgreSQL, and any other work that skews the run.
         "other_cpu_secs_publish_phase": match (machine_before, machine_after) {
             (Some(b), Some(a)) => {
-                let ours = |x: Option<Cpu>, y: Option<Cpu>| match (x, y) {
-                    (Some(x), Some(y)) => y.user_secs + y.sys_secs - x.user_secs - x.sys_secs,
-                    _ => 0.0,
-                };
+                let ours = |x, y| cpu_between(x, y).unwrap_or(0.0);
                 Some(round((a - b - ours(cpu_before, cpu_after) - ours(own_cpu_before, own_cpu_after)).max(0.0), 2))
             }
             _ => None,
@@ -557,8 +539,10 @@ struct Summary {
 
 impl Summary {
     fn build(args: &TickersArgs, published: &[Option<Instant>], reports: &[ClientReport]) -> Self {
-        // Microseconds, up to one hour, 3 significant digits.
-        let mut all = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        // Every latency, in microseconds (a u32 holds 71 minutes, beyond any run's deadline):
+        // 4 bytes a delivery beside the 16 of its receive instant, and percentiles that are
+        // exact.
+        let mut all: Vec<u32> = Vec::new();
         let mut last: Vec<Option<Duration>> = vec![None; args.alerts];
         let mut per_alert_count = vec![0usize; args.alerts];
         let (mut received, mut duplicates, mut other_frames, mut ended_early) = (0u64, 0u64, 0u64, 0usize);
@@ -577,22 +561,23 @@ impl Summary {
                 received += 1;
                 per_alert_count[k] += 1;
                 let latency = at.saturating_duration_since(sent);
-                all.saturating_record(latency.as_micros().max(1) as u64);
+                all.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
                 last[k] = Some(last[k].map_or(latency, |l| l.max(latency)));
             }
         }
         let alerts_incomplete = per_alert_count.iter().filter(|&&n| n < args.clients).count();
-        let ms = |us: u64| round(us as f64 / 1e3, 2);
+        all.sort_unstable();
+        let ms = |us: u32| round(f64::from(us) / 1e3, 2);
         let latency = if all.is_empty() {
             Value::Null
         } else {
             json!({
-                "p50": ms(all.value_at_quantile(0.50)),
-                "p90": ms(all.value_at_quantile(0.90)),
-                "p99": ms(all.value_at_quantile(0.99)),
-                "p999": ms(all.value_at_quantile(0.999)),
-                "max": ms(all.max()),
-                "mean": round(all.mean() / 1e3, 2),
+                "p50": ms(quantile(&all, 0.50)),
+                "p90": ms(quantile(&all, 0.90)),
+                "p99": ms(quantile(&all, 0.99)),
+                "p999": ms(quantile(&all, 0.999)),
+                "max": ms(all[all.len() - 1]),
+                "mean": round(all.iter().map(|&us| u64::from(us)).sum::<u64>() as f64 / all.len() as f64 / 1e3, 2),
             })
         };
         let mut lasts: Vec<f64> = last.iter().flatten().map(|d| d.as_secs_f64() * 1e3).collect();
@@ -609,6 +594,13 @@ impl Summary {
     }
 }
 
+/// The value at quantile `q` of sorted, non-empty values (nearest rank: the smallest value with
+/// at least that share of all values at or below it).
+fn quantile(sorted: &[u32], q: f64) -> u32 {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// p50 and max (and min) of a few values, in the same unit; null when empty.
 fn stats_of(values: &mut [f64]) -> Value {
     if values.is_empty() {
@@ -619,61 +611,11 @@ fn stats_of(values: &mut [f64]) -> Value {
     json!({ "min": round(values[0], 2), "p50": round(p50, 2), "max": round(values[values.len() - 1], 2) })
 }
 
-fn round(x: f64, places: i32) -> f64 {
-    let f = 10f64.powi(places);
-    (x * f).round() / f
-}
-
-#[derive(Clone, Copy)]
-struct ProcMem {
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-/// VmRSS and VmHWM of a process, from /proc/PID/status.
-fn proc_mem(pid: u32) -> Option<ProcMem> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
-    Some(ProcMem { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")? })
-}
-
-#[derive(Clone, Copy)]
-struct Cpu {
-    user_secs: f64,
-    sys_secs: f64,
-}
-
-/// User and system CPU seconds of a process so far, from /proc/PID/stat.
-fn proc_cpu(pid: u32) -> Option<Cpu> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces: fields are counted after its closing parenthesis.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Cpu { user_secs: utime as f64 / USER_HZ, sys_secs: stime as f64 / USER_HZ })
-}
-
-/// Busy CPU seconds of the whole machine so far (all cores), from /proc/stat.
-fn machine_busy_secs() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<u64> =
-        stat.lines().next()?.split_whitespace().skip(1).take(8).filter_map(|t| t.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
-    let busy: u64 = ticks.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
-    Some(busy as f64 / USER_HZ)
-}
-
 /// CPU spent between two samples, split user/system, and per delivery: on loopback the kernel
 /// work of both ends of every socket shows up here, which is most of the cost of a fan-out.
 fn cpu_used(before: Option<Cpu>, after: Option<Cpu>, deliveries: u64) -> Value {
     let (Some(b), Some(a)) = (before, after) else { return Value::Null };
-    let (user, sys) = (a.user_secs - b.user_secs, a.sys_secs - b.sys_secs);
+    let (user, sys) = (a.user - b.user, a.sys - b.sys);
     json!({
         "secs": round(user + sys, 2),
         "user_secs": round(user, 2),
@@ -815,10 +757,13 @@ mod tests {
     }
 
     #[test]
-    fn proc_files_of_this_process_parse() {
-        let me = std::process::id();
-        let mem = proc_mem(me).expect("own status");
-        assert!(mem.rss_kib > 0 && mem.hwm_kib >= mem.rss_kib);
-        assert!(proc_cpu(me).is_some());
+    fn quantiles_are_nearest_rank() {
+        let v: Vec<u32> = (1..=1000).collect();
+        assert_eq!(quantile(&v, 0.5), 500);
+        assert_eq!(quantile(&v, 0.99), 990);
+        assert_eq!(quantile(&v, 0.999), 999);
+        assert_eq!(quantile(&v, 1.0), 1000);
+        assert_eq!(quantile(&[7], 0.5), 7);
+        assert_eq!(quantile(&[1, 2], 0.0), 1);
     }
 }

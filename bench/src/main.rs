@@ -1,0 +1,58 @@
+//! `sondakika-bench`: the load generators behind BENCHMARKS.md, kept out of the `sondakika`
+//! binary a newsroom deploys. `scripts/bench-tickers` and `scripts/bench-push` build and run it.
+//!
+//! It talks to the server under test as any client does (HTTP, WebSocket), and uses the
+//! `sondakika` library only for what must be measured in process (the push payload, our
+//! encryption, our VAPID signing) and for the settings that locate the server's database (the
+//! seeding of subscriptions).
+
+mod proc;
+mod push;
+mod tickers;
+mod tls;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "sondakika-bench", version, about = "Load generators for sondakika's benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Live tickers: hold N WebSocket clients, publish K alerts, measure publish → receive
+    /// latency for every delivery and the server's memory per idle connection.
+    Tickers(tickers::TickersArgs),
+    /// Web Push: push-service sink, crypto costs, subscription seeding, fan-out measurement.
+    #[command(subcommand)]
+    Push(push::PushBench),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Tickers(args) => tickers::run(args).await,
+        Command::Push(cmd) => push::run(cmd).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `x` rounded to `places` decimals, for figures in the JSON output.
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+fn round2(x: f64) -> f64 {
+    round(x, 2)
+}
