@@ -13,9 +13,9 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use clap::Args;
 use serde_json::{Value, json};
 use sondakika::{
+    alerts::view::StepKind,
     config::{Secret, Settings},
     db::{self, Database},
-    alerts::view::StepKind,
     push::{ece, payload, vapid},
 };
 
