@@ -6,7 +6,7 @@
 //! or webhooks: [`crate::publish`] composes an editor's action from these steps and theirs.
 
 pub mod domain;
-pub mod events;
+pub(crate) mod events;
 pub mod store;
 pub mod view;
 

@@ -3,7 +3,7 @@
 //! Tables belong to the modules that use them (`alerts::store`, `auth`, `stream::hub`); this
 //! module only connects and migrates.
 
-pub mod listen;
+pub(crate) mod listen;
 pub mod local;
 
 use std::time::Duration;

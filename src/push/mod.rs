@@ -13,11 +13,11 @@
 //! - [`store`]: subscriptions, jobs, batches, the delivery log and figures.
 
 pub mod ece;
-pub mod encryptor;
-pub mod fanout;
+pub(crate) mod encryptor;
+pub(crate) mod fanout;
 pub mod payload;
-pub mod receipt;
-pub mod sender;
+pub(crate) mod receipt;
+pub(crate) mod sender;
 pub mod store;
 pub mod subscription;
 pub mod vapid;
