@@ -187,7 +187,6 @@ impl Hub {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct EventRow {
     seq: i64,
     alert_id: Uuid,
@@ -214,12 +213,13 @@ impl EventRow {
 }
 
 async fn fetch_after(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Vec<Arc<StreamEvent>>> {
-    let rows: Vec<EventRow> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        EventRow,
         "select seq, alert_id, kind, topics, frame, created_at from stream_events
          where seq > $1 order by seq limit $2",
+        after,
+        limit,
     )
-    .bind(after)
-    .bind(limit)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().filter_map(EventRow::into_event).collect())
@@ -227,26 +227,33 @@ async fn fetch_after(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Vec<
 
 /// Loads the replay window: the newest `max_count` events younger than `max_age`.
 pub async fn load_window(hub: &Hub, pool: &PgPool) -> sqlx::Result<()> {
-    let rows: Vec<EventRow> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        EventRow,
         "select * from (
             select seq, alert_id, kind, topics, frame, created_at from stream_events
             where created_at > now() - make_interval(secs => $2)
             order by seq desc limit $1) recent
          order by seq",
+        hub.max_count as i64,
+        hub.max_age.num_seconds() as f64,
     )
-    .bind(hub.max_count as i64)
-    .bind(hub.max_age.num_seconds() as f64)
     .fetch_all(pool)
     .await?;
     let events: Vec<_> = rows.into_iter().filter_map(EventRow::into_event).collect();
-    let floor: i64 = match events.first() {
+    let floor = match events.first() {
         Some(first) => {
-            sqlx::query_scalar("select coalesce(max(seq), 0) from stream_events where seq < $1")
-                .bind(first.seq)
+            sqlx::query_scalar!(
+                r#"select coalesce(max(seq), 0) as "floor!" from stream_events where seq < $1"#,
+                first.seq
+            )
+            .fetch_one(pool)
+            .await?
+        }
+        None => {
+            sqlx::query_scalar!(r#"select coalesce(max(seq), 0) as "floor!" from stream_events"#)
                 .fetch_one(pool)
                 .await?
         }
-        None => sqlx::query_scalar("select coalesce(max(seq), 0) from stream_events").fetch_one(pool).await?,
     };
     hub.seed(events, floor);
     Ok(())

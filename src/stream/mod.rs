@@ -141,10 +141,11 @@ pub async fn check_since(state: &AppState, request: &mut StreamRequest) {
     if since <= state.hub.head() {
         return;
     }
-    let head: Result<i64, _> =
-        sqlx::query_scalar("select case when is_called then last_value else 0 end from stream_seq")
-            .fetch_one(&state.db)
-            .await;
+    let head = sqlx::query_scalar!(
+        r#"select case when is_called then last_value else 0 end as "head!" from stream_seq"#
+    )
+    .fetch_one(&state.db)
+    .await;
     match head {
         Ok(head) if since > head => {
             tracing::debug!(since, head, "since above the head: starting afresh");
