@@ -25,7 +25,7 @@ pub const STREAM_CHANNEL: &str = "sondakika_stream";
 /// NOTIFY channel that wakes schedulers when a scheduled alert is added.
 pub const SCHEDULE_CHANNEL: &str = "sondakika_schedule";
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Alert {
     pub id: Uuid,
     pub seq: Option<i64>,
@@ -59,17 +59,29 @@ impl Alert {
     }
 }
 
-const SELECT_ALERT: &str = "
-    select a.id, a.seq, a.status, a.revision, a.label, a.headline, a.summary, a.url, a.image, a.article_id,
-           a.topics, a.urgency, a.ttl_seconds, a.send_at, a.created_at, a.published_at,
-           a.updated_at, a.retracted_at, a.retract_reason,
-           t.name as created_by, coalesce(s.tickers_reached, 0) as tickers_reached
-    from alerts a
-    left join editor_tokens t on t.id = a.created_by
-    left join alert_stats s on s.alert_id = a.id";
+/// A checked query of [`Alert`]s (`a`, with who flagged it and its ticker count), then `$tail`.
+/// (The text of a checked query must be string literals, so the select list lives here rather
+/// than in a `const`.)
+macro_rules! query_alerts {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Alert,
+            r#"select a.id, a.seq, a.status as "status: AlertStatus", a.revision, a.label, a.headline,
+                      a.summary, a.url, a.image, a.article_id, a.topics, a.urgency as "urgency: Urgency",
+                      a.ttl_seconds, a.send_at, a.created_at, a.published_at, a.updated_at,
+                      a.retracted_at, a.retract_reason, t.name as "created_by?",
+                      coalesce(s.tickers_reached, 0) as "tickers_reached!"
+               from alerts a
+               left join editor_tokens t on t.id = a.created_by
+               left join alert_stats s on s.alert_id = a.id "#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Alert>> {
-    sqlx::query_as(&format!("{SELECT_ALERT} where a.id = $1")).bind(id).fetch_optional(conn).await
+    query_alerts!("where a.id = $1", id).fetch_optional(conn).await
 }
 
 /// Newest first; `before` is the id of the last alert of the previous page.
@@ -79,15 +91,14 @@ pub async fn list(
     status: Option<AlertStatus>,
     limit: i64,
 ) -> sqlx::Result<Vec<Alert>> {
-    sqlx::query_as(&format!(
-        "{SELECT_ALERT}
-         where ($1::uuid is null or a.id < $1) and ($2::text is null or a.status = $2)
+    query_alerts!(
+        "where ($1::uuid is null or a.id < $1) and ($2::text is null or a.status = $2)
          order by a.id desc
-         limit $3"
-    ))
-    .bind(before)
-    .bind(status)
-    .bind(limit)
+         limit $3",
+        before,
+        status as _,
+        limit,
+    )
     .fetch_all(pool)
     .await
 }
@@ -111,18 +122,16 @@ pub async fn insert(
     let dedupe_key = new.dedupe_key();
     // Two editors pressing the button at the same moment: the second waits here until the first
     // commits, then finds its alert below.
-    sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
-        .bind(ARTICLE_LOCK_NS)
-        .bind(&dedupe_key)
+    sqlx::query!("select pg_advisory_xact_lock($1, hashtext($2))", ARTICLE_LOCK_NS, &dedupe_key)
         .execute(&mut *tx)
         .await?;
-    let live: Option<Uuid> = sqlx::query_scalar(
+    let live = sqlx::query_scalar!(
         "select id from alerts
          where dedupe_key = $1 and status <> 'retracted'
            and coalesce(published_at, send_at, created_at) + make_interval(secs => ttl_seconds) > now()
          order by id desc limit 1",
+        &dedupe_key,
     )
-    .bind(&dedupe_key)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(id) = live {
@@ -132,29 +141,30 @@ pub async fn insert(
 
     let id = Uuid::now_v7();
     let scheduled = new.send_at.is_some_and(|at| at > now);
-    sqlx::query(
+    let status = if scheduled { AlertStatus::Scheduled } else { AlertStatus::Live };
+    sqlx::query!(
         "insert into alerts (id, status, label, headline, summary, url, image, article_id,
                              dedupe_key, topics, urgency, ttl_seconds, send_at, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        id,
+        status as _,
+        new.label.as_str(),
+        new.headline.as_str(),
+        new.summary.as_ref().map(|s| s.as_str()),
+        new.url.as_str(),
+        new.image.as_ref().map(|s| s.as_str()),
+        new.article_id.as_ref().map(|s| s.as_str()),
+        &dedupe_key,
+        &new.topics.to_strings(),
+        new.urgency as _,
+        new.ttl_seconds as i32,
+        new.send_at,
+        editor_id,
     )
-    .bind(id)
-    .bind(if scheduled { AlertStatus::Scheduled } else { AlertStatus::Live })
-    .bind(new.label.as_str())
-    .bind(new.headline.as_str())
-    .bind(new.summary.as_ref().map(|s| s.as_str()))
-    .bind(new.url.as_str())
-    .bind(new.image.as_ref().map(|s| s.as_str()))
-    .bind(new.article_id.as_ref().map(|s| s.as_str()))
-    .bind(&dedupe_key)
-    .bind(new.topics.to_strings())
-    .bind(new.urgency)
-    .bind(new.ttl_seconds as i32)
-    .bind(new.send_at)
-    .bind(editor_id)
     .execute(&mut *tx)
     .await?;
     if scheduled {
-        sqlx::query("select pg_notify($1, '')").bind(SCHEDULE_CHANNEL).execute(&mut *tx).await?;
+        sqlx::query!("select pg_notify($1, '')", SCHEDULE_CHANNEL).execute(&mut *tx).await?;
     }
     let alert = get(tx, id).await?.expect("row inserted in this transaction");
     Ok(Flagged::Created(alert))
@@ -165,9 +175,7 @@ pub async fn insert(
 pub async fn mark_published(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Alert> {
     // The seq is the event's; the alert takes the same number.
     let seq = next_seq(tx).await?;
-    sqlx::query("update alerts set status = 'live', seq = $2, published_at = now() where id = $1")
-        .bind(id)
-        .bind(seq)
+    sqlx::query!("update alerts set status = 'live', seq = $2, published_at = now() where id = $1", id, seq)
         .execute(&mut *tx)
         .await?;
     let alert = get(tx, id).await?.expect("row exists in this transaction");
@@ -187,32 +195,30 @@ pub async fn log_event(tx: &mut PgConnection, id: Uuid, kind: EventKind) -> sqlx
 /// Takes the stream lock and the next seq. The lock is held until the transaction ends, so
 /// events commit in seq order; take it as late as possible in the transaction.
 async fn next_seq(tx: &mut PgConnection) -> sqlx::Result<i64> {
-    sqlx::query("select pg_advisory_xact_lock($1)").bind(STREAM_LOCK).execute(&mut *tx).await?;
-    sqlx::query_scalar("select nextval('stream_seq')").fetch_one(&mut *tx).await
+    sqlx::query!("select pg_advisory_xact_lock($1)", STREAM_LOCK).execute(&mut *tx).await?;
+    sqlx::query_scalar!(r#"select nextval('stream_seq') as "seq!""#).fetch_one(&mut *tx).await
 }
 
 async fn append_event(tx: &mut PgConnection, seq: i64, kind: EventKind, alert: &Alert) -> sqlx::Result<()> {
     let frame = events::event_frame(kind, seq, alert);
-    sqlx::query("insert into stream_events (seq, alert_id, kind, topics, frame) values ($1, $2, $3, $4, $5)")
-        .bind(seq)
-        .bind(alert.id)
-        .bind(kind.as_str())
-        .bind(&alert.topics)
-        .bind(frame)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(STREAM_CHANNEL)
-        .bind(seq.to_string())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "insert into stream_events (seq, alert_id, kind, topics, frame) values ($1, $2, $3, $4, $5)",
+        seq,
+        alert.id,
+        kind.as_str(),
+        &alert.topics,
+        frame,
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("select pg_notify($1, $2)", STREAM_CHANNEL, seq.to_string()).execute(&mut *tx).await?;
     Ok(())
 }
 
 /// Applies an editor's correction to the alert's text, one revision up (the caller holds the
 /// row, [`lock`]).
 pub async fn apply_correction(tx: &mut PgConnection, id: Uuid, c: &Correction) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update alerts set
             headline = coalesce($2, headline),
             summary = case when $3 then $4 else summary end,
@@ -221,14 +227,14 @@ pub async fn apply_correction(tx: &mut PgConnection, id: Uuid, c: &Correction) -
             revision = revision + 1,
             updated_at = now()
          where id = $1",
+        id,
+        c.headline.as_ref().map(|h| h.as_str()),
+        c.summary.is_some(),
+        c.summary.as_ref().and_then(|s| s.as_ref().map(|s| s.as_str())),
+        c.url.as_ref().map(|u| u.as_str()),
+        c.image.is_some(),
+        c.image.as_ref().and_then(|s| s.as_ref().map(|s| s.as_str())),
     )
-    .bind(id)
-    .bind(c.headline.as_ref().map(|h| h.as_str()))
-    .bind(c.summary.is_some())
-    .bind(c.summary.as_ref().and_then(|s| s.as_ref().map(|s| s.as_str())))
-    .bind(c.url.as_ref().map(|u| u.as_str()))
-    .bind(c.image.is_some())
-    .bind(c.image.as_ref().and_then(|s| s.as_ref().map(|s| s.as_str())))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -236,13 +242,13 @@ pub async fn apply_correction(tx: &mut PgConnection, id: Uuid, c: &Correction) -
 
 /// Marks the alert retracted (the caller holds the row, [`lock`]).
 pub async fn mark_retracted(tx: &mut PgConnection, id: Uuid, reason: Option<&Reason>) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update alerts set status = 'retracted', retracted_at = now(), retract_reason = $2,
                 updated_at = now()
          where id = $1",
+        id,
+        reason.map(|r| r.as_str()),
     )
-    .bind(id)
-    .bind(reason.map(|r| r.as_str()))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -253,8 +259,7 @@ pub async fn mark_retracted(tx: &mut PgConnection, id: Uuid, reason: Option<&Rea
 /// reference the alert (a fan-out updating its `push_jobs` row twice in one transaction
 /// re-checks the key), which deadlocked a retraction against a flush of push outcomes.
 pub async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Alert>> {
-    let found: Option<Uuid> = sqlx::query_scalar("select id from alerts where id = $1 for no key update")
-        .bind(id)
+    let found = sqlx::query_scalar!("select id from alerts where id = $1 for no key update", id)
         .fetch_optional(&mut *tx)
         .await?;
     match found {
@@ -266,18 +271,18 @@ pub async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Alert>
 /// Scheduled alerts that are due, locked for publication. Several processes may ask at once:
 /// `skip locked` hands each due alert to exactly one of them.
 pub async fn lock_due(tx: &mut PgConnection, batch: i64) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select id from alerts where status = 'scheduled' and send_at <= now()
          order by send_at limit $1 for no key update skip locked",
+        batch,
     )
-    .bind(batch)
     .fetch_all(&mut *tx)
     .await
 }
 
 /// When the next scheduled alert is due, if any.
 pub async fn next_due(pool: &PgPool) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar("select min(send_at) from alerts where status = 'scheduled'").fetch_one(pool).await
+    sqlx::query_scalar!("select min(send_at) from alerts where status = 'scheduled'").fetch_one(pool).await
 }
 
 /// Adds per-alert ticker deliveries counted by this process, in one statement.
@@ -286,14 +291,14 @@ pub async fn add_tickers_reached(pool: &PgPool, deltas: &[(Uuid, i64)]) -> sqlx:
         return Ok(());
     }
     let (ids, counts): (Vec<Uuid>, Vec<i64>) = deltas.iter().copied().unzip();
-    sqlx::query(
+    sqlx::query!(
         "insert into alert_stats (alert_id, tickers_reached)
          select * from unnest($1::uuid[], $2::bigint[])
          on conflict (alert_id) do update
            set tickers_reached = alert_stats.tickers_reached + excluded.tickers_reached",
+        &ids,
+        &counts,
     )
-    .bind(ids)
-    .bind(counts)
     .execute(pool)
     .await?;
     Ok(())
@@ -301,8 +306,7 @@ pub async fn add_tickers_reached(pool: &PgPool, deltas: &[(Uuid, i64)]) -> sqlx:
 
 /// Ids of the alerts among `ids` that are retracted.
 pub async fn retracted_among(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar("select id from alerts where id = any($1) and status = 'retracted'")
-        .bind(ids)
+    sqlx::query_scalar!("select id from alerts where id = any($1) and status = 'retracted'", ids)
         .fetch_all(pool)
         .await
 }

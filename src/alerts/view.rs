@@ -135,7 +135,7 @@ pub enum StepState {
 }
 
 /// Where one step's fan-out is, and how far it got.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StepFigures {
     pub state: StepState,
     pub targeted: i64,
@@ -155,10 +155,9 @@ pub struct StepFigures {
 }
 
 /// Push figures of one alert: its original push (step 0) and the receipts.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PushFigures {
     #[serde(flatten)]
-    #[sqlx(flatten)]
     pub figures: StepFigures,
     pub shown: i64,
     pub clicked: i64,
@@ -166,7 +165,7 @@ pub struct PushFigures {
 
 /// One step of an alert's push: the original, a correction or the retraction, with its
 /// figures.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PushStep {
     /// 0 for the original push, then one per correction and the retraction.
     pub step: i16,
@@ -179,6 +178,5 @@ pub struct PushStep {
     /// When the editor published, corrected or retracted (for coalesced corrections, the last).
     pub requested_at: DateTime<Utc>,
     #[serde(flatten)]
-    #[sqlx(flatten)]
     pub figures: StepFigures,
 }

@@ -10,7 +10,7 @@ use crate::{
     alerts::{
         domain::AlertStatus,
         store as alerts,
-        view::{AlertView, PushFigures, PushStep, StepKind},
+        view::{AlertView, PushFigures, PushStep, StepFigures, StepKind, StepState},
     },
     webhooks::{self, EventType},
 };
@@ -33,66 +33,67 @@ pub async fn upsert_subscription(
     locale: &str,
     vapid_key: &[u8],
 ) -> sqlx::Result<Upserted> {
-    let (id, inserted): (i64, bool) = sqlx::query_as(
-        "insert into push_subscriptions (endpoint, origin, host, p256dh, auth, topics, locale, vapid_key)
+    let row = sqlx::query!(
+        r#"insert into push_subscriptions (endpoint, origin, host, p256dh, auth, topics, locale, vapid_key)
          values ($1, $2, $3, $4, $5, $6, $7, $8)
          on conflict (endpoint) do update set
             p256dh = excluded.p256dh, auth = excluded.auth, topics = excluded.topics,
             locale = excluded.locale, vapid_key = excluded.vapid_key, last_seen_at = now(),
             active = true, deactivated_at = null, deactivated_reason = null
-         returning id, (xmax = 0) as inserted",
+         returning id, (xmax = 0) as "inserted!""#,
+        &s.endpoint,
+        &s.origin,
+        &s.host,
+        s.p256dh.as_slice(),
+        s.auth.as_slice(),
+        topics,
+        locale,
+        vapid_key,
     )
-    .bind(&s.endpoint)
-    .bind(&s.origin)
-    .bind(&s.host)
-    .bind(s.p256dh.as_slice())
-    .bind(s.auth.as_slice())
-    .bind(topics)
-    .bind(locale)
-    .bind(vapid_key)
     .fetch_one(pool)
     .await?;
-    Ok(if inserted { Upserted::Created(id) } else { Upserted::Updated(id) })
+    Ok(if row.inserted { Upserted::Created(row.id) } else { Upserted::Updated(row.id) })
 }
 
 /// Whether a subscription with this (normalised) endpoint is stored, active or not.
 pub async fn subscription_exists(pool: &PgPool, endpoint: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar("select exists (select 1 from push_subscriptions where endpoint = $1)")
-        .bind(endpoint)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from push_subscriptions where endpoint = $1) as "exists!""#,
+        endpoint
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Removes a subscription (the reader turned alerts off). Its delivery log rows stay.
 pub async fn delete_subscription(pool: &PgPool, endpoint: &str) -> sqlx::Result<bool> {
-    let n = sqlx::query("delete from push_subscriptions where endpoint = $1")
-        .bind(endpoint)
-        .execute(pool)
-        .await?;
+    let n =
+        sqlx::query!("delete from push_subscriptions where endpoint = $1", endpoint).execute(pool).await?;
     Ok(n.rows_affected() > 0)
 }
 
 /// Drops subscriptions not seen for `days` (the browser stopped visiting).
 pub async fn drop_stale_subscriptions(pool: &PgPool, days: u32) -> sqlx::Result<u64> {
-    let n =
-        sqlx::query("delete from push_subscriptions where last_seen_at < now() - make_interval(days => $1)")
-            .bind(days as i32)
-            .execute(pool)
-            .await?;
+    let n = sqlx::query!(
+        "delete from push_subscriptions where last_seen_at < now() - make_interval(days => $1)",
+        days as i32,
+    )
+    .execute(pool)
+    .await?;
     Ok(n.rows_affected())
 }
 
 /// Queues the fan-out of a just-published alert: its step 0 (inside the publishing
 /// transaction).
 pub async fn queue_job(tx: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into push_jobs (alert_id, step, kind, state, alert_day) values ($1, 0, 'alert', 'planning', (now() at time zone 'utc')::date)
          on conflict do nothing",
+        alert_id,
     )
-    .bind(alert_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("select pg_notify($1, '')").bind(PUSH_CHANNEL).execute(&mut *tx).await?;
+    sqlx::query!("select pg_notify($1, '')", PUSH_CHANNEL).execute(&mut *tx).await?;
     Ok(())
 }
 
@@ -113,14 +114,14 @@ pub async fn queue_step(
     match kind {
         StepKind::Alert => unreachable!("step 0 is queued by queue_job"),
         StepKind::Correction => {
-            let joined: Option<i16> = sqlx::query_scalar(
+            let joined = sqlx::query_scalar!(
                 "update push_jobs set revision = $2, quiet = quiet and $3, requested_at = now()
                  where alert_id = $1 and kind = 'correction' and state = 'planning'
                  returning step",
+                alert_id,
+                revision,
+                quiet,
             )
-            .bind(alert_id)
-            .bind(revision)
-            .bind(quiet)
             .fetch_optional(&mut *tx)
             .await?;
             if joined.is_some() {
@@ -130,43 +131,58 @@ pub async fn queue_step(
         StepKind::Retraction => {
             // Pushes not yet sent of the earlier steps never go (their running ranges stop
             // when their process's hub sees the retract event).
-            sqlx::query(
+            sqlx::query!(
                 "update push_jobs set state = 'cancelled' where alert_id = $1 and state in ('planning', 'running')",
+                alert_id,
             )
-            .bind(alert_id)
             .execute(&mut *tx)
             .await?;
         }
     }
     let wait = if kind == StepKind::Correction { coalesce.as_secs_f64() } else { 0.0 };
-    let step: Option<i16> = sqlx::query_scalar(
+    let step = sqlx::query_scalar!(
         "insert into push_jobs (alert_id, step, kind, revision, quiet, state, alert_day, not_before)
          select $1, max(step) + 1, $2, $3, $4, 'planning', min(alert_day), now() + make_interval(secs => $5)
          from push_jobs where alert_id = $1 having count(*) > 0
          returning step",
+        alert_id,
+        kind as _,
+        revision,
+        quiet,
+        wait,
     )
-    .bind(alert_id)
-    .bind(kind)
-    .bind(revision)
-    .bind(quiet)
-    .bind(wait)
     .fetch_optional(&mut *tx)
     .await?;
-    sqlx::query("select pg_notify($1, '')").bind(PUSH_CHANNEL).execute(&mut *tx).await?;
+    sqlx::query!("select pg_notify($1, '')", PUSH_CHANNEL).execute(&mut *tx).await?;
     Ok(step)
 }
 
-/// Who a step after the original goes to, per subscriber of the alert's log (one index range
-/// of it, `$day`/`$alert`, in the rows of `d`): those who were sent something in an earlier
-/// step and have no outcome in this one (`$step`); for a correction, only those whose newest
-/// push carried a revision older than the step's (`$revision`). Expects the parameters
-/// `$1` alert, `$2` day, `$3` step, `$4` whether it is a retraction, `$5` revision.
-const LATER_STEP_TARGETS: &str = "
-    select d.subscription_id from push_deliveries d
-    where d.alert_day = $2 and d.alert_id = $1 {range}
-    group by d.subscription_id
-    having bool_or(d.status = 'sent' and d.step < $3) and not bool_or(d.step = $3)
-       and ($4 or coalesce(max(d.revision) filter (where d.status = 'sent'), 0) < $5)";
+/// A checked query over who a step after the original goes to, per subscriber of the alert's
+/// log (one index range of it, `$day`/`$alert`, in the rows of `d`): those who were sent
+/// something in an earlier step and have no outcome in this one (`$step`); for a correction,
+/// only those whose newest push carried a revision older than the step's (`$revision`).
+///
+/// `query_later_step_targets!(query_as!(T), "<head> from ", "<range>", "<tail>", args…)` runs
+/// `<head> from (<those subscribers>) e <tail>`; `<range>` narrows the log rows further (or is
+/// empty). The parameters: `$1` alert, `$2` day, `$3` step, `$4` whether it is a retraction,
+/// `$5` revision, then the query's own. (The text of a checked query must be string literals,
+/// so the subquery lives here rather than in a `const`.)
+macro_rules! query_later_step_targets {
+    ($query:ident!($($out:ty)?), $head:literal, $range:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::$query!(
+            $($out,)?
+            $head
+                + "(select d.subscription_id from push_deliveries d
+                    where d.alert_day = $2 and d.alert_id = $1 "
+                + $range
+                + " group by d.subscription_id
+                    having bool_or(d.status = 'sent' and d.step < $3) and not bool_or(d.step = $3)
+                       and ($4 or coalesce(max(d.revision) filter (where d.status = 'sent'), 0) < $5)) e "
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// Plans one queued step: counts its targets and cuts the subscription id space into batches.
 /// A step waits for its coalescing window and for the earlier steps of its alert to have no
@@ -174,7 +190,6 @@ const LATER_STEP_TARGETS: &str = "
 /// alert planned, if any step was ready.
 pub async fn plan_next_job(pool: &PgPool, batch_size: i64) -> sqlx::Result<Option<Uuid>> {
     let mut tx = pool.begin().await?;
-    #[derive(sqlx::FromRow)]
     struct Ready {
         alert_id: Uuid,
         step: i16,
@@ -184,17 +199,18 @@ pub async fn plan_next_job(pool: &PgPool, batch_size: i64) -> sqlx::Result<Optio
         topics: Vec<String>,
         stale: bool,
     }
-    let job: Option<Ready> = sqlx::query_as(
-        "select j.alert_id, j.step, j.kind, j.revision, j.alert_day, a.topics,
+    let job = sqlx::query_as!(
+        Ready,
+        r#"select j.alert_id, j.step, j.kind as "kind: StepKind", j.revision, j.alert_day, a.topics,
                 (a.status = 'retracted' and j.kind <> 'retraction')
-                or j.requested_at + make_interval(secs => a.ttl_seconds) < now() as stale
+                or j.requested_at + make_interval(secs => a.ttl_seconds) < now() as "stale!"
          from push_jobs j join alerts a on a.id = j.alert_id
          where j.state = 'planning' and (j.not_before is null or j.not_before <= now())
            and not exists (select 1 from push_jobs e
                            where e.alert_id = j.alert_id and e.step < j.step and e.state = 'planning')
            and not exists (select 1 from push_batches b
                            where b.alert_id = j.alert_id and b.step < j.step and b.state <> 'done')
-         order by j.created_at limit 1 for update of j skip locked",
+         order by j.created_at limit 1 for update of j skip locked"#,
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -203,68 +219,73 @@ pub async fn plan_next_job(pool: &PgPool, batch_size: i64) -> sqlx::Result<Optio
     };
     if stale {
         // Retracted, or queued while push was off and no longer worth sending.
-        sqlx::query("update push_jobs set state = 'cancelled' where alert_id = $1 and step = $2")
-            .bind(alert_id)
-            .bind(step)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "update push_jobs set state = 'cancelled' where alert_id = $1 and step = $2",
+            alert_id,
+            step
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         return Ok(Some(alert_id));
     }
-    let (targeted, min_id, max_id): (i64, Option<i64>, Option<i64>) = if kind == StepKind::Alert {
-        sqlx::query_as(
-            "select count(*), min(id), max(id) from push_subscriptions
-             where active and (cardinality($1::text[]) = 0 or cardinality(topics) = 0 or topics && $1)",
+    let (targeted, min_id, max_id) = if kind == StepKind::Alert {
+        let r = sqlx::query!(
+            r#"select count(*) as "targeted!", min(id) as min_id, max(id) as max_id from push_subscriptions
+             where active and (cardinality($1::text[]) = 0 or cardinality(topics) = 0 or topics && $1)"#,
+            &topics,
         )
-        .bind(&topics)
         .fetch_one(&mut *tx)
-        .await?
+        .await?;
+        (r.targeted, r.min_id, r.max_id)
     } else {
         // Read from the alert's log, once per step: the subscribers it was sent to.
-        sqlx::query_as(&format!(
-            "select count(*), min(s.id), max(s.id)
-             from ({}) e join push_subscriptions s on s.id = e.subscription_id and s.active
+        let r = query_later_step_targets!(
+            query!(),
+            r#"select count(*) as "targeted!", min(s.id) as min_id, max(s.id) as max_id from "#,
+            "",
+            "join push_subscriptions s on s.id = e.subscription_id and s.active
              where not exists (select 1 from push_retries r where r.alert_id = $1 and r.subscription_id = s.id)",
-            LATER_STEP_TARGETS.replace("{range}", "")
-        ))
-        .bind(alert_id)
-        .bind(day)
-        .bind(step)
-        .bind(kind == StepKind::Retraction)
-        .bind(revision)
+            alert_id,
+            day,
+            step,
+            kind == StepKind::Retraction,
+            revision,
+        )
         .fetch_one(&mut *tx)
-        .await?
+        .await?;
+        (r.targeted, r.min_id, r.max_id)
     };
     if let (Some(lo), Some(hi)) = (min_id, max_id) {
         // Ranges of ids, not of rows: planning costs one statement whatever the subscriber
         // count; ranges thinned by deletions are simply cheaper to process.
-        sqlx::query(
+        sqlx::query!(
             "insert into push_batches (alert_id, step, first_id, last_id, state)
              select $1, $5, f, least(f + $4 - 1, $3), 'pending' from generate_series($2::bigint, $3::bigint, $4::bigint) f",
+            alert_id,
+            lo,
+            hi,
+            batch_size,
+            step,
         )
-        .bind(alert_id)
-        .bind(lo)
-        .bind(hi)
-        .bind(batch_size)
-        .bind(step)
         .execute(&mut *tx)
         .await?;
     }
     // `targeted +`: follow-ups (pushes of earlier steps that were in flight when this step was
     // asked for) may already have been added to it.
-    sqlx::query(
+    sqlx::query!(
         "update push_jobs set state = 'running', targeted = targeted + $3, started_at = now()
          where alert_id = $1 and step = $2",
+        alert_id,
+        step,
+        targeted,
     )
-    .bind(alert_id)
-    .bind(step)
-    .bind(targeted)
     .execute(&mut *tx)
     .await?;
     let job = JobKey { alert_id, step, alert_day: day };
     mark_milestones(&mut tx, &job, &[]).await?;
     complete_job(&mut tx, &job).await?;
-    sqlx::query("select pg_notify($1, '')").bind(PUSH_CHANNEL).execute(&mut *tx).await?;
+    sqlx::query!("select pg_notify($1, '')", PUSH_CHANNEL).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(Some(alert_id))
 }
@@ -306,22 +327,9 @@ pub async fn claim_batch(
     lease: std::time::Duration,
     held: &[BatchKey],
 ) -> sqlx::Result<Option<Batch>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        alert_id: Uuid,
-        step: i16,
-        alert_day: NaiveDate,
-        first_id: i64,
-        last_id: i64,
-        kind: StepKind,
-        revision: i32,
-        quiet: bool,
-        requested_at: DateTime<Utc>,
-        alert_revision: i32,
-    }
     let (held_alerts, held_steps, held_firsts) = unzip_keys(held);
-    let row: Option<Row> = sqlx::query_as(
-        "update push_batches b set state = 'running', lease_until = now() + make_interval(secs => $1)
+    let row = sqlx::query!(
+        r#"update push_batches b set state = 'running', lease_until = now() + make_interval(secs => $1)
          from push_jobs j join alerts a on a.id = j.alert_id
          where j.alert_id = b.alert_id and j.step = b.step
            and (b.alert_id, b.step, b.first_id) = (
@@ -333,13 +341,13 @@ pub async fn claim_batch(
              -- one still going out, instead of queueing behind its million subscribers.
              order by b2.first_id, b2.alert_id, b2.step
              limit 1 for update skip locked)
-         returning b.alert_id, b.step, j.alert_day, b.first_id, b.last_id, j.kind, j.revision, j.quiet,
-                   j.requested_at, a.revision as alert_revision",
+         returning b.alert_id, b.step, j.alert_day, b.first_id, b.last_id, j.kind as "kind: StepKind",
+                   j.revision, j.quiet, j.requested_at, a.revision as alert_revision"#,
+        lease.as_secs_f64(),
+        &held_alerts,
+        &held_steps,
+        &held_firsts,
     )
-    .bind(lease.as_secs_f64())
-    .bind(&held_alerts)
-    .bind(&held_steps)
-    .bind(&held_firsts)
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|r| Batch {
@@ -373,15 +381,15 @@ fn unzip_keys(keys: &[BatchKey]) -> (Vec<Uuid>, Vec<i16>, Vec<i64>) {
 /// Renews the leases of the batches this process is working on, in one statement.
 pub async fn renew_leases(pool: &PgPool, held: &[BatchKey], lease: std::time::Duration) -> sqlx::Result<()> {
     let (alerts, steps, firsts) = unzip_keys(held);
-    sqlx::query(
+    sqlx::query!(
         "update push_batches b set lease_until = now() + make_interval(secs => $4)
          from unnest($1::uuid[], $2::smallint[], $3::bigint[]) as h(alert_id, step, first_id)
          where b.alert_id = h.alert_id and b.step = h.step and b.first_id = h.first_id and b.state = 'running'",
+        &alerts,
+        &steps,
+        &firsts,
+        lease.as_secs_f64(),
     )
-    .bind(&alerts)
-    .bind(&steps)
-    .bind(&firsts)
-    .bind(lease.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(())
@@ -389,20 +397,20 @@ pub async fn renew_leases(pool: &PgPool, held: &[BatchKey], lease: std::time::Du
 
 /// Hands a batch back at once (at shutdown) rather than after its lease runs out.
 pub async fn release_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update push_batches set state = 'pending', lease_until = null
          where alert_id = $1 and step = $2 and first_id = $3",
+        b.job.alert_id,
+        b.job.step,
+        b.first_id,
     )
-    .bind(b.job.alert_id)
-    .bind(b.job.step)
-    .bind(b.first_id)
     .execute(pool)
     .await?;
     Ok(())
 }
 
 /// A subscriber of a batch that has no outcome logged yet.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub id: i64,
     pub endpoint: String,
@@ -416,24 +424,26 @@ pub struct Target {
 /// done before the crash) and not waiting for a retry of the alert.
 pub async fn targets(pool: &PgPool, b: &Batch, topics: &[String]) -> sqlx::Result<Vec<Target>> {
     if b.step.kind != StepKind::Alert {
-        return sqlx::query_as(&format!(
-            "select s.id, s.endpoint, s.origin, s.host, s.p256dh, s.auth
-             from ({}) e join push_subscriptions s on s.id = e.subscription_id and s.active
+        return query_later_step_targets!(
+            query_as!(Target),
+            "select s.id, s.endpoint, s.origin, s.host, s.p256dh, s.auth from ",
+            "and d.subscription_id between $6 and $7",
+            "join push_subscriptions s on s.id = e.subscription_id and s.active
              where not exists (select 1 from push_retries r where r.alert_id = $1 and r.subscription_id = s.id)
              order by s.id",
-            LATER_STEP_TARGETS.replace("{range}", "and d.subscription_id between $6 and $7")
-        ))
-        .bind(b.job.alert_id)
-        .bind(b.job.alert_day)
-        .bind(b.job.step)
-        .bind(b.step.kind == StepKind::Retraction)
-        .bind(b.step.revision)
-        .bind(b.first_id)
-        .bind(b.last_id)
+            b.job.alert_id,
+            b.job.alert_day,
+            b.job.step,
+            b.step.kind == StepKind::Retraction,
+            b.step.revision,
+            b.first_id,
+            b.last_id,
+        )
         .fetch_all(pool)
         .await;
     }
-    sqlx::query_as(
+    sqlx::query_as!(
+        Target,
         "select s.id, s.endpoint, s.origin, s.host, s.p256dh, s.auth from push_subscriptions s
          where s.id between $1 and $2 and s.active
            and (cardinality($3::text[]) = 0 or cardinality(s.topics) = 0 or s.topics && $3)
@@ -447,12 +457,12 @@ pub async fn targets(pool: &PgPool, b: &Batch, topics: &[String]) -> sqlx::Resul
            and not exists (select 1 from push_retries r
                            where r.alert_id = $5 and r.subscription_id = s.id)
          order by s.id",
+        b.first_id,
+        b.last_id,
+        topics,
+        b.job.alert_day,
+        b.job.alert_id,
     )
-    .bind(b.first_id)
-    .bind(b.last_id)
-    .bind(topics)
-    .bind(b.job.alert_day)
-    .bind(b.job.alert_id)
     .fetch_all(pool)
     .await
 }
@@ -534,15 +544,16 @@ pub async fn record(
     // retraction holds it exclusively while it queues its step, so this transaction sees either
     // the alert before the change (and the new step will find these pushes in the log) or after
     // it (and the follow-ups below carry the change): never neither.
-    let latest: Option<(i16, StepKind, i32)> = sqlx::query_as(
-        "select j.step, j.kind, j.revision from alerts a
+    let latest = sqlx::query!(
+        r#"select j.step as "step!", j.kind as "kind!: StepKind", j.revision as "revision!" from alerts a
          join lateral (select step, kind, revision from push_jobs where alert_id = a.id
                        order by step desc limit 1) j on true
-         where a.id = $1 for share of a",
+         where a.id = $1 for share of a"#,
+        job.alert_id,
     )
-    .bind(job.alert_id)
     .fetch_optional(&mut *tx)
-    .await?;
+    .await?
+    .map(|r| (r.step, r.kind, r.revision));
     let logged = if finals.is_empty() { Vec::new() } else { log_finals(&mut tx, job, &finals).await? };
     if !retries.is_empty() {
         queue_retries(&mut tx, job, &retries).await?;
@@ -552,12 +563,12 @@ pub async fn record(
     };
     let retried = ids(&|o| o.from_retry);
     if !retried.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "delete from push_retries where alert_id = $1 and step = $2 and subscription_id = any($3)",
+            job.alert_id,
+            job.step,
+            &retried,
         )
-        .bind(job.alert_id)
-        .bind(job.step)
-        .bind(&retried)
         .execute(&mut *tx)
         .await?;
     }
@@ -574,11 +585,11 @@ pub async fn record(
     }
     let gone = ids(&|o| o.status == Verdict::Final(DeliveryStatus::Gone));
     if !gone.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "update push_subscriptions set active = false, deactivated_at = now(), deactivated_reason = 'gone'
              where id = any($1) and active",
+            &gone,
         )
-        .bind(&gone)
         .execute(&mut *tx)
         .await?;
     }
@@ -586,11 +597,11 @@ pub async fn record(
     // nearly always a probe of an empty index).
     let sent = ids(&|o| o.status == Verdict::Final(DeliveryStatus::Sent));
     if !sent.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "update push_subscriptions set failed_alerts = 0, failing_since = null
              where failed_alerts > 0 and id = any($1)",
+            &sent,
         )
-        .bind(&sent)
         .execute(&mut *tx)
         .await?;
     }
@@ -599,18 +610,18 @@ pub async fn record(
         count_failures(&mut tx, &failing, deactivation).await?;
     }
     let n = |s: DeliveryStatus| logged.iter().filter(|(k, _)| *k == s).count() as i64;
-    sqlx::query(
+    sqlx::query!(
         "update push_jobs set sent = sent + $3, failed = failed + $4, gone = gone + $5,
                 expired = expired + $6, skipped = skipped + $7
          where alert_id = $1 and step = $2",
+        job.alert_id,
+        job.step,
+        n(DeliveryStatus::Sent),
+        n(DeliveryStatus::Failed),
+        n(DeliveryStatus::Gone),
+        n(DeliveryStatus::Expired),
+        n(DeliveryStatus::Skipped),
     )
-    .bind(job.alert_id)
-    .bind(job.step)
-    .bind(n(DeliveryStatus::Sent))
-    .bind(n(DeliveryStatus::Failed))
-    .bind(n(DeliveryStatus::Gone))
-    .bind(n(DeliveryStatus::Expired))
-    .bind(n(DeliveryStatus::Skipped))
     .execute(&mut *tx)
     .await?;
     let mut answered: Vec<DateTime<Utc>> = logged.iter().map(|(_, at)| *at).collect();
@@ -627,29 +638,31 @@ pub async fn record(
 /// reach them too, and its own ranges may be past them already. They join its retry queue, due
 /// now, and its figures. Never for a subscriber the later step already has an outcome for.
 async fn queue_follow_ups(tx: &mut PgConnection, job: &JobKey, latest: i16, ids: &[i64]) -> sqlx::Result<()> {
-    let added: i64 = sqlx::query_scalar(
-        "with added as (
+    let added = sqlx::query_scalar!(
+        r#"with added as (
             insert into push_retries (alert_id, step, subscription_id, attempts, deferrals, not_before)
             select $1, $2, i, 0, 0, now() from unnest($4::bigint[]) i
             where not exists (select 1 from push_deliveries d
                               where d.alert_day = $3 and d.alert_id = $1 and d.subscription_id = i and d.step = $2)
             on conflict do nothing
             returning 1)
-         select count(*) from added",
+         select count(*) as "added!" from added"#,
+        job.alert_id,
+        latest,
+        job.alert_day,
+        ids,
     )
-    .bind(job.alert_id)
-    .bind(latest)
-    .bind(job.alert_day)
-    .bind(ids)
     .fetch_one(&mut *tx)
     .await?;
     if added > 0 {
-        sqlx::query("update push_jobs set targeted = targeted + $3 where alert_id = $1 and step = $2")
-            .bind(job.alert_id)
-            .bind(latest)
-            .bind(added)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "update push_jobs set targeted = targeted + $3 where alert_id = $1 and step = $2",
+            job.alert_id,
+            latest,
+            added,
+        )
+        .execute(&mut *tx)
+        .await?;
         tracing::debug!(alert_id = %job.alert_id, step = latest, added, "follow-up pushes queued");
     }
     Ok(())
@@ -689,29 +702,32 @@ async fn log_finals(
     }
     // `on conflict do nothing`: a batch resumed after a crash may repeat a push whose outcome
     // was already written; the first outcome stands and is counted once.
-    sqlx::query_as(
-        "insert into push_deliveries
+    // Overridden (`as`): the checked macros know no arrays with nulls in them, and take only
+    // `String`s for `text[]` (borrowing saves an allocation per push).
+    let logged = sqlx::query!(
+        r#"insert into push_deliveries
             (alert_day, alert_id, step, subscription_id, status, http_status, attempts, push_host,
              latency_ms, error, revision, finished_at)
          select $1, $2, $3, * from unnest($4::bigint[], $5::text[], $6::smallint[], $7::smallint[], $8::text[],
                                          $9::int[], $10::text[], $11::int[], $12::timestamptz[])
          on conflict do nothing
-         returning status, finished_at",
+         returning status as "status: DeliveryStatus", finished_at"#,
+        job.alert_day,
+        job.alert_id,
+        job.step,
+        &ids,
+        &statuses as &[&str],
+        &http as _,
+        &attempts,
+        &hosts as &[&str],
+        &latency as _,
+        &errors as _,
+        &revisions,
+        &answered,
     )
-    .bind(job.alert_day)
-    .bind(job.alert_id)
-    .bind(job.step)
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&http)
-    .bind(&attempts)
-    .bind(&hosts)
-    .bind(&latency)
-    .bind(&errors)
-    .bind(&revisions)
-    .bind(&answered)
     .fetch_all(&mut *tx)
-    .await
+    .await?;
+    Ok(logged.into_iter().map(|r| (r.status, r.finished_at)).collect())
 }
 
 /// Puts pushes (back) in the retry queue, unclaimed, due at their `retry_at`.
@@ -722,22 +738,22 @@ async fn queue_retries(tx: &mut PgConnection, job: &JobKey, retries: &[&Outcome]
     let due: Vec<DateTime<Utc>> = retries.iter().map(|o| o.retry_at.unwrap_or_else(Utc::now)).collect();
     let http: Vec<Option<i16>> = retries.iter().map(|o| o.http_status).collect();
     let errors: Vec<Option<&str>> = retries.iter().map(|o| o.error.as_deref()).collect();
-    sqlx::query(
+    sqlx::query!(
         "insert into push_retries (alert_id, step, subscription_id, attempts, deferrals, not_before, http_status, error)
          select $1, $2, * from unnest($3::bigint[], $4::smallint[], $5::smallint[], $6::timestamptz[],
                                       $7::smallint[], $8::text[])
          on conflict (alert_id, step, subscription_id) do update set
             attempts = excluded.attempts, deferrals = excluded.deferrals, not_before = excluded.not_before,
             lease_until = null, http_status = excluded.http_status, error = excluded.error",
+        job.alert_id,
+        job.step,
+        &ids,
+        &attempts,
+        &deferrals,
+        &due,
+        &http as _,
+        &errors as _,
     )
-    .bind(job.alert_id)
-    .bind(job.step)
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&deferrals)
-    .bind(&due)
-    .bind(&http)
-    .bind(&errors)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -747,7 +763,7 @@ async fn queue_retries(tx: &mut PgConnection, job: &JobKey, retries: &[&Outcome]
 /// rule ([`Deactivation`]). A reader who still uses the subscription re-posts it on the next
 /// visit, which reactivates it.
 async fn count_failures(tx: &mut PgConnection, ids: &[i64], rule: &Deactivation) -> sqlx::Result<()> {
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "update push_subscriptions set
             failed_alerts = failed_alerts + 1,
             failing_since = coalesce(failing_since, now()),
@@ -760,10 +776,10 @@ async fn count_failures(tx: &mut PgConnection, ids: &[i64], rule: &Deactivation)
                                    and coalesce(failing_since, now()) <= now() - make_interval(secs => $3)
                               then 'unreachable' end
          where id = any($1) and active",
+        ids,
+        rule.alerts,
+        rule.after.as_secs_f64(),
     )
-    .bind(ids)
-    .bind(rule.alerts)
-    .bind(rule.after.as_secs_f64())
     .execute(&mut *tx)
     .await?;
     tracing::debug!(subscriptions = n.rows_affected(), "push service failures counted");
@@ -772,16 +788,16 @@ async fn count_failures(tx: &mut PgConnection, ids: &[i64], rule: &Deactivation)
 
 /// Marks the step done (and 100 % reached) once no range and no retry of it is left.
 async fn complete_job(tx: &mut PgConnection, job: &JobKey) -> sqlx::Result<()> {
-    let done: Option<bool> = sqlx::query_scalar(
-        "update push_jobs set state = case when state = 'cancelled' then state else 'done' end,
+    let done = sqlx::query_scalar!(
+        r#"update push_jobs set state = case when state = 'cancelled' then state else 'done' end,
                 reached_100_at = coalesce(reached_100_at, clock_timestamp())
          where alert_id = $1 and step = $2 and state in ('running', 'cancelled')
            and not exists (select 1 from push_batches where alert_id = $1 and step = $2 and state <> 'done')
            and not exists (select 1 from push_retries where alert_id = $1 and step = $2)
-         returning state = 'done'",
+         returning state = 'done' as "done!""#,
+        job.alert_id,
+        job.step,
     )
-    .bind(job.alert_id)
-    .bind(job.step)
     .fetch_optional(&mut *tx)
     .await?;
     if done == Some(true) {
@@ -833,27 +849,8 @@ pub async fn claim_retries(
     limit: i64,
     lease: std::time::Duration,
 ) -> sqlx::Result<Vec<DueRetry>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        alert_id: Uuid,
-        step: i16,
-        alert_day: NaiveDate,
-        kind: StepKind,
-        revision: i32,
-        quiet: bool,
-        requested_at: DateTime<Utc>,
-        alert_revision: i32,
-        subscription_id: i64,
-        attempts: i16,
-        deferrals: i16,
-        endpoint: Option<String>,
-        origin: Option<String>,
-        host: Option<String>,
-        p256dh: Option<Vec<u8>>,
-        auth: Option<Vec<u8>>,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "with due as (
+    let rows = sqlx::query!(
+        r#"with due as (
             select alert_id, step, subscription_id from push_retries
             where not_before <= now() and (lease_until is null or lease_until < now())
             order by not_before limit $1 for update skip locked),
@@ -861,15 +858,17 @@ pub async fn claim_retries(
             update push_retries r set lease_until = now() + make_interval(secs => $2)
             from due where r.alert_id = due.alert_id and r.step = due.step and r.subscription_id = due.subscription_id
             returning r.alert_id, r.step, r.subscription_id, r.attempts, r.deferrals)
-         select c.alert_id, c.step, j.alert_day, j.kind, j.revision, j.quiet, j.requested_at,
-                a.revision as alert_revision, c.subscription_id, c.attempts, c.deferrals,
-                s.endpoint, s.origin, s.host, s.p256dh, s.auth
+         select c.alert_id as "alert_id!", c.step as "step!", j.alert_day, j.kind as "kind: StepKind",
+                j.revision, j.quiet, j.requested_at, a.revision as alert_revision,
+                c.subscription_id as "subscription_id!", c.attempts as "attempts!",
+                c.deferrals as "deferrals!", s.endpoint as "endpoint?", s.origin as "origin?",
+                s.host as "host?", s.p256dh as "p256dh?", s.auth as "auth?"
          from claimed c join push_jobs j on j.alert_id = c.alert_id and j.step = c.step
          join alerts a on a.id = c.alert_id
-         left join push_subscriptions s on s.id = c.subscription_id and s.active",
+         left join push_subscriptions s on s.id = c.subscription_id and s.active"#,
+        limit,
+        lease.as_secs_f64(),
     )
-    .bind(limit)
-    .bind(lease.as_secs_f64())
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -919,8 +918,8 @@ pub async fn close_retries(
         RetriesOf::AllButRetraction => None,
     };
     let mut tx = pool.begin().await?;
-    let ended: Vec<(i16, NaiveDate, i64)> = sqlx::query_as(
-        "with ended as (
+    let ended = sqlx::query!(
+        r#"with ended as (
             delete from push_retries r using push_jobs j
             where r.alert_id = $1 and j.alert_id = r.alert_id and j.step = r.step
               and ($4::smallint is null or r.step = $4) and j.kind <> 'retraction'
@@ -931,17 +930,18 @@ pub async fn close_retries(
             from ended e left join push_subscriptions s on s.id = e.subscription_id
             on conflict do nothing
             returning step, alert_day)
-         select step, alert_day, count(*) from ins group by step, alert_day",
+         select step as "step!", alert_day as "alert_day!", count(*) as "n!" from ins group by step, alert_day"#,
+        alert_id,
+        status as _,
+        why,
+        step,
     )
-    .bind(alert_id)
-    .bind(status)
-    .bind(why)
-    .bind(step)
     .fetch_all(&mut *tx)
     .await?;
     let mut total = 0;
     let now = [Utc::now()];
-    for (step, alert_day, n) in ended {
+    for row in ended {
+        let (step, alert_day, n) = (row.step, row.alert_day, row.n);
         let job = JobKey { alert_id, step, alert_day };
         add_closed(&mut tx, &job, status, n).await?;
         mark_milestones(&mut tx, &job, &now).await?;
@@ -954,12 +954,25 @@ pub async fn close_retries(
 
 /// Counts `n` pushes closed without a try (`expired`, or else `skipped`) in a step's figures.
 async fn add_closed(tx: &mut PgConnection, job: &JobKey, status: DeliveryStatus, n: i64) -> sqlx::Result<()> {
-    let sql = if status == DeliveryStatus::Expired {
-        "update push_jobs set expired = expired + $3 where alert_id = $1 and step = $2"
+    if status == DeliveryStatus::Expired {
+        sqlx::query!(
+            "update push_jobs set expired = expired + $3 where alert_id = $1 and step = $2",
+            job.alert_id,
+            job.step,
+            n,
+        )
+        .execute(&mut *tx)
+        .await?;
     } else {
-        "update push_jobs set skipped = skipped + $3 where alert_id = $1 and step = $2"
-    };
-    sqlx::query(sql).bind(job.alert_id).bind(job.step).bind(n).execute(&mut *tx).await?;
+        sqlx::query!(
+            "update push_jobs set skipped = skipped + $3 where alert_id = $1 and step = $2",
+            job.alert_id,
+            job.step,
+            n,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }
 
@@ -973,16 +986,17 @@ async fn mark_milestones(
     job: &JobKey,
     answered: &[DateTime<Utc>],
 ) -> sqlx::Result<()> {
-    type Stamp = Option<DateTime<Utc>>;
-    let (targeted, done, r50, r95, r100): (i64, i64, Stamp, Stamp, Stamp) =
-        sqlx::query_as(
-            "select targeted, sent + failed + gone + expired + skipped, reached_50_at, reached_95_at, reached_100_at
-             from push_jobs where alert_id = $1 and step = $2",
-        )
-        .bind(job.alert_id)
-        .bind(job.step)
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = sqlx::query!(
+        r#"select targeted, sent + failed + gone + expired + skipped as "done!", reached_50_at, reached_95_at,
+                  reached_100_at
+           from push_jobs where alert_id = $1 and step = $2"#,
+        job.alert_id,
+        job.step,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let (targeted, done) = (row.targeted, row.done);
+    let (r50, r95, r100) = (row.reached_50_at, row.reached_95_at, row.reached_100_at);
     let before = done - answered.len() as i64;
     // When the `pct` milestone was crossed, if this flush crossed it.
     let crossed = |pct: i64, already: Option<DateTime<Utc>>| -> Option<DateTime<Utc>> {
@@ -1000,7 +1014,7 @@ async fn mark_milestones(
     if s50.is_none() && s95.is_none() && s100.is_none() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "update push_jobs set
             reached_50_at = coalesce(reached_50_at, $3),
             -- `greatest` skips nulls: only a milestone reached now is stamped, never the later
@@ -1010,12 +1024,12 @@ async fn mark_milestones(
             reached_100_at = coalesce(reached_100_at, case when $5::timestamptz is not null
                                                       then greatest($5, coalesce(reached_95_at, $4), coalesce(reached_50_at, $3)) end)
          where alert_id = $1 and step = $2",
+        job.alert_id,
+        job.step,
+        s50,
+        s95,
+        s100,
     )
-    .bind(job.alert_id)
-    .bind(job.step)
-    .bind(s50)
-    .bind(s95)
-    .bind(s100)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -1031,35 +1045,48 @@ pub async fn close_remaining(
     why: &str,
 ) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
-    let remaining = if b.step.kind == StepKind::Alert {
-        "select s.id, s.host from push_subscriptions s
-         where s.id between $6 and $7 and s.active
-           and (cardinality($8::text[]) = 0 or cardinality(s.topics) = 0 or s.topics && $8)"
-            .to_string()
-    } else {
-        format!(
-            "select s.id, s.host from ({}) e join push_subscriptions s on s.id = e.subscription_id and s.active",
-            LATER_STEP_TARGETS.replace("{range}", "and d.subscription_id between $6 and $7")
+    let done = if b.step.kind == StepKind::Alert {
+        sqlx::query!(
+            "insert into push_deliveries (alert_day, alert_id, step, subscription_id, status, attempts, push_host, error, revision)
+             select $2, $1, $3, r.id, $8, 0, r.host, $9, $4 from (
+                select s.id, s.host from push_subscriptions s
+                where s.id between $5 and $6 and s.active
+                  and (cardinality($7::text[]) = 0 or cardinality(s.topics) = 0 or s.topics && $7)) r
+             on conflict do nothing",
+            b.job.alert_id,
+            b.job.alert_day,
+            b.job.step,
+            b.step.revision,
+            b.first_id,
+            b.last_id,
+            topics,
+            status as _,
+            why,
         )
+        .execute(&mut *tx)
+        .await?
+    } else {
+        query_later_step_targets!(
+            query!(),
+            "insert into push_deliveries (alert_day, alert_id, step, subscription_id, status, attempts, push_host, error, revision)
+             select $2, $1, $3, r.id, $8, 0, r.host, $9, $5 from (select s.id, s.host from ",
+            "and d.subscription_id between $6 and $7",
+            "join push_subscriptions s on s.id = e.subscription_id and s.active) r
+             on conflict do nothing",
+            b.job.alert_id,
+            b.job.alert_day,
+            b.job.step,
+            b.step.kind == StepKind::Retraction,
+            b.step.revision,
+            b.first_id,
+            b.last_id,
+            status as _,
+            why,
+        )
+        .execute(&mut *tx)
+        .await?
     };
-    let n = sqlx::query(&format!(
-        "insert into push_deliveries (alert_day, alert_id, step, subscription_id, status, attempts, push_host, error, revision)
-         select $2, $1, $3, r.id, $9, 0, r.host, $10, $5 from ({remaining}) r
-         on conflict do nothing"
-    ))
-    .bind(b.job.alert_id)
-    .bind(b.job.alert_day)
-    .bind(b.job.step)
-    .bind(b.step.kind == StepKind::Retraction)
-    .bind(b.step.revision)
-    .bind(b.first_id)
-    .bind(b.last_id)
-    .bind(topics)
-    .bind(status)
-    .bind(why)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected() as i64;
+    let n = done.rows_affected() as i64;
     add_closed(&mut tx, &b.job, status, n).await?;
     mark_milestones(&mut tx, &b.job, &[]).await?;
     tx.commit().await
@@ -1071,36 +1098,69 @@ pub async fn finish_batch(pool: &PgPool, b: &Batch) -> sqlx::Result<()> {
     // The step's row first: two ranges finishing at once must not each see the other still
     // running (neither would then complete the step, and it would stay `running` for ever).
     // Waiting here, the second sees the first's range done once it goes on.
-    sqlx::query("select 1 from push_jobs where alert_id = $1 and step = $2 for no key update")
-        .bind(b.job.alert_id)
-        .bind(b.job.step)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
+    sqlx::query!(
+        "select 1 as locked from push_jobs where alert_id = $1 and step = $2 for no key update",
+        b.job.alert_id,
+        b.job.step,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query!(
         "update push_batches set state = 'done', lease_until = null
          where alert_id = $1 and step = $2 and first_id = $3",
+        b.job.alert_id,
+        b.job.step,
+        b.first_id,
     )
-    .bind(b.job.alert_id)
-    .bind(b.job.step)
-    .bind(b.first_id)
     .execute(&mut *tx)
     .await?;
     complete_job(&mut tx, &b.job).await?;
     tx.commit().await
 }
 
-/// The columns of [`StepFigures`], from the step's row `j`.
-const STEP_FIGURES: &str = "
-    case when j.state = 'planning' and (j.not_before > now() or exists (
-            select 1 from push_jobs e where e.alert_id = j.alert_id and e.step < j.step
-                                        and e.state in ('planning', 'running')))
-         then 'waiting' else j.state end as state,
-    j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
-    greatest(j.targeted - (j.sent + j.failed + j.gone + j.expired + j.skipped), 0) as pending,
-    (select count(*) from push_retries r where r.alert_id = j.alert_id and r.step = j.step) as retrying,
-    (extract(epoch from j.reached_50_at - j.requested_at) * 1000)::bigint as ms_to_50,
-    (extract(epoch from j.reached_95_at - j.requested_at) * 1000)::bigint as ms_to_95,
-    (extract(epoch from j.reached_100_at - j.requested_at) * 1000)::bigint as ms_to_100";
+/// A checked query with the columns of [`StepFigures`] (from the step's row `j`) between
+/// `$head` and `$tail`; [`step_figures!`] reads them back from a record. (The text of a checked
+/// query must be string literals, so the columns live here rather than in a `const`.)
+macro_rules! query_step_figures {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query!(
+            $head
+                + r#"case when j.state = 'planning' and (j.not_before > now() or exists (
+                            select 1 from push_jobs e where e.alert_id = j.alert_id and e.step < j.step
+                                                        and e.state in ('planning', 'running')))
+                         then 'waiting' else j.state end as "state!: StepState",
+                    j.targeted, j.sent, j.failed, j.gone, j.expired, j.skipped,
+                    greatest(j.targeted - (j.sent + j.failed + j.gone + j.expired + j.skipped), 0) as "pending!",
+                    (select count(*) from push_retries r where r.alert_id = j.alert_id and r.step = j.step)
+                        as "retrying!",
+                    (extract(epoch from j.reached_50_at - j.requested_at) * 1000)::bigint as ms_to_50,
+                    (extract(epoch from j.reached_95_at - j.requested_at) * 1000)::bigint as ms_to_95,
+                    (extract(epoch from j.reached_100_at - j.requested_at) * 1000)::bigint as ms_to_100"#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+
+/// The [`StepFigures`] of a record of [`query_step_figures!`].
+macro_rules! step_figures {
+    ($r:expr) => {
+        StepFigures {
+            state: $r.state,
+            targeted: $r.targeted,
+            sent: $r.sent,
+            failed: $r.failed,
+            gone: $r.gone,
+            expired: $r.expired,
+            skipped: $r.skipped,
+            pending: $r.pending,
+            retrying: $r.retrying,
+            ms_to_50: $r.ms_to_50,
+            ms_to_95: $r.ms_to_95,
+            ms_to_100: $r.ms_to_100,
+        }
+    };
+}
 
 pub async fn figures(conn: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<Option<PushFigures>> {
     Ok(figures_of(conn, &[alert_id]).await?.into_iter().next().map(|(_, f)| f))
@@ -1108,47 +1168,52 @@ pub async fn figures(conn: &mut PgConnection, alert_id: Uuid) -> sqlx::Result<Op
 
 /// Push figures of several alerts in one query (for a page of the alert list).
 pub async fn figures_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, PushFigures)>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        alert_id: Uuid,
-        #[sqlx(flatten)]
-        figures: PushFigures,
-    }
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "select j.alert_id, {STEP_FIGURES},
-                coalesce(r.shown, 0) as shown, coalesce(r.clicked, 0) as clicked
+    let rows = query_step_figures!(
+        "select j.alert_id, ",
+        r#", coalesce(r.shown, 0) as "shown!", coalesce(r.clicked, 0) as "clicked!"
          from push_jobs j
          left join push_receipt_counts r on r.alert_id = j.alert_id
-         where j.alert_id = any($1) and j.step = 0"
-    ))
-    .bind(ids)
+         where j.alert_id = any($1) and j.step = 0"#,
+        ids,
+    )
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.alert_id, r.figures)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.alert_id, PushFigures { figures: step_figures!(r), shown: r.shown, clicked: r.clicked }))
+        .collect())
 }
 
 /// Every step of several alerts, oldest first, in one query.
 pub async fn steps_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, PushStep)>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        alert_id: Uuid,
-        #[sqlx(flatten)]
-        step: PushStep,
-    }
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "select j.alert_id, j.step, j.kind, j.revision, j.quiet, j.requested_at, {STEP_FIGURES}
+    let rows = query_step_figures!(
+        r#"select j.alert_id, j.step, j.kind as "kind: StepKind", j.revision, j.quiet, j.requested_at, "#,
+        "
          from push_jobs j
          where j.alert_id = any($1)
-         order by j.alert_id, j.step"
-    ))
-    .bind(ids)
+         order by j.alert_id, j.step",
+        ids,
+    )
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.alert_id, r.step)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let step = PushStep {
+                step: r.step,
+                kind: r.kind,
+                revision: r.revision,
+                quiet: r.quiet,
+                requested_at: r.requested_at,
+                figures: step_figures!(r),
+            };
+            (r.alert_id, step)
+        })
+        .collect())
 }
 
 /// One row of the delivery log, as the API shows it (no endpoint: only the host).
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryRow {
     pub subscription_id: i64,
     /// The step the push belongs to (0: the original; then corrections and the retraction).
@@ -1200,20 +1265,21 @@ pub async fn deliveries(
     after: (i64, i16),
     limit: i64,
 ) -> sqlx::Result<Vec<DeliveryRow>> {
-    sqlx::query_as(
-        "select d.subscription_id, d.step, d.revision, d.status, d.http_status, d.attempts, d.push_host,
-                d.latency_ms, d.error, d.finished_at, d.shown_at, d.clicked_at
+    sqlx::query_as!(
+        DeliveryRow,
+        r#"select d.subscription_id, d.step, d.revision, d.status as "status: DeliveryStatus", d.http_status,
+                d.attempts, d.push_host, d.latency_ms, d.error, d.finished_at, d.shown_at, d.clicked_at
          from push_deliveries d join push_jobs j on j.alert_id = d.alert_id and j.step = 0 and j.alert_day = d.alert_day
          where d.alert_id = $1 and ($2::smallint is null or d.step = $2) and ($3::text is null or d.status = $3)
            and (d.subscription_id, d.step) > ($4, $5)
-         order by d.subscription_id, d.step limit $6",
+         order by d.subscription_id, d.step limit $6"#,
+        alert_id,
+        step,
+        status as _,
+        after.0,
+        after.1,
+        limit,
     )
-    .bind(alert_id)
-    .bind(step)
-    .bind(status)
-    .bind(after.0)
-    .bind(after.1)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -1226,14 +1292,53 @@ pub enum ReceiptEvent {
     Clicked,
 }
 
-impl ReceiptEvent {
-    /// The event's column in the delivery log (`<name>_at`) and in `push_receipt_counts`.
-    fn name(self) -> &'static str {
-        match self {
-            Self::Shown => "shown",
-            Self::Clicked => "clicked",
-        }
-    }
+/// Counts a receipt for the event whose columns are `d.$at` in the delivery log and `$count` in
+/// `push_receipt_counts` (see [`add_receipt`]). (Column names cannot be parameters, and the text
+/// of a checked query must be string literals: so one statement per event.)
+macro_rules! count_receipt {
+    ($at:literal, $count:literal, $alert_id:expr, $subscription_id:expr) => {
+        sqlx::query!(
+            "with delivery as (
+                update push_deliveries d set "
+                + $at
+                + " = now()
+                from push_jobs j join alerts a on a.id = j.alert_id
+                where j.alert_id = $1 and j.step = 0 and a.status <> 'retracted'
+                  and d.alert_day = j.alert_day and d.alert_id = $1 and d.subscription_id = $2 and d.step = 0
+                  and d.status = 'sent' and d."
+                + $at
+                + " is null
+                returning d.alert_id)
+             insert into push_receipt_counts (alert_id, "
+                + $count
+                + ") select alert_id, 1 from delivery
+             on conflict (alert_id) do update set "
+                + $count
+                + " = push_receipt_counts."
+                + $count
+                + " + 1",
+            $alert_id,
+            $subscription_id
+        )
+    };
+}
+
+/// Why a receipt for the event stamped in `d.$at` was not counted (see [`add_receipt`]): the
+/// alert's status, the delivery's, and whether it is stamped already.
+macro_rules! receipt_state {
+    ($at:literal, $alert_id:expr, $subscription_id:expr) => {
+        sqlx::query!(
+            r#"select a.status as "alert: AlertStatus", d.status as "delivery?: DeliveryStatus", d."#
+                + $at
+                + r#" is not null as stamped from alerts a
+             left join push_jobs j on j.alert_id = a.id and j.step = 0
+             left join push_deliveries d
+                    on d.alert_day = j.alert_day and d.alert_id = a.id and d.subscription_id = $2 and d.step = 0
+             where a.id = $1"#,
+            $alert_id,
+            $subscription_id
+        )
+    };
 }
 
 /// What became of a receipt whose token verified.
@@ -1266,39 +1371,30 @@ pub async fn add_receipt(
     subscription_id: i64,
     event: ReceiptEvent,
 ) -> sqlx::Result<Receipt> {
-    let name = event.name();
-    let counted = sqlx::query(&format!(
-        "with delivery as (
-            update push_deliveries d set {name}_at = now()
-            from push_jobs j join alerts a on a.id = j.alert_id
-            where j.alert_id = $1 and j.step = 0 and a.status <> 'retracted'
-              and d.alert_day = j.alert_day and d.alert_id = $1 and d.subscription_id = $2 and d.step = 0
-              and d.status = 'sent' and d.{name}_at is null
-            returning d.alert_id)
-         insert into push_receipt_counts (alert_id, {name}) select alert_id, 1 from delivery
-         on conflict (alert_id) do update set {name} = push_receipt_counts.{name} + 1"
-    ))
-    .bind(alert_id)
-    .bind(subscription_id)
-    .execute(pool)
-    .await?
+    let counted = match event {
+        ReceiptEvent::Shown => {
+            count_receipt!("shown_at", "shown", alert_id, subscription_id).execute(pool).await?
+        }
+        ReceiptEvent::Clicked => {
+            count_receipt!("clicked_at", "clicked", alert_id, subscription_id).execute(pool).await?
+        }
+    }
     .rows_affected()
         > 0;
     if counted {
         return Ok(Receipt::Counted);
     }
     // Not counted: find out why, for an answer the service worker (and its author) can act on.
-    let why: Option<(AlertStatus, Option<DeliveryStatus>, Option<bool>)> = sqlx::query_as(&format!(
-        "select a.status, d.status, d.{name}_at is not null from alerts a
-         left join push_jobs j on j.alert_id = a.id and j.step = 0
-         left join push_deliveries d
-                on d.alert_day = j.alert_day and d.alert_id = a.id and d.subscription_id = $2 and d.step = 0
-         where a.id = $1"
-    ))
-    .bind(alert_id)
-    .bind(subscription_id)
-    .fetch_optional(pool)
-    .await?;
+    let why = match event {
+        ReceiptEvent::Shown => receipt_state!("shown_at", alert_id, subscription_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| (r.alert, r.delivery, r.stamped)),
+        ReceiptEvent::Clicked => receipt_state!("clicked_at", alert_id, subscription_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| (r.alert, r.delivery, r.stamped)),
+    };
     Ok(match why {
         None => Receipt::UnknownAlert,
         Some((AlertStatus::Retracted, _, _)) => Receipt::Retracted,
@@ -1328,10 +1424,10 @@ pub async fn maintain_partitions(pool: &PgPool, retention_days: u32) -> sqlx::Re
         }
     }
     let cutoff = today - chrono::Duration::days(retention_days as i64);
-    let old: Vec<String> = sqlx::query_scalar(
-        "select c.relname::text from pg_inherits i
+    let old = sqlx::query_scalar!(
+        r#"select c.relname::text as "name!" from pg_inherits i
          join pg_class c on c.oid = i.inhrelid join pg_class p on p.oid = i.inhparent
-         where p.relname = 'push_deliveries' and c.relname ~ '^push_deliveries_[0-9]{8}$'",
+         where p.relname = 'push_deliveries' and c.relname ~ '^push_deliveries_[0-9]{8}$'"#,
     )
     .fetch_all(pool)
     .await?;
@@ -1342,9 +1438,6 @@ pub async fn maintain_partitions(pool: &PgPool, retention_days: u32) -> sqlx::Re
             tracing::info!(partition = %name, "dropped an expired delivery-log partition");
         }
     }
-    sqlx::query("delete from push_deliveries_default where alert_day < $1")
-        .bind(cutoff)
-        .execute(pool)
-        .await?;
+    sqlx::query!("delete from push_deliveries_default where alert_day < $1", cutoff).execute(pool).await?;
     Ok(())
 }

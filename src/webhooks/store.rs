@@ -188,10 +188,10 @@ pub async fn recent_attempts(pool: &PgPool, endpoint_id: i64, limit: i64) -> sql
 
 /// Whether any enabled endpoint subscribes to `event`.
 pub async fn wanted(tx: &mut PgConnection, event: EventType) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "select exists (select 1 from webhook_endpoints where enabled and $1 = any(event_types))",
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from webhook_endpoints where enabled and $1 = any(event_types)) as "exists!""#,
+        event.as_str(),
     )
-    .bind(event.as_str())
     .fetch_one(&mut *tx)
     .await
 }
