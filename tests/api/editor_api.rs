@@ -416,3 +416,61 @@ async fn tickers_reached_is_counted_per_alert() {
     })
     .await;
 }
+
+/// A page deep in the alert list reads only its own rows, also with the plan PostgreSQL keeps
+/// for a statement it has run a few times: a generic plan, made without the parameters' values.
+/// An optional cursor (`$1 is null or id < $1`) cannot bound that plan's index scan, which
+/// then reads, and throws away, every alert newer than the page.
+#[tokio::test]
+async fn a_deep_page_of_the_alert_list_reads_only_its_rows_with_a_generic_plan() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    let url = crate::helpers::new_database().await;
+    // One connection: the statement the code prepares is the one explained below.
+    let options =
+        url.parse::<PgConnectOptions>().unwrap().options([("plan_cache_mode", "force_generic_plan")]);
+    let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    sondakika::db::migrate(&pool).await.unwrap();
+    sqlx::query(
+        "insert into alerts (id, status, label, headline, url, dedupe_key, urgency, ttl_seconds)
+         select gen_random_uuid(), 'live', 'SON DAKİKA', 'Haber ' || i, 'https://www.example.com.tr/' || i,
+                'k' || i, 'high', 3600
+         from generate_series(1, 5000) i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze alerts").execute(&pool).await.unwrap();
+    let before: uuid::Uuid = sqlx::query_scalar("select id from alerts order by id limit 1 offset 100")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    let page = sondakika::alerts::store::list(&pool, Some(before), None, 10).await.unwrap();
+    let expected: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select id from alerts where id < $1 order by id desc limit 10")
+            .bind(before)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(page.iter().map(|a| a.id).collect::<Vec<_>>(), expected);
+
+    let name: String = sqlx::query_scalar(
+        "select name from pg_prepared_statements where statement like '%from alerts a%order by a.id desc%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let plan = sqlx::query_scalar::<_, String>(&format!(
+        "explain (analyze, costs off, timing off) execute {name}('{before}', null, 10)"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .join("\n");
+    let removed: u64 = plan
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Rows Removed by Filter: "))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    assert!(removed < 100, "the page read {removed} alerts it did not show:\n{plan}");
+}
