@@ -133,9 +133,9 @@ pub async fn run(args: CryptoArgs) -> anyhow::Result<()> {
     let (ua_public, auth) = subscriber_keys(&rng);
 
     // The web-push crate's path: `WebPushMessageBuilder::build` → `HttpEce::encrypt` →
-    // `ece::encrypt` (OpenSSL). `ece` is not a normal dependency of this crate (only a
-    // dev-dependency), so it is reached through web-push's public API: the extra work is two
-    // short base64 decodes and one URI parse.
+    // `ece::encrypt` (OpenSSL). `ece` is not a dependency of this crate, so it is reached
+    // through web-push's public API: the extra work is two short base64 decodes and one URI
+    // parse.
     let info = web_push::SubscriptionInfo::new(
         "https://fcm.googleapis.com/fcm/send/bench".to_string(),
         B64.encode(ua_public),
