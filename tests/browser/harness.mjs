@@ -112,6 +112,9 @@ export async function startPushDouble() {
     });
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  // A test that fails before closing its double must not keep the test file's process alive
+  // after its last test (the runner would wait for ever).
+  server.unref();
   const origin = `http://localhost:${server.address().port}`;
   return {
     received,

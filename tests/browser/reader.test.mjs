@@ -619,6 +619,7 @@ test("on a news site of another origin: data-target, data-lang, CORS, aggressive
     res.end(hostPage({ url: sondakikaUrl }));
   });
   await new Promise((resolve) => siteServer.listen(0, "127.0.0.1", resolve));
+  siteServer.unref();
   const site = `http://127.0.0.1:${siteServer.address().port}`;
   const hostPage = (server) => `<!doctype html><html lang="tr"><head><meta charset="utf-8"><title>Haber</title>
 <style>
