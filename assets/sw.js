@@ -306,13 +306,19 @@
     return show(push.title, quiet(push.options)).then(function () { return { closed: false }; });
   }
 
-  /** Pushes of one alert are handled one after another: a correction and a retraction arriving
-   * together must not both read the state before either wrote it. */
-  var queues = {};
-  function serially(key, fn) {
-    var run = (queues[key] || Promise.resolve()).then(fn, fn);
-    var tail = queues[key] = run.catch(function () {});
-    tail.then(function () { if (queues[key] === tail) delete queues[key]; });
+  /**
+   * Pushes are handled one at a time, whichever alert they belong to. Every decision reads what
+   * is on screen: a correction and a retraction of one alert arriving together must not both
+   * read it before either wrote it, and neither may retractions of two alerts (each would see
+   * the other's notification as "another of ours", both would close, and nothing of ours would
+   * be left on screen). And in Chromium (headless 148), two pushes handled side by side
+   * sometimes leave a notification that getNotifications() no longer returns, which a later
+   * retraction then could not close.
+   */
+  var queue = Promise.resolve();
+  function serially(fn) {
+    var run = queue.then(fn, fn);
+    queue = run.catch(function () {});
     return run;
   }
 
@@ -358,7 +364,7 @@
     // one; Safari without it revokes a subscription whose pushes show nothing.
     var mustShow = !!event.notification || WEBKIT;
     event.waitUntil(
-      serially(push.options.tag || "", function () { return handle(push, mustShow); }).catch(function () {
+      serially(function () { return handle(push, mustShow); }).catch(function () {
         // Whatever failed, the reader gets the push's own notification rather than none (and
         // Chrome's "updated in the background" in its place).
         return show(push.title, push.options);
