@@ -31,7 +31,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use http::HeaderValue;
 use rand::Rng;
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, PgConnection, PgPool};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     task::JoinSet,
@@ -946,9 +946,10 @@ async fn flush(
     }
 }
 
-/// The batches this process holds, all renewed together by one task in one statement (a
-/// renewal per batch competed with the outcome writers for connections: with many batches
-/// finishing at once, a late renewal let another worker take a batch over and send it again).
+/// The batches this process holds, all renewed together by one task in one statement, on a
+/// connection of its own. (A renewal per batch competed with the outcome writers for connections,
+/// and a renewal that waited for the pool behind the fan-out's own work let leases run out while
+/// their batches were still being sent: another worker took them over and sent them again.)
 #[derive(Default)]
 struct Leases {
     held: Mutex<HashMap<store::BatchKey, usize>>,
@@ -972,8 +973,12 @@ impl Leases {
     }
 
     async fn renew(self: Arc<Self>, pool: PgPool, lease: Duration, shutdown: CancellationToken) {
-        let mut every = tokio::time::interval(lease / 3);
+        let every_third = lease / 3;
+        let mut every = tokio::time::interval(every_third);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Opened when there is something to renew and closed when there is not: an idle
+        // process keeps no extra connection.
+        let mut own: Option<PgConnection> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -981,10 +986,29 @@ impl Leases {
             }
             let held = self.held();
             if held.is_empty() {
+                own = None;
                 continue;
             }
-            if let Err(e) = store::renew_leases(&pool, &held, lease).await {
-                tracing::warn!(error = %e, "could not renew push batch leases");
+            if own.is_none() {
+                match tokio::time::timeout(every_third, pool.connect_options().connect()).await {
+                    Ok(Ok(c)) => own = Some(c),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not connect to renew push batch leases"),
+                    Err(_) => tracing::warn!("connecting to renew push batch leases timed out"),
+                }
+            }
+            let Some(conn) = own.as_mut() else { continue };
+            // Bounded, so that a renewal stuck on a dead connection gives way to a new one
+            // before the leases run out.
+            match tokio::time::timeout(every_third, store::renew_leases(conn, &held, lease)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not renew push batch leases");
+                    own = None;
+                }
+                Err(_) => {
+                    tracing::warn!("renewing push batch leases timed out");
+                    own = None;
+                }
             }
         }
     }

@@ -379,7 +379,11 @@ fn unzip_keys(keys: &[BatchKey]) -> (Vec<Uuid>, Vec<i16>, Vec<i64>) {
 }
 
 /// Renews the leases of the batches this process is working on, in one statement.
-pub async fn renew_leases(pool: &PgPool, held: &[BatchKey], lease: std::time::Duration) -> sqlx::Result<()> {
+pub async fn renew_leases(
+    conn: &mut sqlx::PgConnection,
+    held: &[BatchKey],
+    lease: std::time::Duration,
+) -> sqlx::Result<()> {
     let (alerts, steps, firsts) = unzip_keys(held);
     sqlx::query!(
         "update push_batches b set lease_until = now() + make_interval(secs => $4)
@@ -390,7 +394,7 @@ pub async fn renew_leases(pool: &PgPool, held: &[BatchKey], lease: std::time::Du
         &firsts,
         lease.as_secs_f64(),
     )
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

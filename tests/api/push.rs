@@ -220,6 +220,48 @@ async fn an_alert_reaches_thousands_of_subscribers_once_each_with_an_exact_log()
     assert_eq!(r.topic.as_deref(), Some(topic_of(id).as_str()), "one Topic per alert");
 }
 
+/// A range's lease is renewed on a connection of its own. With every connection of the process's
+/// pool taken (here by the test; in a newsroom's rush by the fan-out's own flushes and claims), a
+/// range still being sent keeps its lease, so no other process takes it over and sends it again.
+#[tokio::test]
+async fn a_range_being_sent_keeps_its_lease_while_the_pool_is_exhausted() {
+    // Leases of 3 s, renewed every second; the push service answers after 9 s.
+    let (app, double) = push_app(|_| {}).await;
+    bulk_subscribe(&app, &double, 0..1, &[], Behaviour::TakeThenAnswerAfter(Duration::from_secs(9))).await;
+    let alert = app.flag("Havuz tükendi: kiralar yenileniyor mu?", &[]).await;
+    let id = alert["id"].as_str().unwrap();
+    eventually(Duration::from_secs(10), "the push service took the push", || async {
+        !double.received().is_empty()
+    })
+    .await;
+
+    // Every connection the server's pool can hand out (its own tasks hold some for longer).
+    let pool = &app.state.db;
+    let mut taken = Vec::new();
+    while let Ok(c) = tokio::time::timeout(Duration::from_secs(1), pool.acquire()).await {
+        taken.push(c.unwrap());
+    }
+    assert_eq!(pool.size(), pool.options().get_max_connections(), "the pool is at its size");
+    assert_eq!(pool.num_idle(), 0, "and nothing in it is free");
+    // Two lease lengths with nothing left in the pool.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let ahead: Option<bool> = sqlx::query_scalar(
+            "select bool_and(lease_until > now()) from push_batches where alert_id = $1::uuid and state = 'running'",
+        )
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(ahead, Some(true), "the range being sent is running and its lease is ahead of now");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(taken);
+    let f = wait_done(&app, id, Duration::from_secs(30)).await;
+    assert_eq!((f["sent"].as_i64(), f["failed"].as_i64()), (Some(1), Some(0)));
+    assert_eq!(double.accepted_counts(), HashMap::from([(0, 1)]));
+}
+
 /// The `Topic` every push of one alert carries: its id's 16 bytes in base64url.
 pub(crate) fn topic_of(alert_id: &str) -> String {
     B64.encode(alert_id.parse::<uuid::Uuid>().unwrap().as_bytes())
