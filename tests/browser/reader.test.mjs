@@ -256,13 +256,27 @@ async function pushWorker(page, context, origin) {
   };
 }
 
-test("the service worker shows a push with a PNG icon and reports it shown; a correction replaces it (same tag, new text, quiet), and an older push never brings the old headline back", async () => {
+/**
+ * A reader's page with the service worker running, notifications allowed and push-double
+ * subscriber 1 subscribed: for the tests that hand the server's own pushes to the worker.
+ */
+async function withPushReader(fn) {
   const pushService = await startPushDouble();
-  await withReader(async ({ server, context, page, editor }) => {
-    await subscribeDouble(server, pushService, 1);
-    await context.grantPermissions(["notifications"], { origin: server.url });
-    await page.goto(server.url + "/");
-    const worker = await pushWorker(page, context, server.url);
+  try {
+    await withReader(async ({ server, context, page, editor }) => {
+      await subscribeDouble(server, pushService, 1);
+      await context.grantPermissions(["notifications"], { origin: server.url });
+      await page.goto(server.url + "/");
+      const worker = await pushWorker(page, context, server.url);
+      await fn({ server, page, editor, pushService, worker });
+    }, { serverOptions: PUSH_NOW });
+  } finally {
+    await pushService.close();
+  }
+}
+
+test("the service worker shows a push with a PNG icon and reports it shown; a correction replaces it (same tag, new text, quiet), and an older push never brings the old headline back", async () => {
+  await withPushReader(async ({ server, page, editor, pushService, worker }) => {
 
     const flagged = (await editor.flag(alertBody())).body;
     const tag = `sondakika-${flagged.id}`;
@@ -328,17 +342,11 @@ test("the service worker shows a push with a PNG icon and reports it shown; a co
     assert.deepEqual((await worker.notifications()).map((n) => n.title), [`SON DAKİKA: ${again}`], "revision 1 after revision 2 changes nothing");
     const figures = await shownCount(1);
     assert.equal(figures.clicked, 0);
-  }, { serverOptions: PUSH_NOW });
-  await pushService.close();
+  });
 });
 
 test("a retraction closes the alert's notification when another of ours stays on screen, or else replaces it with the quiet withdrawn notice; nothing brings it back", async () => {
-  const pushService = await startPushDouble();
-  await withReader(async ({ server, context, page, editor }) => {
-    await subscribeDouble(server, pushService, 1);
-    await context.grantPermissions(["notifications"], { origin: server.url });
-    await page.goto(server.url + "/");
-    const worker = await pushWorker(page, context, server.url);
+  await withPushReader(async ({ server, page, editor, pushService, worker }) => {
     const titles = async () => (await worker.notifications()).map((n) => n.title).sort();
 
     const wrong = (await editor.flag(alertBody({ headline: "Bucak'ta baraj taştı" }))).body;
@@ -383,17 +391,11 @@ test("a retraction closes the alert's notification when another of ours stays on
 
     await worker.deliver(otherPush);
     assert.deepEqual(await titles(), ["Haber geri çekildi"], "the original after its retraction changes nothing");
-  }, { serverOptions: PUSH_NOW });
-  await pushService.close();
+  });
 });
 
 test("pushes of several alerts that arrive together are all shown, and their retractions arriving together leave the withdrawn notice on screen, never nothing", async () => {
-  const pushService = await startPushDouble();
-  await withReader(async ({ server, context, page, editor }) => {
-    await subscribeDouble(server, pushService, 1);
-    await context.grantPermissions(["notifications"], { origin: server.url });
-    await page.goto(server.url + "/");
-    const worker = await pushWorker(page, context, server.url);
+  await withPushReader(async ({ server, page, editor, pushService, worker }) => {
     const titles = async () => (await worker.notifications()).map((n) => n.title).sort();
 
     const alerts = [];
@@ -415,8 +417,7 @@ test("pushes of several alerts that arrive together are all shown, and their ret
     const withdrawn = alerts.find((a) => left[0].tag === `sondakika-${a.id}`);
     assert.ok(withdrawn, "the notice carries a retracted alert's tag");
     assert.equal(left[0].body, `“${withdrawn.headline}” başlıklı bildirim geri çekildi.`);
-  }, { serverOptions: PUSH_NOW });
-  await pushService.close();
+  });
 });
 
 test("notification images: a 192×192 PNG icon and a 96×96 badge served from /assets, and an SVG icon with explicit width and height", async () => {
