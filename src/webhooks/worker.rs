@@ -17,7 +17,7 @@ use chrono::Utc;
 use http::{HeaderName, HeaderValue};
 use rand::Rng;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::net::{OutRequest, Outbound};
@@ -87,6 +87,10 @@ pub struct Worker {
     /// Attempts in flight per endpoint in this process.
     in_flight: Arc<Mutex<HashMap<i64, usize>>>,
     places: Arc<Semaphore>,
+    /// Rung when an attempt ends: its endpoint may take another delivery now. (Waiting for the
+    /// next look instead held every endpoint to `PER_ENDPOINT` deliveries per `POLL`: 20 a
+    /// second each, 193 a second to ten fast receivers.)
+    freed: Notify,
 }
 
 impl Worker {
@@ -99,6 +103,7 @@ impl Worker {
             in_flight: Arc::default(),
             places: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
+            freed: Notify::new(),
         }
     }
 
@@ -138,6 +143,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = this.freed.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
@@ -167,6 +173,8 @@ impl Worker {
                 }
             }
             drop(permit);
+            // A permit is stored when the loop is not waiting yet: no end goes unnoticed.
+            this.freed.notify_one();
         });
     }
 
