@@ -1,11 +1,13 @@
 //! `sondakika-bench`: the load generators behind BENCHMARKS.md, kept out of the `sondakika`
-//! binary a newsroom deploys. `scripts/bench-tickers` and `scripts/bench-push` build and run it.
+//! binary a newsroom deploys. `scripts/bench-tickers`, `scripts/bench-push` and
+//! `scripts/bench-integrations` build and run it.
 //!
 //! It talks to the server under test as any client does (HTTP, WebSocket), and uses the
 //! `sondakika` library only for what must be measured in process (the push payload, our
 //! encryption, our VAPID signing) and for the settings that locate the server's database (the
 //! seeding of subscriptions).
 
+mod integrations;
 mod proc;
 mod push;
 mod tickers;
@@ -30,6 +32,10 @@ enum Command {
     /// Web Push: push-service sink, crypto costs, subscription seeding, fan-out measurement.
     #[command(subcommand)]
     Push(push::PushBench),
+    /// An `auto` feed served here, to tickers: item appears in the feed → every ticker has it.
+    Feed(integrations::FeedArgs),
+    /// Webhook endpoints served here: deliveries per second until each has every event.
+    Webhooks(integrations::WebhookArgs),
 }
 
 #[tokio::main]
@@ -37,6 +43,8 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Tickers(args) => tickers::run(args).await,
         Command::Push(cmd) => push::run(cmd).await,
+        Command::Feed(args) => integrations::feed(args).await,
+        Command::Webhooks(args) => integrations::webhooks(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

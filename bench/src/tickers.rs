@@ -499,7 +499,7 @@ async fn ticker(url: String, shared: Arc<Shared>) -> ClientReport {
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects and reads the first frame, which must be `hello`.
-async fn open(url: &str, config: WebSocketConfig) -> anyhow::Result<Ws> {
+pub(crate) async fn open(url: &str, config: WebSocketConfig) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
     match ws.next().await {
         Some(Ok(Message::Text(t))) => {
@@ -516,7 +516,7 @@ async fn open(url: &str, config: WebSocketConfig) -> anyhow::Result<Ws> {
 }
 
 /// The index k of an alert of this run (headline "Bench <run> #k: ..."), or None.
-fn alert_index(text: &str, marker: &str) -> Option<usize> {
+pub(crate) fn alert_index(text: &str, marker: &str) -> Option<usize> {
     let head: FrameHead = serde_json::from_str(text).ok()?;
     if head.kind != "alert" {
         return None;
