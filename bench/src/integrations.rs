@@ -87,8 +87,20 @@ pub struct WebhookArgs {
     json: bool,
 }
 
-fn api(client: &reqwest::Client, server: &str, token: &str, path: &str) -> reqwest::RequestBuilder {
-    client.post(format!("{}{path}", server.trim_end_matches('/'))).bearer_auth(token)
+fn api(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    server: &str,
+    token: &str,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    client.request(method, format!("{}{path}", server.trim_end_matches('/'))).bearer_auth(token)
+}
+
+/// The `id` of a created resource as it goes in a path (a feed's is a UUID string, an endpoint's a
+/// number).
+fn id_of(created: &Value) -> String {
+    created["id"].as_str().map_or_else(|| created["id"].to_string(), str::to_string)
 }
 
 async fn created(resp: reqwest::Response, what: &str) -> anyhow::Result<Value> {
@@ -226,7 +238,7 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<()> {
     }
 
     let feed = created(
-        api(&client, &args.server, &args.admin_token, "/api/v1/feeds")
+        api(&client, reqwest::Method::POST, &args.server, &args.admin_token, "/api/v1/feeds")
             .json(&json!({
                 "url": format!("http://{addr}/feed.xml"),
                 "name": format!("Bench {run}"),
@@ -238,7 +250,7 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<()> {
         "registering the feed",
     )
     .await?;
-    let feed_id = feed["id"].clone();
+    let feed_id = id_of(&feed);
     // Items are judged against the feed's registration; the first poll (of an empty feed)
     // comes at once.
     while state.lock().expect("feed lock").polls == 0 {
@@ -281,11 +293,8 @@ pub async fn feed(args: FeedArgs) -> anyhow::Result<()> {
     stop.cancel();
     while tickers.join_next().await.is_some() {}
     // Leave the server as it was: the feed stops being polled.
-    let _ = client
-        .delete(format!("{}/api/v1/feeds/{}", args.server.trim_end_matches('/'), feed_id))
-        .bearer_auth(&args.admin_token)
-        .send()
-        .await;
+    let feed_path = format!("/api/v1/feeds/{feed_id}");
+    let _ = api(&client, reqwest::Method::DELETE, &args.server, &args.admin_token, &feed_path).send().await;
 
     let column = |k: &str| rows.iter().filter_map(|r| r[k].as_f64()).collect::<Vec<_>>();
     let report = json!({
@@ -348,10 +357,12 @@ async fn publish(
     let mut tasks = JoinSet::new();
     for i in 0..count {
         let permit = sem.clone().acquire_owned().await?;
-        let req = api(client, &args.server, &args.admin_token, "/api/v1/alerts").json(&json!({
-            "headline": format!("Bench {label} #{i}: Gölhisar'da sel, yollar kapandı"),
-            "url": format!("https://www.burdurhaber.example/haber/{label}-{i}"),
-        }));
+        let req = api(client, reqwest::Method::POST, &args.server, &args.admin_token, "/api/v1/alerts").json(
+            &json!({
+                "headline": format!("Bench {label} #{i}: Gölhisar'da sel, yollar kapandı"),
+                "url": format!("https://www.burdurhaber.example/haber/{label}-{i}"),
+            }),
+        );
         tasks.spawn(async move {
             let started = Instant::now();
             let r = req.send().await;
@@ -394,7 +405,7 @@ pub async fn webhooks(args: WebhookArgs) -> anyhow::Result<()> {
         let router = Router::new().route("/hook/{n}", post(hook)).with_state(receipts.clone());
         let addr = serve(router, stop.clone()).await?;
         let endpoint = created(
-            api(&client, &args.server, &args.admin_token, "/api/v1/webhooks")
+            api(&client, reqwest::Method::POST, &args.server, &args.admin_token, "/api/v1/webhooks")
                 .json(&json!({
                     "url": format!("http://{addr}/hook/{n}"),
                     "event_types": ["alert.flagged"],
@@ -405,7 +416,7 @@ pub async fn webhooks(args: WebhookArgs) -> anyhow::Result<()> {
             "registering a webhook endpoint",
         )
         .await?;
-        endpoint_ids.push(endpoint["id"].clone());
+        endpoint_ids.push(id_of(&endpoint));
     }
 
     let started = Instant::now();
@@ -427,11 +438,8 @@ pub async fn webhooks(args: WebhookArgs) -> anyhow::Result<()> {
     };
     stop.cancel();
     for id in &endpoint_ids {
-        let _ = client
-            .delete(format!("{}/api/v1/webhooks/{id}", args.server.trim_end_matches('/')))
-            .bearer_auth(&args.admin_token)
-            .send()
-            .await;
+        let path = format!("/api/v1/webhooks/{id}");
+        let _ = api(&client, reqwest::Method::DELETE, &args.server, &args.admin_token, &path).send().await;
     }
 
     let report = json!({

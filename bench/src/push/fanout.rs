@@ -80,6 +80,18 @@ fn measured_step(view: &Value, correction_after: Option<i64>) -> Value {
 }
 
 /// `sondakika_push_encryption_cpu_microseconds_total` from a Prometheus text page, in seconds.
+/// `GET /api/v1/alerts/{id}`: the alert with its push figures.
+async fn alert_view(http: &reqwest::Client, base: &str, auth: &str, id: &str) -> anyhow::Result<Value> {
+    Ok(http
+        .get(format!("{base}/api/v1/alerts/{id}"))
+        .header("authorization", auth)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 async fn encryption_cpu(http: &reqwest::Client, url: Option<&str>) -> Option<f64> {
     let text = http.get(url?).send().await.ok()?.text().await.ok()?;
     let line = text.lines().find(|l| l.starts_with("sondakika_push_encryption_cpu_microseconds_total"))?;
@@ -109,14 +121,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     // A correction is measured from the steps the alert has before it.
     let correction_after = match &args.correct {
         Some(id) => {
-            let v: Value = http
-                .get(format!("{base}/api/v1/alerts/{id}"))
-                .header("authorization", &auth)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let v = alert_view(&http, base, &auth, id).await?;
             let steps = v["push_steps"]
                 .as_array()
                 .context("the server shows no push_steps: too old for --correct")?;
@@ -160,14 +165,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let mut last_print = Instant::now();
     let (view, complete) = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let v: Value = http
-            .get(format!("{base}/api/v1/alerts/{id}"))
-            .header("authorization", &auth)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let v = alert_view(&http, base, &auth, &id).await?;
         let p = measured_step(&v, correction_after);
         let targeted = p["targeted"].as_i64().unwrap_or(0);
         // A correction step is planned after its coalescing window: until then it targets no one.
