@@ -354,7 +354,7 @@ async fn milestones_count_to_the_answers_not_to_the_writes() {
     let alert = app.flag("Kayıt gecikmesi", &[]).await;
     let id = alert["id"].as_str().unwrap().to_string();
     // The planner has made the step `running` once it is visible here; hold its row.
-    eventually(Duration::from_secs(10), "the step is planned", || async {
+    eventually(Duration::from_secs(30), "the step is planned", || async {
         step_state(&app, &id, 0).await.as_deref() == Some("running")
     })
     .await;
@@ -363,7 +363,7 @@ async fn milestones_count_to_the_answers_not_to_the_writes() {
         .execute(&mut *blocker)
         .await
         .unwrap();
-    eventually(Duration::from_secs(10), "the push service answered", || async {
+    eventually(Duration::from_secs(30), "the push service answered", || async {
         double.received().len() == 5
     })
     .await;

@@ -411,7 +411,7 @@ async fn tickers_reached_is_counted_per_alert() {
         t.expect("alert").await;
     }
     let path = format!("/api/v1/alerts/{}", alert["id"].as_str().unwrap());
-    crate::helpers::eventually(Duration::from_secs(5), "tickers_reached = 3", || async {
+    crate::helpers::eventually(Duration::from_secs(30), "tickers_reached = 3", || async {
         app.get_json(&path).await.1["delivery"]["tickers_reached"] == 3
     })
     .await;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sondakika::auth;
@@ -54,23 +54,42 @@ async fn feed(app: &TestApp, admin: &str, id: &str) -> Value {
     feed
 }
 
-/// Waits until the feed has been polled `n` more times (its `last_polled_at` moved on each
-/// time) and returns it.
-async fn polls(app: &TestApp, admin: &str, id: &str, n: usize) -> Value {
-    let mut last = feed(app, admin, id).await["last_polled_at"].clone();
-    for _ in 0..n {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let now = feed(app, admin, id).await["last_polled_at"].clone();
-            if !now.is_null() && now != last {
-                last = now;
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "feed {id} was not polled within 20 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// The feed once it has been polled at least once. (Not "once more": a feed that keeps failing
+/// is polled ever more rarely, 2, 4, 8, 16 s apart, so waiting for its next poll can outlast any
+/// deadline on a slow machine.)
+async fn first_poll(app: &TestApp, admin: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let f = feed(app, admin, id).await;
+        if !f["last_polled_at"].is_null() {
+            return f;
         }
+        assert!(std::time::Instant::now() < deadline, "feed {id} was not polled within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    feed(app, admin, id).await
+}
+
+/// The feed once `n` polls that fetched `path` from the origin after this call have been
+/// recorded. A poll that was already under way when the test changed the document fetched the
+/// old one, so it does not count: a poll counts from its request's arrival at the origin, and is
+/// recorded when the feed's `last_polled_at` passes that moment (one process polls a feed at a
+/// time, so the next recorded poll is that one).
+async fn fresh_polls(app: &TestApp, admin: &str, origin: &Origin, path: &str, id: &str, n: usize) -> Value {
+    let since = Utc::now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(&fetched) = origin.hit_times(path, since).get(n - 1) {
+            let f = feed(app, admin, id).await;
+            let polled: Option<chrono::DateTime<Utc>> =
+                f["last_polled_at"].as_str().map(|t| t.parse().unwrap());
+            // The database keeps microseconds.
+            if polled.is_some_and(|p| p >= fetched.trunc_subsecs(6)) {
+                return f;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "feed {id} was not polled {n} more times within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Drafts, once there are `n`.
@@ -132,7 +151,7 @@ async fn an_auto_feed_flags_new_rss_items_with_turkish_text_exact_and_only_once(
     )
     .await;
     let id = f["id"].as_str().unwrap();
-    let polled = polls(&app, &admin, id, 1).await;
+    let polled = first_poll(&app, &admin, id).await;
     assert_eq!(polled["last_error"], Value::Null, "{polled}");
     assert_eq!(polled["last_status"], 200);
     let mut ticker = app.ticker("?topics=burdur").await;
@@ -156,7 +175,7 @@ async fn an_auto_feed_flags_new_rss_items_with_turkish_text_exact_and_only_once(
     assert_eq!(alert["label"], "SON DAKİKA");
 
     // Several more polls of the same document: still one alert, and nothing for the old items.
-    polls(&app, &admin, id, 3).await;
+    fresh_polls(&app, &admin, &origin, "/rss", id, 3).await;
     assert_eq!(alerts_for(&app, "https://www.example.com.tr/?p=4242").await, 1);
     let total: i64 = sqlx::query_scalar("select count(*) from alerts").fetch_one(&app.pool).await.unwrap();
     assert_eq!(total, 1, "old and undated items never fire");
@@ -179,8 +198,8 @@ async fn atom_with_relative_links_and_json_feed_items_become_drafts_sent_with_on
             .await;
     let j = register(&app, &admin, json!({"url": origin.url("/feed.json"), "interval_secs": 1})).await;
     assert_eq!(a["mode"], "suggest", "suggest is the default");
-    polls(&app, &admin, a["id"].as_str().unwrap(), 1).await;
-    polls(&app, &admin, j["id"].as_str().unwrap(), 1).await;
+    first_poll(&app, &admin, a["id"].as_str().unwrap()).await;
+    first_poll(&app, &admin, j["id"].as_str().unwrap()).await;
 
     let now = Utc::now().to_rfc3339();
     origin.set(
@@ -312,7 +331,7 @@ async fn a_wordpress_category_feed_with_filters_fires_only_matching_items() {
     .await;
     let id = f["id"].as_str().unwrap();
     assert_eq!(f["title_prefix"], "SON DAKİKA");
-    polls(&app, &admin, id, 1).await;
+    first_poll(&app, &admin, id).await;
     origin.set(
         path,
         Route::doc(
@@ -325,7 +344,7 @@ async fn a_wordpress_category_feed_with_filters_fires_only_matching_items() {
             ]),
         ),
     );
-    let detail = polls(&app, &admin, id, 1).await;
+    let detail = fresh_polls(&app, &admin, &origin, path, id, 1).await;
     assert_eq!(detail["last_new_items"], 2, "{detail}");
     assert_eq!(alerts_for(&app, "https://www.example.com.tr/?p=101").await, 1);
     assert_eq!(alerts_for(&app, "https://www.example.com.tr/?p=102").await, 1);
@@ -352,8 +371,8 @@ async fn conditional_requests_are_answered_304_and_a_changed_feed_is_read_again(
     let f =
         register(&app, &admin, json!({"url": origin.url("/rss"), "mode": "auto", "interval_secs": 1})).await;
     let id = f["id"].as_str().unwrap();
-    polls(&app, &admin, id, 1).await;
-    let detail = polls(&app, &admin, id, 2).await;
+    first_poll(&app, &admin, id).await;
+    let detail = fresh_polls(&app, &admin, &origin, "/rss", id, 2).await;
     assert_eq!(detail["last_status"], 304, "{detail}");
     assert!(detail["last_error"].is_null());
     let hits = origin.hits("/rss");
@@ -363,11 +382,11 @@ async fn conditional_requests_are_answered_304_and_a_changed_feed_is_read_again(
     assert_eq!(last.get("if-modified-since").unwrap(), "Sun, 29 Nov 2026 09:00:00 GMT");
 
     origin.set("/rss", Route::with_etag(RSS, rss(&rss_item("c-1", "Yeni haber", "x", Utc::now())), "\"v2\""));
-    eventually(Duration::from_secs(20), "the changed feed's item alerted", || async {
+    eventually(Duration::from_secs(30), "the changed feed's item alerted", || async {
         alerts_for(&app, "c-1").await == 1
     })
     .await;
-    let detail = polls(&app, &admin, id, 2).await;
+    let detail = fresh_polls(&app, &admin, &origin, "/rss", id, 2).await;
     assert_eq!(detail["last_status"], 304, "the new version is cached too");
     assert_eq!(alerts_for(&app, "c-1").await, 1);
 }
@@ -390,7 +409,7 @@ async fn malformed_huge_slow_and_redirected_feeds_each_fail_in_words_while_a_goo
         ids.push((path, f["id"].as_str().unwrap().to_string()));
     }
     for (path, id) in &ids {
-        let f = polls(&app, &admin, id, 1).await;
+        let f = first_poll(&app, &admin, id).await;
         let error = f["last_error"].as_str().unwrap_or("");
         let expected = match *path {
             "/broken" => "not an RSS, Atom or JSON feed",
@@ -419,7 +438,7 @@ async fn malformed_huge_slow_and_redirected_feeds_each_fail_in_words_while_a_goo
     let (good_path, good) = ids.last().unwrap();
     assert_eq!(*good_path, "/good");
     origin.set("/good", Route::doc(RSS, rss(&rss_item("g-1", "Sağlam haber", "x", Utc::now()))));
-    eventually(Duration::from_secs(20), "the good feed's item", || async {
+    eventually(Duration::from_secs(30), "the good feed's item", || async {
         alerts_for(&app, "g-1").await == 1
     })
     .await;
@@ -446,7 +465,7 @@ async fn two_pollers_on_one_database_alert_each_item_once() {
         ids.push(f["id"].as_str().unwrap().to_string());
     }
     for id in &ids {
-        polls(&a, &admin, id, 1).await;
+        first_poll(&a, &admin, id).await;
     }
     for n in 0..6 {
         let items: String = (0..5)
@@ -460,8 +479,8 @@ async fn two_pollers_on_one_database_alert_each_item_once() {
     })
     .await;
     // A few more rounds of both pollers over the same documents.
-    for id in &ids {
-        polls(&a, &admin, id, 2).await;
+    for (n, id) in ids.iter().enumerate() {
+        fresh_polls(&a, &admin, &origin, &format!("/f{n}"), id, 2).await;
     }
     let per_article: Vec<(String, i64)> =
         sqlx::query_as("select article_id, count(*) from alerts group by article_id order by 1")

@@ -254,7 +254,8 @@ impl Ticker {
     }
 
     pub async fn next(&mut self) -> Value {
-        self.next_within(Duration::from_secs(10)).await.expect("a frame within 10 s")
+        // A bound for a failing test, not a speed target: a loaded machine can take seconds.
+        self.next_within(Duration::from_secs(30)).await.expect("a frame within 30 s")
     }
 
     /// The next frame of the given type, skipping none: asserts the type.

@@ -1,6 +1,6 @@
 //! A real HTTP server the tests control: what a newsroom's CMS (feeds) or any other site the
 //! service fetches from looks like. Each path answers as its [`Route`] says; every request is
-//! recorded with its headers.
+//! recorded with its headers and the time it arrived.
 
 use std::{
     collections::HashMap,
@@ -16,6 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 #[derive(Clone)]
 #[allow(dead_code)] // each test file uses the routes it needs
@@ -57,7 +58,13 @@ impl Route {
 #[derive(Clone, Default)]
 struct Shared {
     routes: Arc<Mutex<HashMap<String, Route>>>,
-    hits: Arc<Mutex<Vec<(String, HeaderMap)>>>,
+    hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+struct Hit {
+    path: String,
+    headers: HeaderMap,
+    at: DateTime<Utc>,
 }
 
 pub struct Origin {
@@ -92,13 +99,37 @@ impl Origin {
 
     /// Requests so far for `path`, with their headers.
     pub fn hits(&self, path: &str) -> Vec<HeaderMap> {
-        self.shared.hits.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, h)| h.clone()).collect()
+        self.shared
+            .hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.path == path)
+            .map(|h| h.headers.clone())
+            .collect()
+    }
+
+    /// When the requests for `path` that arrived after `since` arrived.
+    #[allow(dead_code)] // the feed tests use it
+    pub fn hit_times(&self, path: &str, since: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        self.shared
+            .hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.path == path && h.at > since)
+            .map(|h| h.at)
+            .collect()
     }
 }
 
 async fn answer(shared: Shared, req: Request) -> Response {
     let path = req.uri().path().to_string();
-    shared.hits.lock().unwrap().push((path.clone(), req.headers().clone()));
+    shared.hits.lock().unwrap().push(Hit {
+        path: path.clone(),
+        headers: req.headers().clone(),
+        at: Utc::now(),
+    });
     let route = shared.routes.lock().unwrap().get(&path).cloned();
     match route {
         None => StatusCode::NOT_FOUND.into_response(),

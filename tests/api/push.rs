@@ -230,7 +230,7 @@ async fn a_range_being_sent_keeps_its_lease_while_the_pool_is_exhausted() {
     bulk_subscribe(&app, &double, 0..1, &[], Behaviour::TakeThenAnswerAfter(Duration::from_secs(9))).await;
     let alert = app.flag("Havuz tükendi: kiralar yenileniyor mu?", &[]).await;
     let id = alert["id"].as_str().unwrap();
-    eventually(Duration::from_secs(10), "the push service took the push", || async {
+    eventually(Duration::from_secs(30), "the push service took the push", || async {
         !double.received().is_empty()
     })
     .await;
@@ -536,7 +536,7 @@ async fn a_retraction_stops_the_fan_out_within_a_second() {
     bulk_subscribe(&app, &double, 0..400, &[], Behaviour::Slow(Duration::from_millis(50))).await;
     let a = app.flag("Geri çekilecek", &[]).await;
     let id = a["id"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(20), "some pushes went out", || async { double.received().len() >= 20 })
+    eventually(Duration::from_secs(30), "some pushes went out", || async { double.received().len() >= 20 })
         .await;
     let r = app.editor(reqwest::Method::POST, &format!("/api/v1/alerts/{id}/retract"), None).await;
     assert_eq!(r.status(), 200);
@@ -561,7 +561,7 @@ async fn a_retraction_during_a_retry_after_pause_ends_the_fan_out_at_once() {
     bulk_subscribe(&app, &double, 0..50, &[], wait).await;
     let a = app.flag("Beklerken geri çekildi", &[]).await;
     let id = a["id"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(20), "the push service asked us to wait", || async {
+    eventually(Duration::from_secs(30), "the push service asked us to wait", || async {
         double.received().iter().any(|r| r.answered == 429)
     })
     .await;
@@ -579,7 +579,7 @@ async fn a_retraction_does_not_deadlock_with_a_flush_of_outcomes() {
     let (app, _double) = push_app(|_| {}).await;
     let alert = app.flag("Kilitlenmesin", &[]).await;
     let id: uuid::Uuid = alert["id"].as_str().unwrap().parse().unwrap();
-    eventually(Duration::from_secs(10), "the push job exists", || async {
+    eventually(Duration::from_secs(30), "the push job exists", || async {
         sqlx::query_scalar::<_, i64>("select count(*) from push_jobs where alert_id = $1")
             .bind(id)
             .fetch_one(&app.pool)
@@ -607,7 +607,7 @@ async fn a_retraction_does_not_deadlock_with_a_flush_of_outcomes() {
         let (http, token) = (app.http.clone(), app.token.clone());
         tokio::spawn(async move { http.post(app_url).bearer_auth(token).send().await.unwrap().status() })
     };
-    eventually(Duration::from_secs(10), "the retraction waits for the job row", || async {
+    eventually(Duration::from_secs(30), "the retraction waits for the job row", || async {
         sqlx::query_scalar::<_, i64>(
             "select count(*) from pg_stat_activity
              where datname = current_database() and wait_event_type = 'Lock' and query like 'update push_jobs%'",

@@ -29,14 +29,13 @@ async fn a_scheduled_alert_fires_on_time() {
     assert_eq!(a["status"], "scheduled");
     assert_eq!(a["seq"], Value::Null);
     assert!(t.next_within(Duration::from_millis(1500)).await.is_none(), "not before its time");
-    let frame = t.next_within(Duration::from_secs(5)).await.expect("fires");
+    let frame = t.next_within(Duration::from_secs(10)).await.expect("fires");
     let fired = chrono::Utc::now();
     assert_eq!(frame["id"], a["id"]);
+    // The scheduler looks every 250 ms; the bound is loose because a loaded machine is slow, not
+    // because the scheduler may be.
     let late = fired - due;
-    assert!(
-        late < chrono::Duration::milliseconds(1500) && late > chrono::Duration::zero(),
-        "fired {late} after due"
-    );
+    assert!(late < chrono::Duration::seconds(5) && late > chrono::Duration::zero(), "fired {late} after due");
 }
 
 #[tokio::test]
@@ -88,16 +87,16 @@ async fn two_server_processes_sharing_one_database_behave_as_one_service() {
         assert_eq!(r.status(), 201);
         ids.push(r.json::<Value>().await.unwrap()["id"].clone());
     }
+    // Every ticker gets every alert, in order, whichever process it was flagged on. (How fast is
+    // the flag-to-ticker benchmark's business: BENCHMARKS.md.)
     for t in [&mut on_a, &mut on_b] {
         for id in &ids {
-            let started = Instant::now();
             assert_eq!(t.expect("alert").await["id"], *id);
-            assert!(started.elapsed() < Duration::from_secs(1));
         }
     }
     // Both processes' ticker counts add up in the figures.
     let path = format!("http://{}/api/v1/alerts/{}", b.addr, ids[0].as_str().unwrap());
-    eventually(Duration::from_secs(5), "both processes' counts are summed", || async {
+    eventually(Duration::from_secs(30), "both processes' counts are summed", || async {
         let v: Value = http.get(&path).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
         v["delivery"]["tickers_reached"] == 2
     })

@@ -170,7 +170,7 @@ async fn a_replay_older_than_the_window_says_it_is_truncated() {
     for i in 0..6 {
         app.flag(&format!("Haber {i}"), &[]).await;
     }
-    eventually(Duration::from_secs(5), "hub saw all events", || async {
+    eventually(Duration::from_secs(30), "hub saw all events", || async {
         app.get_json("/readyz").await.1["stream_seq"] == 6
     })
     .await;
@@ -277,7 +277,7 @@ async fn a_slow_ticker_is_closed_without_delaying_a_fast_one() {
     // The fast ticker kept up: every alert arrived before the next was flagged, and the whole
     // run was not held up by the slow one's 2-second write deadline.
     assert!(fast_time < Duration::from_secs(60), "{fast_time:?}");
-    eventually(Duration::from_secs(15), "the slow ticker is disconnected", || async {
+    eventually(Duration::from_secs(30), "the slow ticker is disconnected", || async {
         metric().await > before
     })
     .await;
@@ -304,7 +304,7 @@ async fn the_connection_cap_answers_503_before_the_upgrade() {
     assert_eq!(sse.status(), 503);
     assert!(sse.headers().contains_key("retry-after"));
     drop(a);
-    eventually(Duration::from_secs(5), "a slot frees up", || async {
+    eventually(Duration::from_secs(30), "a slot frees up", || async {
         tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr)).await.is_ok()
     })
     .await;
