@@ -87,7 +87,7 @@ async function tickerConnections() {
     .reduce((sum, l) => sum + Number(l.trim().split(/\s+/).pop()), 0);
 }
 
-async function until(what, check, timeoutMs = 10_000) {
+async function until(what, check, timeoutMs = 30_000) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();
@@ -202,7 +202,7 @@ test("an editor flags, corrects and retracts an alert; a reader's page follows e
   const id = (await response.json()).id;
 
   const item = reader.locator(`[data-sondakika-alert="${id}"]`);
-  await item.waitFor({ timeout: 5000 });
+  await item.waitFor({ timeout: 30_000 });
   const latency = Date.now() - clicked;
   t.diagnostic(`reader saw the alert ${latency} ms after the confirm click`);
   assert.ok(latency <= 1000, `the reader saw the alert ${latency} ms after the click`);
@@ -215,7 +215,7 @@ test("an editor flags, corrects and retracts an alert; a reader's page follows e
   const corrected = "Burdur'da 4,2 büyüklüğünde deprem: İlk açıklama geldi";
   await row.getByLabel("Düzeltilmiş başlık").fill(corrected);
   await row.getByRole("button", { name: "Düzeltmeyi yayınla" }).click();
-  await reader.locator(`[data-sondakika-alert="${id}"]`, { hasText: corrected }).waitFor({ timeout: 2000 });
+  await reader.locator(`[data-sondakika-alert="${id}"]`, { hasText: corrected }).waitFor({ timeout: 30_000 });
   assert.ok((await item.textContent()).includes(corrected));
   await row.locator(".row-headline", { hasText: corrected }).waitFor();
 
@@ -226,7 +226,7 @@ test("an editor flags, corrects and retracts an alert; a reader's page follows e
   await retractDialog.getByLabel("Gerekçe").fill("Yanlış bilgi");
   await retractDialog.getByRole("button", { name: "Geri çek", exact: true }).click();
   await retractDialog.waitFor({ state: "hidden" });
-  await item.waitFor({ state: "detached", timeout: 2000 });
+  await item.waitFor({ state: "detached", timeout: 30_000 });
   const stored = (await api(server).show(id)).body;
   assert.equal(stored.status, "retracted");
   assert.equal(stored.retract_reason, "Yanlış bilgi");
@@ -389,7 +389,7 @@ test("composing: counters count characters, the push-size meter follows payload.
   await page.keyboard.press("Escape");
   await page.locator("#confirm-send").waitFor({ state: "hidden" });
   // The dialog's own focus restoration runs first; the console then puts focus on Send.
-  await page.waitForFunction(() => document.activeElement && document.activeElement.id === "send", null, { timeout: 5000 });
+  await page.waitForFunction(() => document.activeElement && document.activeElement.id === "send", null, { timeout: 30_000 });
   assert.equal((await api(server).list()).body.items.filter((a) => a.url === url).length, 0);
 
   // Nothing sticks out sideways on a phone.

@@ -94,7 +94,7 @@ test("a suggest feed's new item appears in the console as a draft and is sent wi
 <description><![CDATA[<p>DSİ&#8217;nin ölçümlerine göre <b>yükseliş</b> sürüyor.</p>]]></description>
 <pubDate>${new Date().toUTCString()}</pubDate></item>`);
   const draft = page.locator("[data-draft-id]").filter({ hasText: headline });
-  await draft.waitFor({ state: "visible", timeout: 20_000 });
+  await draft.waitFor({ state: "visible", timeout: 30_000 });
   assert.match(await draft.getAttribute("class"), /\bnew\b/, "a new draft is highlighted");
   assert.match(await draft.textContent(), /DSİ’nin ölçümlerine göre yükseliş sürüyor\./);
   assert.match(await page.locator("#drafts-announce").textContent(), /Yeni taslak/);
@@ -116,7 +116,7 @@ test("a suggest feed's new item appears in the console as a draft and is sent wi
   await adminPage.evaluate((tok) => sessionStorage.setItem("sondakika.console.token", tok), admin);
   await adminPage.reload();
   const row = adminPage.locator(`[data-feed-id="${feedId}"]`);
-  await row.waitFor({ state: "visible", timeout: 10_000 });
+  await row.waitFor({ state: "visible", timeout: 30_000 });
   assert.match(await row.textContent(), /Son dakika kategorisi/);
   assert.match(await row.locator('[data-role="outcome"]').textContent(), /son başarı/);
 });

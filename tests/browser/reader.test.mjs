@@ -35,7 +35,7 @@ async function withReader(fn, { contextOptions = {}, serverOptions = {} } = {}) 
 }
 
 /** Polls `check` until it returns a truthy value (which it returns), or fails after `timeout`. */
-async function until(check, { timeout = 10_000, interval = 25, what = "condition" } = {}) {
+async function until(check, { timeout = 30_000, interval = 25, what = "condition" } = {}) {
   const deadline = Date.now() + timeout;
   let last;
   for (;;) {
@@ -56,7 +56,7 @@ const state = (page) => page.evaluate(() => window.Sondakika.state());
 async function openDemo(page, server) {
   await page.goto(server.url + "/");
   await page.locator(ticker).waitFor();
-  await page.waitForFunction(() => window.Sondakika && window.Sondakika.state().connected, null, { timeout: 10_000 });
+  await page.waitForFunction(() => window.Sondakika && window.Sondakika.state().connected, null, { timeout: 30_000 });
 }
 
 function alertBody(extra = {}) {
@@ -82,7 +82,7 @@ test("the demo page's ticker shows a flagged alert within a second, then its cor
     assert.equal(flagged.status, 201);
     const respondedAt = Date.now();
     const item = page.locator(alertSel(flagged.body.id));
-    await item.waitFor({ timeout: 5_000 });
+    await item.waitFor({ timeout: 30_000 });
     const elapsed = Date.now() - respondedAt;
     assert.ok(elapsed < 1_000, `the alert appeared ${elapsed} ms after the API answered`);
 
@@ -95,11 +95,11 @@ test("the demo page's ticker shows a flagged alert within a second, then its cor
 
     const corrected = "Burdur'da 4,2 büyüklüğünde deprem: AFAD açıklama yaptı";
     assert.equal((await editor.correct(flagged.body.id, { headline: corrected })).status, 200);
-    await until(async () => (await link.textContent()) === corrected, { timeout: 5_000, what: "the corrected headline" });
+    await until(async () => (await link.textContent()) === corrected, { timeout: 30_000, what: "the corrected headline" });
     assert.equal(await page.locator(`${ticker} [data-sondakika-alert]`).count(), 1, "a correction replaces, never duplicates");
 
     assert.equal((await editor.retract(flagged.body.id)).status, 200);
-    await item.waitFor({ state: "detached", timeout: 5_000 });
+    await item.waitFor({ state: "detached", timeout: 30_000 });
     assert.deepEqual((await state(page)).alerts, []);
   });
 });
@@ -125,8 +125,8 @@ test("a ticker whose connection was cut replays what it missed, from its last se
     assert.equal(await page.locator(`${ticker} [data-sondakika-alert]`).count(), 0, "nothing arrives while offline");
 
     await context.setOffline(false);
-    await page.locator(alertSel(first.body.id)).waitFor({ timeout: 10_000 });
-    await page.locator(alertSel(second.body.id)).waitFor({ timeout: 10_000 });
+    await page.locator(alertSel(first.body.id)).waitFor({ timeout: 30_000 });
+    await page.locator(alertSel(second.body.id)).waitFor({ timeout: 30_000 });
     assert.equal(await page.locator(`${alertSel(first.body.id)} a`).textContent(), "Gölhisar'da sel: yollar kapandı");
     assert.equal(await page.locator(`${alertSel(second.body.id)} a`).textContent(), "Bucak'ta elektrik kesintisi uzadı");
 
@@ -147,9 +147,9 @@ test("when WebSockets keep failing the ticker falls back to Server-Sent Events",
     await page.waitForFunction(() => {
       const s = window.Sondakika.state();
       return s.transport === "sse" && s.connected;
-    }, null, { timeout: 20_000 });
+    }, null, { timeout: 30_000 });
     const flagged = await editor.flag(alertBody());
-    await page.locator(alertSel(flagged.body.id)).waitFor({ timeout: 5_000 });
+    await page.locator(alertSel(flagged.body.id)).waitFor({ timeout: 30_000 });
     assert.equal(await page.locator(`${alertSel(flagged.body.id)} a`).textContent(), HEADLINE);
   });
 });
@@ -205,7 +205,7 @@ async function pushWorker(page, context, origin) {
   const script = `${origin}/sw.js`;
   const started = context.serviceWorkers().find((w) => w.url() === script)
     ? null
-    : context.waitForEvent("serviceworker", { predicate: (w) => w.url() === script, timeout: 10_000 });
+    : context.waitForEvent("serviceworker", { predicate: (w) => w.url() === script, timeout: 30_000 });
   await page.evaluate(async () => {
     await navigator.serviceWorker.register("/sw.js");
     await navigator.serviceWorker.ready;
@@ -523,7 +523,7 @@ test("the ticker's screen-reader announcement is corrected with its alert and ta
   await withReader(async ({ server, page, editor }) => {
     await openDemo(page, server);
     const announcer = page.locator(`${ticker} [aria-live="polite"]`);
-    const says = (text, what) => until(async () => (await announcer.textContent()) === text, { timeout: 5_000, what });
+    const says = (text, what) => until(async () => (await announcer.textContent()) === text, { timeout: 30_000, what });
 
     const flagged = (await editor.flag(alertBody())).body;
     await says(`SON DAKİKA: ${HEADLINE}`, "the alert announced");
@@ -714,7 +714,7 @@ test("on a news site of another origin: data-target, data-lang, CORS, aggressive
       const other = await editor.flag(alertBody({ headline: "Isparta'da kar yağışı", topics: ["isparta"] }));
       const flagged = await editor.flag(alertBody());
       const link = page.locator(`${alertSel(flagged.body.id)} a`);
-      await link.waitFor({ timeout: 5_000 });
+      await link.waitFor({ timeout: 30_000 });
       assert.equal(await link.textContent(), HEADLINE);
       assert.equal(await page.locator(alertSel(other.body.id)).count(), 0, "other topics are filtered out");
 
