@@ -67,6 +67,8 @@ pub struct AppState {
     pub outbound: crate::net::Outbound,
     /// Wakes this process's feed poller at once (a feed registered or asked to poll now).
     pub feeds_wake: Arc<tokio::sync::Notify>,
+    /// The drafts list the consoles' live streams share.
+    pub drafts: crate::feeds::live::LiveDrafts,
 }
 
 impl AppState {
@@ -159,6 +161,7 @@ impl Application {
         let state = AppState {
             outbound,
             feeds_wake: Arc::new(tokio::sync::Notify::new()),
+            drafts: Default::default(),
             push,
             public_limiter: Arc::new(server::rate_limits::PublicLimits::new(&settings)),
             db: pool,
@@ -321,6 +324,7 @@ fn spawn_workers(state: &AppState) {
         wake: state.feeds_wake.clone(),
     };
     t.spawn(feeds.run(state.shutdown.clone()));
+    t.spawn(state.drafts.clone().run(state.db.clone(), state.shutdown.clone()));
     if let Some(push) = &state.push {
         t.spawn(push.fanout.clone().run(state.hub.clone(), state.shutdown.clone()));
     }

@@ -162,6 +162,11 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Editor>, 
     Ok(row.and_then(|r| Some(Editor { id: r.id, name: r.name, role: Role::parse(&r.role)? })))
 }
 
+/// The bearer token the request carries, if any (a long-lived stream checks it again later).
+pub fn request_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok().and_then(bearer_token)
+}
+
 /// The token of an `Authorization` header value: the `Bearer` scheme in any letter case
 /// (RFC 9110 §11.1: schemes are case-insensitive), one or more spaces, the token.
 fn bearer_token(value: &str) -> Option<&str> {

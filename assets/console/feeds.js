@@ -2,9 +2,13 @@
 // and the feeds themselves (admins). Separate from console.js, which owns composing and live
 // delivery; this file only shares its signed-in token (sessionStorage) and its page.
 //
-// Drafts are fetched every 2 seconds while the page is visible, so one that a poller stores
-// appears within a couple of seconds; a new one is announced (aria-live), counted in the tab
-// title and highlighted.
+// Drafts come live: the console holds GET /api/v1/feeds/drafts/stream open (read with fetch:
+// EventSource cannot send the token) and shows each list the server sends the moment a poller
+// stores a draft, in whichever process, also while the tab is in the background, where the
+// editor is likely in their CMS: the tab title counts the new ones. A new draft is announced
+// (aria-live) and highlighted. Without the stream (a proxy that buffers, the server's bound, a
+// network break) the console asks every 2 seconds while the page is visible, and tries the
+// stream again after a pause that doubles up to a minute.
 (() => {
   "use strict";
   const TOKEN_KEY = "sondakika.console.token";
@@ -21,6 +25,7 @@
       poll: "Şimdi yokla", disable: "Durdur", enable: "Başlat", remove: "Sil", ok: "son başarı",
       never: "henüz yoklanmadı", failing: "HATA", disabled: "durduruldu", newItems: "yeni",
       confirmRemove: "Bu akış silinsin mi? Oluşturduğu uyarılar kalır.", from: "Kaynak",
+      live: "canlı", liveTitle: "Yeni taslaklar anında gelir",
     },
     en: {
       drafts: "Drafts from feeds", draftsEmpty: "No drafts waiting.", send: "Send",
@@ -31,11 +36,19 @@
       poll: "Poll now", disable: "Pause", enable: "Resume", remove: "Remove", ok: "last success",
       never: "not polled yet", failing: "FAILING", disabled: "paused", newItems: "new",
       confirmRemove: "Remove this feed? Alerts it made stay.", from: "From",
+      live: "live", liveTitle: "New drafts arrive at once",
     },
   };
   const t = (k) => (TEXT[document.documentElement.lang] || TEXT.tr)[k] || TEXT.tr[k];
 
-  const state = { role: null, token: null, seen: new Set(), first: true, unread: 0, baseTitle: document.title };
+  const STREAM_RETRY_FIRST_MS = 1000;
+  const STREAM_RETRY_MAX_MS = 60_000;
+  const state = {
+    role: null, token: null, seen: new Set(), first: true, unread: 0, baseTitle: document.title,
+    // The drafts stream: its fetch's AbortController while one is open, whether a list has come
+    // through it (then nothing polls), and when to try again after it failed.
+    stream: null, live: false, retryAt: 0, backoff: STREAM_RETRY_FIRST_MS,
+  };
 
   function el(tag, attrs = {}, ...children) {
     const e = document.createElement(tag);
@@ -67,8 +80,10 @@
     desk.append(
       el("section", { id: "drafts-card", class: "card drafts", "aria-labelledby": "drafts-title" },
         el("h2", { id: "drafts-title" }, el("span", { "data-feeds-i18n": "drafts", text: t("drafts") }), " ",
-          el("span", { id: "drafts-count", class: "badge", hidden: true })),
+          el("span", { id: "drafts-count", class: "badge", hidden: true }), " ",
+          el("span", { id: "drafts-live", class: "muted small", title: t("liveTitle"), text: `● ${t("live")}`, hidden: true })),
         el("p", { id: "drafts-announce", class: "visually-hidden", "aria-live": "polite" }),
+        el("p", { id: "drafts-result", class: "small", role: "status" }),
         el("p", { id: "drafts-error", class: "form-error", role: "alert", hidden: true }),
         el("ol", { id: "drafts", class: "recent-list" }),
         el("p", { id: "drafts-empty", class: "muted", text: t("draftsEmpty") })),
@@ -134,9 +149,12 @@
         send.disabled = dismiss.disabled = true;
         try {
           const r = await api("POST", `/api/v1/feeds/drafts/${d.id}/send`);
-          result.textContent = `${r.status === 201 ? t("sent") : t("already")} · ${r.data.id}`;
+          // Said outside the row too: the stream may take the row away before this answer.
+          const said = `${r.status === 201 ? t("sent") : t("already")} · ${r.data.id}`;
+          result.textContent = said;
+          $("drafts-result").textContent = `${said} · ${d.headline}`;
           li.classList.add("sent");
-          setTimeout(loadDrafts, 1500);
+          if (!state.live) setTimeout(loadDrafts, 1500);
         } catch (err) {
           result.textContent = err.message;
           send.disabled = dismiss.disabled = false;
@@ -144,7 +162,7 @@
       });
       dismiss.addEventListener("click", async () => {
         send.disabled = dismiss.disabled = true;
-        try { await api("POST", `/api/v1/feeds/drafts/${d.id}/dismiss`); loadDrafts(); }
+        try { await api("POST", `/api/v1/feeds/drafts/${d.id}/dismiss`); if (!state.live) loadDrafts(); }
         catch (err) { result.textContent = err.message; send.disabled = dismiss.disabled = false; }
       });
       const li = el("li", { class: `draft${!state.first && !state.seen.has(d.id) ? " new" : ""}`, "data-draft-id": d.id },
@@ -182,6 +200,60 @@
     }
   }
 
+  /** Reads the drafts stream until it ends; each `drafts` event is the whole list. */
+  async function follow() {
+    if (state.stream || !state.token || Date.now() < state.retryAt) return;
+    const ctl = new AbortController();
+    state.stream = ctl;
+    try {
+      const r = await fetch("/api/v1/feeds/drafts/stream", { headers: { Authorization: `Bearer ${state.token}` }, signal: ctl.signal });
+      if (!r.ok || !r.body) return;
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buffer += value;
+        for (let end; (end = buffer.indexOf("\n\n")) >= 0; buffer = buffer.slice(end + 2)) {
+          let event = "", data = "";
+          for (const line of buffer.slice(0, end).split("\n")) {
+            if (line.startsWith("event: ")) event = line.slice(7);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          }
+          // `end` (a revoked token, a server shutting down) is followed by the stream's end.
+          if (event !== "drafts") continue;
+          setLive(true);
+          state.backoff = STREAM_RETRY_FIRST_MS;
+          $("drafts-error").hidden = true;
+          renderDrafts(JSON.parse(data).items);
+        }
+      }
+    } catch {
+      // A network error or our own abort: the poll takes over below.
+    } finally {
+      if (state.stream === ctl) {
+        state.stream = null;
+        setLive(false);
+        state.retryAt = Date.now() + state.backoff;
+        state.backoff = Math.min(state.backoff * 2, STREAM_RETRY_MAX_MS);
+      }
+    }
+  }
+
+  function setLive(live) {
+    state.live = live;
+    if ($("drafts-live")) $("drafts-live").hidden = !live;
+  }
+
+  function stopFollowing() {
+    const ctl = state.stream;
+    state.stream = null;
+    ctl?.abort();
+    setLive(false);
+    state.retryAt = 0;
+    state.backoff = STREAM_RETRY_FIRST_MS;
+  }
+
   function outcome(f) {
     if (!f.enabled) return t("disabled");
     if (f.last_error) return `${t("failing")} (${f.failures}×): ${f.last_error}`;
@@ -213,9 +285,11 @@
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (!token || $("app")?.hidden) {
       state.token = null;
+      stopFollowing();
       return;
     }
     if (token !== state.token) {
+      stopFollowing();
       state.token = token;
       state.role = null;
       state.seen.clear();
@@ -225,7 +299,8 @@
       $("feeds-card").hidden = state.role !== "admin";
       loadFeeds();
     }
-    if (!document.hidden) await loadDrafts();
+    follow();
+    if (!state.live && !document.hidden) await loadDrafts();
   }
 
   document.addEventListener("visibilitychange", () => {

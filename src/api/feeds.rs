@@ -2,12 +2,14 @@
 //! feeds make and send one with a click (or put it aside).
 
 use axum::{
+    body::{Body, Bytes},
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -19,9 +21,10 @@ use crate::{
         view::AlertView,
     },
     app::AppState,
-    auth::{Admin, Editor},
+    auth::{self, Admin, Editor},
     feeds::{
         domain::{FeedRequest, FeedSpec, Filter, Rules},
+        live,
         parse::Item,
         poller::alert_from,
         store::{self, Feed, FeedItem, WriteError},
@@ -40,6 +43,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(show, update, remove))
         .routes(routes!(poll_now))
         .routes(routes!(drafts))
+        .routes(routes!(stream_drafts))
         .routes(routes!(send_draft))
         .routes(routes!(dismiss_draft))
 }
@@ -298,6 +302,101 @@ async fn drafts(
             .ok_or_else(|| ApiError::field("limit", "must be a whole number from 1 to 100"))?,
     };
     Ok(axum::Json(DraftList { items: store::drafts(&state.db, limit).await? }))
+}
+
+/// The drafts, live, as Server-Sent Events: a `drafts` event with the whole list (as
+/// `GET /feeds/drafts` answers it, newest 50) at once and again whenever it changes, in whichever
+/// process the change happened; a comment line every `ping_interval_secs` in between. The token is
+/// checked again at each of those: once it is revoked, an `end` event closes the stream. So is
+/// shutdown (reconnect). The console reads this with `fetch` (EventSource cannot send the token).
+#[utoipa::path(
+    get,
+    path = "/feeds/drafts/stream",
+    tag = "editor",
+    operation_id = "stream_drafts",
+    security(("editorToken" = [])),
+    responses(
+        (status = 200, description = "The stream: `event: drafts` with `data: {\"items\": [...]}` (a DraftList),             `event: end` with `data: {\"reason\": ...}`, and `:` comment lines.",
+         body = String, content_type = "text/event-stream"),
+        (status = 503, description = "This process serves as many streams as it may; ask `GET /feeds/drafts` meanwhile.",
+         body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn stream_drafts(
+    State(state): State<AppState>,
+    editor: Editor,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let sub = state.drafts.subscribe().ok_or_else(|| {
+        ApiError::Unavailable(format!(
+            "{} draft streams are open in this process, its most; read GET /api/v1/feeds/drafts meanwhile",
+            live::MAX_STREAMS
+        ))
+    })?;
+    // The extractor has just accepted this token.
+    let token = auth::request_token(&headers).unwrap_or_default().to_string();
+    let every = state.settings.ping_interval();
+    let stream = DraftStream {
+        sub,
+        token,
+        db: state.db.clone(),
+        shutdown: state.shutdown.clone(),
+        check: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+        done: false,
+    };
+    tracing::debug!(editor_id = editor.id, "drafts stream opened");
+    let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
+        s.next().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
+    }));
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-transform"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(r)
+}
+
+/// One console's stream of draft lists.
+struct DraftStream {
+    sub: live::Subscription,
+    token: String,
+    db: sqlx::PgPool,
+    shutdown: CancellationToken,
+    /// A comment line to keep proxies from closing an idle stream, and a fresh look at the token.
+    check: tokio::time::Interval,
+    done: bool,
+}
+
+impl DraftStream {
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return self.end("the server is shutting down: reconnect"),
+                changed = self.sub.lists.changed() => {
+                    changed.ok()?;
+                    if let Some(list) = self.sub.lists.borrow_and_update().clone() {
+                        return Some(list);
+                    }
+                }
+                _ = self.check.tick() => {
+                    // A database error keeps the stream: it says nothing about the token.
+                    if let Ok(None) = auth::authenticate(&self.db, &self.token).await {
+                        return self.end("this token is unknown or has been revoked");
+                    }
+                    return Some(Bytes::from_static(b": keep-alive\n\n"));
+                }
+            }
+        }
+    }
+
+    fn end(&mut self, reason: &str) -> Option<Bytes> {
+        self.done = true;
+        let data = serde_json::json!({ "reason": reason });
+        Some(Bytes::from(format!("event: end\ndata: {data}\n\n")))
+    }
 }
 
 /// Send a draft: flags its alert (with the feed's topics and label). Sending twice, or an

@@ -6,11 +6,13 @@
 //! - [`parse`]: a fetched document → items fit for an alert, via [`text`];
 //! - [`store`]: the tables, the lease that gives each feed to one poller at a time, and the
 //!   unique item key that makes each item act once;
-//! - [`poller`]: the worker.
+//! - [`poller`]: the worker;
+//! - [`live`]: the drafts list each process keeps for the consoles' live stream.
 //!
 //! Fetching goes through [`crate::net::Outbound`] only: the SSRF rules, bounded size and time.
 
 pub mod domain;
+pub mod live;
 pub mod parse;
 pub mod poller;
 pub mod store;

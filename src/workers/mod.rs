@@ -6,6 +6,7 @@
 //! - the stats flusher: this process's ticker counts → `alert_stats`, once a second;
 //! - the webhook worker (`webhooks::worker`): delivers queued webhooks (`for update skip locked`);
 //! - the feed poller (`feeds::poller`): polls due feeds, one process per feed at a time;
+//! - the drafts follower (`feeds::live`): keeps the drafts list the consoles' streams share;
 //! - [`housekeeping`]: expires idempotency keys and old stream events;
 //! - the limiter sweep: forgets rate-limit entries of idle clients every minute, so their
 //!   memory follows recent clients only.

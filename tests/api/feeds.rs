@@ -561,3 +561,133 @@ async fn feeds_are_for_admins_and_bad_fields_are_named() {
     assert_eq!(status, 404, "{problem}");
     assert_eq!(app.editor(Method::POST, "/api/v1/feeds/drafts/nope/send", None).await.status(), 404);
 }
+
+/// An editor's live drafts stream, read as Server-Sent Events.
+struct DraftStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    comments: usize,
+}
+
+impl DraftStream {
+    async fn open(app: &TestApp, token: &str) -> Self {
+        let response =
+            app.http.get(app.url("/api/v1/feeds/drafts/stream")).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream; charset=utf-8");
+        Self { response, buffer: Vec::new(), comments: 0 }
+    }
+
+    /// The next event's name and data (comment lines are counted, not returned); `None` once the
+    /// server has ended the stream. Within 20 s: less than the 30 s after which a process reads
+    /// the drafts again anyway, so a change that arrives has come by its notification.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8(block).expect("events are UTF-8");
+                let (mut event, mut data) = (None, String::new());
+                for line in block.lines() {
+                    if let Some(e) = line.strip_prefix("event: ") {
+                        event = Some(e.to_string());
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data.push_str(d);
+                    } else if line.starts_with(':') {
+                        self.comments += 1;
+                    }
+                }
+                if let Some(event) = event {
+                    return Some((event, serde_json::from_str(&data).expect("data is JSON")));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("an event within 20 s")
+                .expect("the stream reads");
+            self.buffer.extend_from_slice(&chunk?);
+        }
+    }
+
+    /// The next event, which must be a drafts list: its headlines.
+    async fn drafts(&mut self) -> Vec<String> {
+        let (event, data) = self.next().await.expect("a drafts event");
+        assert_eq!(event, "drafts", "{data}");
+        data["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["headline"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// The console's live drafts: a draft stored by one process's poller reaches an editor's stream
+/// on another process at once, and so does its dismissal; the stream checks the token again and
+/// ends once it is revoked; past the bound of streams a process serves, 503 in words.
+#[tokio::test]
+async fn the_drafts_stream_follows_every_process_and_ends_when_the_token_is_revoked() {
+    let settings = |s: &mut sondakika::config::Settings| {
+        s.outbound_private_hosts = vec!["127.0.0.1".into()];
+        s.feed_min_interval_secs = 1;
+        s.outbound_timeout_secs = 3;
+        s.ping_interval_secs = 1;
+    };
+    let a = TestApp::spawn_with(settings).await;
+    let b = TestApp::spawn_on(&a.db_url, settings).await;
+    let (_, admin) = auth::create(&a.pool, "Yönetici", auth::Role::Admin).await.unwrap();
+    let (editor_id, editor) = auth::create(&a.pool, "Gece editörü", auth::Role::Editor).await.unwrap();
+
+    let anonymous = b.http.get(b.url("/api/v1/feeds/drafts/stream")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["content-type"], "application/problem+json");
+
+    let mut stream = DraftStream::open(&b, &editor).await;
+    assert_eq!(stream.drafts().await, Vec::<String>::new(), "the current list comes at once");
+
+    // Process a polls the feed (it was registered there, which wakes a's poller).
+    let origin = Origin::start().await;
+    origin.set("/rss", Route::doc(RSS, rss("")));
+    let f =
+        register(&a, &admin, json!({"url": origin.url("/rss"), "interval_secs": 1, "name": "Isparta"})).await;
+    let id = f["id"].as_str().unwrap();
+    first_poll(&a, &admin, id).await;
+    let headline = "SON DAKİKA: Eğirdir'de ışık gösterisi iptal — İlçe şaşkın";
+    origin.set("/rss", Route::doc(RSS, rss(&rss_item("d-1", headline, "Ayrıntılar geliyor", Utc::now()))));
+    assert_eq!(stream.drafts().await, vec![headline.to_string()], "Turkish text exact");
+
+    let (_, list) = a.get_json("/api/v1/feeds/drafts").await;
+    let draft = list["items"][0]["id"].as_str().unwrap().to_string();
+    let r = a.editor(Method::POST, &format!("/api/v1/feeds/drafts/{draft}/dismiss"), None).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(stream.drafts().await, Vec::<String>::new(), "dismissed on a, gone on b");
+
+    // Keep-alive comments flow in between, each after a fresh look at the token.
+    assert!(auth::revoke(&a.pool, editor_id).await.unwrap());
+    let (event, data) = stream.next().await.expect("an end event");
+    assert_eq!(event, "end");
+    assert!(data["reason"].as_str().unwrap().contains("revoked"), "{data}");
+    assert!(stream.next().await.is_none(), "the stream ends after `end`");
+    assert!(stream.comments >= 1, "keep-alive comments came in between");
+    let refused = b.http.get(b.url("/api/v1/feeds/drafts/stream")).bearer_auth(&editor).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // The bound (feeds::live::MAX_STREAMS, 64 a process): the next is told why, and a freed slot
+    // is reused.
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        open.push(DraftStream::open(&a, &a.token).await);
+    }
+    let full = a.http.get(a.url("/api/v1/feeds/drafts/stream")).bearer_auth(&a.token).send().await.unwrap();
+    assert_eq!(full.status(), 503);
+    assert!(full.headers().contains_key("retry-after"));
+    let problem: Value = full.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("GET /api/v1/feeds/drafts"), "{problem}");
+    drop(open.pop());
+    eventually(Duration::from_secs(30), "a freed slot is reused", || async {
+        a.http.get(a.url("/api/v1/feeds/drafts/stream")).bearer_auth(&a.token).send().await.unwrap().status()
+            == 200
+    })
+    .await;
+}

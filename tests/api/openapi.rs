@@ -141,7 +141,10 @@ async fn every_documented_error_is_problem_json_and_editor_operations_need_the_b
                         "{name} {status}"
                     );
                 } else if let Some(content) = content {
-                    assert!(content.contains_key("application/json"), "{name} {status}: {content:?}");
+                    // JSON, or for a stream (the console's drafts) Server-Sent Events.
+                    let stream = path.ends_with("/stream");
+                    let expected = if stream { "text/event-stream" } else { "application/json" };
+                    assert!(content.contains_key(expected), "{name} {status}: {content:?}");
                 }
             }
         }

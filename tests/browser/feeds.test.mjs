@@ -1,6 +1,7 @@
 // Feeds in the console, in a real browser against a real server polling a real feed server: a
-// suggest-mode feed's new item appears as a draft by itself and is sent with one click; admins
-// see the feed and its last poll.
+// suggest-mode feed's new item reaches the console through its live drafts stream, also in a
+// background tab (whose title counts it), and is sent with one click; admins see the feed and
+// its last poll.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -86,6 +87,17 @@ test("a suggest feed's new item appears in the console as a draft and is sent wi
   await page.locator("#app").waitFor({ state: "visible" });
   await page.locator("#drafts-empty").waitFor({ state: "visible" });
   assert.equal(await page.locator("#feeds-card").isHidden(), true, "an editor does not see the feeds section");
+  await page.locator("#drafts-live").waitFor({ state: "visible" });
+  // From here on the drafts come through the stream: the console no longer asks for the list.
+  let listRequests = 0;
+  page.on("request", (r) => { if (new URL(r.url()).pathname === "/api/v1/feeds/drafts") listRequests += 1; });
+  // The editor goes to another tab (their CMS).
+  const title = await page.title();
+  const setHidden = (hidden) => page.evaluate((h) => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => h });
+    document.dispatchEvent(new Event("visibilitychange"));
+  }, hidden);
+  await setHidden(true);
 
   // The CMS publishes; nobody touches the console.
   const headline = "SON DAKİKA: Burdur Gölü'nde su seviyesi 1,5 metre yükseldi";
@@ -94,13 +106,17 @@ test("a suggest feed's new item appears in the console as a draft and is sent wi
 <description><![CDATA[<p>DSİ&#8217;nin ölçümlerine göre <b>yükseliş</b> sürüyor.</p>]]></description>
 <pubDate>${new Date().toUTCString()}</pubDate></item>`);
   const draft = page.locator("[data-draft-id]").filter({ hasText: headline });
-  await draft.waitFor({ state: "visible", timeout: 30_000 });
+  await draft.waitFor({ state: "attached", timeout: 30_000 });
+  assert.equal(await page.title(), `(1) ${title}`, "the background tab's title counts the new draft");
+  assert.equal(listRequests, 0, "the draft came through the stream, not by asking for the list");
+  await setHidden(false);
+  assert.equal(await page.title(), title, "back on the tab, the count is read");
   assert.match(await draft.getAttribute("class"), /\bnew\b/, "a new draft is highlighted");
   assert.match(await draft.textContent(), /DSİ’nin ölçümlerine göre yükseliş sürüyor\./);
   assert.match(await page.locator("#drafts-announce").textContent(), /Yeni taslak/);
 
   await draft.getByRole("button", { name: "Gönder", exact: true }).click();
-  await draft.getByRole("status").filter({ hasText: "Gönderildi" }).waitFor();
+  await page.locator("#drafts-result").filter({ hasText: "Gönderildi" }).waitFor();
   const alerts = await call(server.token, "GET", "/api/v1/alerts?limit=5");
   const alert = alerts.body.items.find((a) => a.article_id === "https://www.example.com.tr/?p=777");
   assert.ok(alert, "the alert was flagged");
