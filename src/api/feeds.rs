@@ -316,7 +316,7 @@ async fn drafts(
     operation_id = "stream_drafts",
     security(("editorToken" = [])),
     responses(
-        (status = 200, description = "The stream: `event: drafts` with `data: {\"items\": [...]}` (a DraftList),             `event: end` with `data: {\"reason\": ...}`, and `:` comment lines.",
+        (status = 200, description = "The stream: `event: drafts` with `data: {\"items\": [...]}` (a DraftList), `event: end` with `data: {\"reason\": ...}`, and `:` comment lines.",
          body = String, content_type = "text/event-stream"),
         (status = 503, description = "This process serves as many streams as it may; ask `GET /feeds/drafts` meanwhile.",
          body = Problem, content_type = "application/problem+json"),
@@ -329,7 +329,8 @@ async fn stream_drafts(
 ) -> ApiResult<Response> {
     let sub = state.drafts.subscribe().ok_or_else(|| {
         ApiError::Unavailable(format!(
-            "{} draft streams are open in this process, its most; read GET /api/v1/feeds/drafts meanwhile",
+            "this process already serves as many draft streams as it may ({}); read GET \
+             /api/v1/feeds/drafts meanwhile",
             live::MAX_STREAMS
         ))
     })?;
