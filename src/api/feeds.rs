@@ -2,7 +2,7 @@
 //! feeds make and send one with a click (or put it aside).
 
 use axum::{
-    body::{Body, Bytes},
+    body::Bytes,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -32,6 +32,7 @@ use crate::{
     publish::{self, Flagged},
     server::{
         error::{ApiError, ApiResult, Problem},
+        event_stream,
         extract::{Json, Path, Query},
     },
     telemetry::metrics,
@@ -346,15 +347,9 @@ async fn stream_drafts(
         done: false,
     };
     tracing::debug!(editor_id = editor.id, "drafts stream opened");
-    let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
-        s.next().await.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
-    }));
-    let mut r = Response::new(body);
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-transform"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(r)
+    Ok(event_stream::response(futures_util::stream::unfold(stream, |mut s| async move {
+        s.next().await.map(|b| (b, s))
+    })))
 }
 
 /// One console's stream of draft lists.

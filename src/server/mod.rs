@@ -15,7 +15,8 @@
 //! - [`extract`]: extractors whose rejections are those problem+json answers and name the field;
 //! - [`rate_limits`]: the public push API's per-client request budgets;
 //! - [`edge`]: the layers around every route (request ids, URI bounds, problem+json for every
-//!   error, including those of axum and tower).
+//!   error, including those of axum and tower);
+//! - [`event_stream`]: the headers of a Server-Sent Events answer.
 //!
 //! Connections speak HTTP/1.1, upgraded to WebSocket at `/ws`. Not HTTP/2: no browser speaks it
 //! without TLS (h2c), TLS ends at the operator's proxy, which talks HTTP/1.1 to us (deploy/),
@@ -34,6 +35,7 @@
 
 pub mod edge;
 pub mod error;
+pub mod event_stream;
 pub mod extract;
 pub mod limits;
 pub mod parse_errors;

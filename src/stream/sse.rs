@@ -4,19 +4,24 @@
 //! every connection, like the WebSocket frames. Hyper polls this stream only when the socket can
 //! take more, so a slow reader lags on its own receiver and is ended as too slow.
 
-use std::{collections::VecDeque, convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
 
 use axum::{
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{ConnectInfo, State},
-    http::{HeaderMap, HeaderValue, header},
+    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
 use super::{Slot, StreamQuery, StreamRequest, admit, hub::StreamEvent, protocol};
-use crate::{alerts::domain::Topics, app::AppState, server::extract::Query, telemetry::metrics};
+use crate::{
+    alerts::domain::Topics,
+    app::AppState,
+    server::{event_stream, extract::Query},
+    telemetry::metrics,
+};
 
 /// The SSE encoding of one stream event.
 pub fn encode_event(seq: i64, kind: &str, json: &str) -> Bytes {
@@ -63,16 +68,9 @@ pub async fn stream(
         done: false,
         _slot: slot,
     };
-    let body = Body::from_stream(futures_util::stream::unfold(conn, |mut c| async move {
-        c.next().await.map(|b| (Ok::<_, Infallible>(b), c))
-    }));
-    let mut response = Response::new(body);
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-transform"));
-    // Tells nginx not to buffer this response (the deploy config also turns buffering off).
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    event_stream::response(futures_util::stream::unfold(conn, |mut c| async move {
+        c.next().await.map(|b| (b, c))
+    }))
 }
 
 struct Conn {

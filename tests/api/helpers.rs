@@ -154,7 +154,7 @@ impl TestApp {
             db_url: db_url.to_string(),
             pool,
             token,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+            http: test_client(),
             shutdown,
             state,
             handle: Some(handle),
@@ -227,6 +227,19 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The tests' HTTP client. It lets go of an idle connection after 5 s, well before the server
+/// closes one (`header_read_timeout_secs`, 20 s): a request written on a kept-alive connection
+/// at the moment the server closes it fails with hyper's `IncompleteMessage` (a race any HTTP
+/// client has, hyperium/hyper#2136), and a test with long waits between requests met it under
+/// load.
+pub fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
 }
 
 /// A WebSocket ticker client.

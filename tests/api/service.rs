@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use sondakika::{app::Application, db::local::LocalPostgres};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{ServerProcess, TestApp, Ticker, eventually, free_port, new_database, test_settings};
+use crate::helpers::{
+    ServerProcess, TestApp, Ticker, eventually, free_port, new_database, test_client, test_settings,
+};
 
 fn in_secs(s: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(s)).to_rfc3339()
@@ -74,7 +76,7 @@ async fn two_server_processes_sharing_one_database_behave_as_one_service() {
     on_a.expect("hello").await;
     on_b.expect("hello").await;
 
-    let http = reqwest::Client::new();
+    let http = test_client();
     let mut ids = Vec::new();
     for (i, server) in [a.addr, b.addr, a.addr].iter().enumerate() {
         let r = http

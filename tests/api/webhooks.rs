@@ -16,7 +16,7 @@ use sondakika::auth::{self, Role};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
-    helpers::{ServerProcess, TestApp, Ticker, eventually, new_database},
+    helpers::{ServerProcess, TestApp, Ticker, eventually, new_database, test_client},
     push::{bulk_subscribe, push_app, wait_done},
     push_double::Behaviour,
 };
@@ -429,7 +429,7 @@ async fn a_process_killed_during_delivery_loses_no_event_and_a_duplicate_keeps_i
     let admin = admin_token(&pool).await;
     let (_, editor) = auth::create(&pool, "Editör", Role::Editor).await.unwrap();
     let rx = Receiver::start().await;
-    let http = reqwest::Client::new();
+    let http = test_client();
     let r = http
         .post(format!("http://{}/api/v1/webhooks", a.addr))
         .bearer_auth(&admin)
