@@ -140,7 +140,11 @@ impl Outbound {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Under the shortest keep-alive servers commonly keep (Node and Apache: 5 s). A
+            // request written on an idle connection just as the server closes it fails
+            // (hyper's IncompleteMessage), which would show a webhook receiver a needless
+            // failed attempt; a burst of deliveries still reuses its connections.
+            .pool_idle_timeout(Duration::from_secs(4))
             .pool_max_idle_per_host(2)
             .user_agent(user_agent)
             .build()?;
