@@ -32,10 +32,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{round2, tickers};
 
 // Bounds on the command line: the run must fit one machine and end by itself.
-const MAX_CLIENTS: usize = 10_000;
-const MAX_ITEMS: usize = 1_000;
-const MAX_ENDPOINTS: usize = 100;
-const MAX_EVENTS: usize = 100_000;
+const MAX_CLIENTS: u64 = 10_000;
+const MAX_ITEMS: u64 = 1_000;
+const MAX_ENDPOINTS: u64 = 100;
+const MAX_EVENTS: u64 = 100_000;
 
 #[derive(Debug, Args)]
 pub struct FeedArgs {
@@ -46,10 +46,10 @@ pub struct FeedArgs {
     #[arg(long, env = "SONDAKIKA_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: String,
     /// Tickers to hold open on `/ws`.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::count(MAX_CLIENTS))]
     clients: usize,
     /// Items that appear in the feed, one at a time.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::count(MAX_ITEMS))]
     items: usize,
     /// The feed's poll interval (at least the server's `feed_min_interval_secs`).
     #[arg(long, default_value_t = 60)]
@@ -71,10 +71,10 @@ pub struct WebhookArgs {
     #[arg(long, env = "SONDAKIKA_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: String,
     /// Webhook endpoints, each on its own port.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::count(MAX_ENDPOINTS))]
     endpoints: usize,
     /// Alerts published (each one `alert.flagged` event to every endpoint).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = crate::count(MAX_EVENTS))]
     events: usize,
     /// Publish requests in flight at once.
     #[arg(long, default_value_t = 8)]
@@ -187,12 +187,6 @@ async fn feed_xml(State(feed): State<Arc<Mutex<Feed>>>) -> impl IntoResponse {
 }
 
 pub async fn feed(args: FeedArgs) -> anyhow::Result<()> {
-    if !(1..=MAX_CLIENTS).contains(&args.clients) {
-        bail!("--clients must be between 1 and {MAX_CLIENTS}");
-    }
-    if !(1..=MAX_ITEMS).contains(&args.items) {
-        bail!("--items must be between 1 and {MAX_ITEMS}");
-    }
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let stop = CancellationToken::new();
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
@@ -382,12 +376,6 @@ async fn publish(
 }
 
 pub async fn webhooks(args: WebhookArgs) -> anyhow::Result<()> {
-    if !(1..=MAX_ENDPOINTS).contains(&args.endpoints) {
-        bail!("--endpoints must be between 1 and {MAX_ENDPOINTS}");
-    }
-    if !(1..=MAX_EVENTS).contains(&args.events) {
-        bail!("--events must be between 1 and {MAX_EVENTS}");
-    }
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let stop = CancellationToken::new();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;

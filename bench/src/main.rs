@@ -64,3 +64,9 @@ fn round(x: f64, places: i32) -> f64 {
 fn round2(x: f64) -> f64 {
     round(x, 2)
 }
+
+/// A count on the command line, from 1 to `max`, so that a run fits one machine and ends by
+/// itself. clap refuses anything else, naming the flag and the range.
+fn count(max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=max)
+}

@@ -295,7 +295,7 @@ async fn drafts(
     Query(q): Query<DraftsQuery>,
 ) -> ApiResult<axum::Json<DraftList>> {
     let limit = match q.limit.as_deref() {
-        None => 50,
+        None => live::LIMIT,
         Some(l) => l
             .parse::<i64>()
             .ok()

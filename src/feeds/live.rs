@@ -22,7 +22,7 @@ use super::store::{self, FeedItem};
 use crate::db::listen;
 
 pub const CHANNEL: &str = "sondakika_drafts";
-/// How many drafts the stream carries, newest first: the list's own first page.
+/// How many drafts the stream carries, newest first: also the first page of `GET /feeds/drafts`.
 pub const LIMIT: i64 = 50;
 /// Streams one process serves at once. Editors are a handful; the bound keeps a leaked token
 /// from holding thousands of connections. Past it the request is answered 503 and the console
