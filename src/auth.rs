@@ -21,14 +21,14 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::{
-    alerts::domain::{FieldError, Lines, check_text},
     app::AppState,
     server::error::ApiError,
+    validation::{FieldError, Lines, check_text},
 };
 
 const PREFIX: &str = "sdk_";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Editor,

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clap::Parser;
 use sondakika::{
@@ -128,6 +129,7 @@ async fn run(
 async fn token(pool: &sqlx::PgPool, cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create { name, role } => {
+            let role = auth::Role::parse(&role).with_context(|| format!("unknown role `{role}`"))?;
             let (id, token) = auth::create(pool, &name, role).await?;
             eprintln!("created token {id} for {name} ({}); it is shown only this once:", role.as_str());
             println!("{token}");

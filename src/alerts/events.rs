@@ -10,7 +10,10 @@ use uuid::Uuid;
 
 use super::{domain::Urgency, store::Alert};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happened to an alert, as `stream_events.kind` stores it (its check constraint allows
+/// exactly these). Decoded strictly: a row of another kind is an error, never skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum EventKind {
     Alert,
     Update,
@@ -23,14 +26,6 @@ impl EventKind {
             Self::Alert => "alert",
             Self::Update => "update",
             Self::Retract => "retract",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "alert" => Some(Self::Alert),
-            "update" => Some(Self::Update),
-            "retract" => Some(Self::Retract),
-            _ => None,
         }
     }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     alerts::{
-        domain::{AlertStatus, CorrectionRequest, FieldError, NewAlertRequest, RetractRequest},
+        domain::{AlertStatus, CorrectionRequest, NewAlertRequest, RetractRequest},
         store,
         view::AlertView,
     },
@@ -28,6 +28,7 @@ use crate::{
         extract::{Json, OptionalJson, Path, Query},
     },
     telemetry::metrics,
+    validation::FieldError,
 };
 
 /// The editor endpoints, each routed from its documentation (`#[utoipa::path]`).

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     alerts::{
-        domain::{AlertStatus, ArticleId, FieldError, Headline, Summary, WebUrl},
+        domain::{AlertStatus, ArticleId, Headline, Summary},
         store as alerts,
         view::AlertView,
     },
@@ -36,6 +36,7 @@ use crate::{
         extract::{Json, Path, Query},
     },
     telemetry::metrics,
+    validation::{FieldError, WebUrl},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -20,7 +20,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     alerts::{
-        domain::{FieldError, Topic, Topics},
+        domain::{Topic, Topics},
         events::AlertFrame,
     },
     app::AppState,
@@ -35,6 +35,7 @@ use crate::{
         extract::Json,
         rate_limits::{AddressKey, Budget, client_key},
     },
+    validation::FieldError,
 };
 
 /// The public endpoints, each routed from its documentation (`#[utoipa::path]`).

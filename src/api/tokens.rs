@@ -8,13 +8,13 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    alerts::domain::{FieldError, Problems},
     app::AppState,
     auth::{self, Admin, Role, TokenInfo},
     server::{
         error::{ApiError, ApiResult, Problem},
         extract::{Json, Path},
     },
+    validation::{FieldError, Problems},
 };
 
 /// The token endpoints, each routed from its documentation (`#[utoipa::path]`).

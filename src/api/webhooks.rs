@@ -9,13 +9,13 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    alerts::domain::{FieldError, Lines, Problems, check_text},
     app::AppState,
     auth::Admin,
     server::{
         error::{ApiError, ApiResult, Problem},
         extract::{Json, Path},
     },
+    validation::{FieldError, Lines, Problems, check_text},
     webhooks::{
         EventType, signature,
         store::{self, Attempt, Change, Endpoint},

@@ -7,8 +7,9 @@ use utoipa::ToSchema;
 
 use super::parse::Item;
 use crate::{
-    alerts::domain::{DEFAULT_LABEL, FieldError, Label, Lines, Topics, check_text},
+    alerts::domain::{DEFAULT_LABEL, Label, Topics},
     net::Outbound,
+    validation::{FieldError, Lines, check_text},
 };
 
 pub const MAX_NAME_CHARS: usize = 100;
@@ -244,7 +245,10 @@ impl FeedRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::domain::{ArticleId, Headline, WebUrl};
+    use crate::{
+        alerts::domain::{ArticleId, Headline},
+        validation::WebUrl,
+    };
 
     fn item(title: &str, categories: &[&str]) -> Item {
         Item {

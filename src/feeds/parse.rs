@@ -7,8 +7,11 @@ use chrono::{DateTime, Utc};
 use url::Url;
 
 use super::text::{html_to_text, shorten};
-use crate::alerts::domain::{
-    ArticleId, Headline, MAX_ARTICLE_ID_CHARS, MAX_HEADLINE_CHARS, MAX_SUMMARY_CHARS, Summary, WebUrl,
+use crate::{
+    alerts::domain::{
+        ArticleId, Headline, MAX_ARTICLE_ID_CHARS, MAX_HEADLINE_CHARS, MAX_SUMMARY_CHARS, Summary,
+    },
+    validation::WebUrl,
 };
 
 /// Deepest element nesting accepted. Feeds nest four or five levels; the parser recurses per

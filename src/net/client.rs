@@ -29,7 +29,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use url::{Host, Url};
 
 use super::addr::{PrivateHosts, is_public};
-use crate::alerts::domain::{FieldError, WebUrl};
+use crate::validation::{FieldError, WebUrl};
 
 /// Most redirects followed for one request.
 pub const MAX_REDIRECTS: usize = 5;

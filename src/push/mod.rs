@@ -41,7 +41,7 @@ pub struct PushSettings {
     /// The longest one try can take (connect and exchange): retry claims outlive it.
     pub try_time: Duration,
     pub deactivation: store::Deactivation,
-    /// Outcome flushes at once per process (a quarter of the database pool).
+    /// PushOutcome flushes at once per process (a quarter of the database pool).
     pub flush_slots: usize,
 }
 

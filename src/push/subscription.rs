@@ -13,8 +13,8 @@ use base64::{
 use serde::Deserialize;
 use url::Url;
 
-use crate::alerts::domain::{FieldError, Lines, check_text};
 pub use crate::net::HostRule;
+use crate::validation::{FieldError, Lines, check_text, within_bytes};
 
 pub const MAX_ENDPOINT_CHARS: usize = 1000;
 /// The stored (serialised, ASCII) endpoint is bounded in bytes too: it is the unique key of
@@ -155,18 +155,7 @@ pub fn normalise_endpoint(field: &str, value: &str) -> Result<String, FieldError
     }
     check_text(field, value, Lines::Single)?;
     let url = Url::parse(value).map_err(|e| FieldError::new(field, format!("is not a valid URL ({e})")))?;
-    let serialised = String::from(url);
-    if serialised.len() > MAX_ENDPOINT_BYTES {
-        return Err(FieldError::new(
-            field,
-            format!(
-                "must be at most {MAX_ENDPOINT_BYTES} bytes once serialised (got {}; a non-ASCII \
-                 character takes 6 to 12)",
-                serialised.len()
-            ),
-        ));
-    }
-    Ok(serialised)
+    within_bytes(field, String::from(url), MAX_ENDPOINT_BYTES)
 }
 
 /// Validates an endpoint URL against the allowlist.

@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::alerts::domain::FieldError;
+use crate::validation::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -8,7 +8,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::alerts::domain::{Lines, check_text};
+use crate::validation::{Lines, check_text};
 
 /// JSON body: requires `application/json`, a body within the limit, valid JSON, known fields and
 /// the right types. Errors say which field and why.

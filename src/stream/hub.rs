@@ -190,16 +190,16 @@ impl Hub {
 struct EventRow {
     seq: i64,
     alert_id: Uuid,
-    kind: String,
+    kind: EventKind,
     topics: Vec<String>,
     frame: String,
     created_at: DateTime<Utc>,
 }
 
 impl EventRow {
-    fn into_event(self) -> Option<Arc<StreamEvent>> {
-        let kind = EventKind::parse(&self.kind)?;
-        Some(Arc::new(StreamEvent {
+    fn into_event(self) -> Arc<StreamEvent> {
+        let kind = self.kind;
+        Arc::new(StreamEvent {
             seq: self.seq,
             alert_id: self.alert_id,
             kind,
@@ -208,38 +208,38 @@ impl EventRow {
             frame: Utf8Bytes::from(self.frame),
             created_at: self.created_at,
             reached: AtomicU64::new(0),
-        }))
+        })
     }
 }
 
 async fn fetch_after(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Vec<Arc<StreamEvent>>> {
     let rows = sqlx::query_as!(
         EventRow,
-        "select seq, alert_id, kind, topics, frame, created_at from stream_events
-         where seq > $1 order by seq limit $2",
+        r#"select seq, alert_id, kind as "kind: EventKind", topics, frame, created_at from stream_events
+         where seq > $1 order by seq limit $2"#,
         after,
         limit,
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().filter_map(EventRow::into_event).collect())
+    Ok(rows.into_iter().map(EventRow::into_event).collect())
 }
 
 /// Loads the replay window: the newest `max_count` events younger than `max_age`.
 pub async fn load_window(hub: &Hub, pool: &PgPool) -> sqlx::Result<()> {
     let rows = sqlx::query_as!(
         EventRow,
-        "select * from (
-            select seq, alert_id, kind, topics, frame, created_at from stream_events
+        r#"select * from (
+            select seq, alert_id, kind as "kind: EventKind", topics, frame, created_at from stream_events
             where created_at > now() - make_interval(secs => $2)
             order by seq desc limit $1) recent
-         order by seq",
+         order by seq"#,
         hub.max_count as i64,
         hub.max_age.num_seconds() as f64,
     )
     .fetch_all(pool)
     .await?;
-    let events: Vec<_> = rows.into_iter().filter_map(EventRow::into_event).collect();
+    let events: Vec<_> = rows.into_iter().map(EventRow::into_event).collect();
     let floor = match events.first() {
         Some(first) => {
             sqlx::query_scalar!(

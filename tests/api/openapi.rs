@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use sondakika::alerts::domain;
+use sondakika::{alerts::domain, validation};
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
@@ -160,9 +160,9 @@ async fn the_documented_limits_are_the_ones_the_server_enforces() {
     let props = &new_alert["properties"];
     for (field, max) in [
         ("headline", domain::MAX_HEADLINE_CHARS),
-        ("url", domain::MAX_URL_CHARS),
+        ("url", validation::MAX_URL_CHARS),
         ("summary", domain::MAX_SUMMARY_CHARS),
-        ("image", domain::MAX_URL_CHARS),
+        ("image", validation::MAX_URL_CHARS),
         ("article_id", domain::MAX_ARTICLE_ID_CHARS),
         ("label", domain::MAX_LABEL_CHARS),
     ] {

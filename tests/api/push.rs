@@ -904,7 +904,7 @@ async fn two_processes_share_one_fan_out_without_double_sends() {
 /// transaction, 100 % would come 300 ms before 95 %.
 #[tokio::test]
 async fn milestones_keep_their_order_when_flushes_overlap() {
-    use sondakika::push::store::{self, JobKey, Outcome};
+    use sondakika::push::store::{self, JobKey, PushOutcome};
     // Push is off in this app: nothing but this test writes the alert's job.
     let app = TestApp::spawn().await;
     let alert = app.flag("Kilometre taşları sırayla", &[]).await;
@@ -917,15 +917,15 @@ async fn milestones_keep_their_order_when_flushes_overlap() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    let outcomes = |ids: std::ops::Range<i64>| -> Vec<Outcome> {
-        ids.map(|i| Outcome {
+    let outcomes = |ids: std::ops::Range<i64>| -> Vec<PushOutcome> {
+        ids.map(|i| PushOutcome {
             subscription_id: i,
             status: sondakika::push::store::DeliveryStatus::Sent.into(),
             http_status: Some(201),
             attempts: 1,
             push_host: "fcm.googleapis.com".into(),
             latency_ms: Some(5),
-            ..Outcome::default()
+            ..PushOutcome::default()
         })
         .collect()
     };

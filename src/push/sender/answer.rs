@@ -10,7 +10,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
+pub enum SendResult {
     Sent(u16),
     /// 404/410: the subscription no longer exists.
     Gone(u16),
@@ -38,38 +38,38 @@ pub enum Attempt {
     },
 }
 
-impl Attempt {
-    /// The `result` label of each kind of attempt, in [`Attempt::index`] order.
+impl SendResult {
+    /// The `result` label of each kind of attempt, in [`SendResult::index`] order.
     pub const LABELS: [&'static str; 7] =
         ["sent", "gone", "throttled", "retry", "failed", "vapid_rejected", "deferred"];
 
     pub fn index(&self) -> usize {
         match self {
-            Attempt::Sent(_) => 0,
-            Attempt::Gone(_) => 1,
-            Attempt::Retry { status: Some(429), .. } => 2,
-            Attempt::Retry { .. } => 3,
-            Attempt::Failed { .. } => 4,
-            Attempt::VapidRejected { .. } => 5,
-            Attempt::Deferred { .. } => 6,
+            SendResult::Sent(_) => 0,
+            SendResult::Gone(_) => 1,
+            SendResult::Retry { status: Some(429), .. } => 2,
+            SendResult::Retry { .. } => 3,
+            SendResult::Failed { .. } => 4,
+            SendResult::VapidRejected { .. } => 5,
+            SendResult::Deferred { .. } => 6,
         }
     }
 }
 
 /// Sorts a push service's answer into what to do next.
-pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str) -> Attempt {
+pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str) -> SendResult {
     let code = status.as_u16();
     let error = || {
         let b: String = body.chars().take(300).collect();
         format!("HTTP {code}: {}", b.trim())
     };
     match code {
-        200..=299 => Attempt::Sent(code),
-        404 | 410 => Attempt::Gone(code),
-        429 => Attempt::Retry { status: Some(code), after: retry_after, error: error() },
-        401 | 403 if mentions_credentials(body) => Attempt::VapidRejected { status: code, error: error() },
-        500..=599 => Attempt::Retry { status: Some(code), after: retry_after, error: error() },
-        _ => Attempt::Failed { status: Some(code), error: error() },
+        200..=299 => SendResult::Sent(code),
+        404 | 410 => SendResult::Gone(code),
+        429 => SendResult::Retry { status: Some(code), after: retry_after, error: error() },
+        401 | 403 if mentions_credentials(body) => SendResult::VapidRejected { status: code, error: error() },
+        500..=599 => SendResult::Retry { status: Some(code), after: retry_after, error: error() },
+        _ => SendResult::Failed { status: Some(code), error: error() },
     }
 }
 
@@ -101,20 +101,23 @@ mod tests {
     #[test]
     fn answers_are_classified() {
         let s = |c| StatusCode::from_u16(c).unwrap();
-        assert_eq!(classify(s(201), None, ""), Attempt::Sent(201));
-        assert_eq!(classify(s(410), None, ""), Attempt::Gone(410));
-        assert_eq!(classify(s(404), None, ""), Attempt::Gone(404));
+        assert_eq!(classify(s(201), None, ""), SendResult::Sent(201));
+        assert_eq!(classify(s(410), None, ""), SendResult::Gone(410));
+        assert_eq!(classify(s(404), None, ""), SendResult::Gone(404));
         assert!(matches!(
             classify(s(429), Some(Duration::from_secs(3)), ""),
-            Attempt::Retry { after: Some(_), .. }
+            SendResult::Retry { after: Some(_), .. }
         ));
-        assert!(matches!(classify(s(503), None, ""), Attempt::Retry { status: Some(503), .. }));
-        assert!(matches!(classify(s(413), None, "too big"), Attempt::Failed { status: Some(413), .. }));
-        assert!(matches!(classify(s(400), None, ""), Attempt::Failed { .. }));
-        assert!(matches!(classify(s(401), None, "Invalid Authorization"), Attempt::VapidRejected { .. }));
-        assert!(matches!(classify(s(403), None, "BadJwtToken"), Attempt::VapidRejected { .. }));
-        assert!(matches!(classify(s(403), None, "subscription expired for sender"), Attempt::Failed { .. }));
-        let label = |a: Attempt| Attempt::LABELS[a.index()];
+        assert!(matches!(classify(s(503), None, ""), SendResult::Retry { status: Some(503), .. }));
+        assert!(matches!(classify(s(413), None, "too big"), SendResult::Failed { status: Some(413), .. }));
+        assert!(matches!(classify(s(400), None, ""), SendResult::Failed { .. }));
+        assert!(matches!(classify(s(401), None, "Invalid Authorization"), SendResult::VapidRejected { .. }));
+        assert!(matches!(classify(s(403), None, "BadJwtToken"), SendResult::VapidRejected { .. }));
+        assert!(matches!(
+            classify(s(403), None, "subscription expired for sender"),
+            SendResult::Failed { .. }
+        ));
+        let label = |a: SendResult| SendResult::LABELS[a.index()];
         assert_eq!(label(classify(s(201), None, "")), "sent");
         assert_eq!(label(classify(s(429), None, "")), "throttled");
         assert_eq!(label(classify(s(503), None, "")), "retry");

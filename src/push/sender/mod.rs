@@ -23,7 +23,7 @@
 //! A push service that cannot be reached slows only the pushes addressed to it:
 //! - an origin whose connection fails or times out is put *down* for a while (5 s, doubling with
 //!   each failure in a row, at most 10 min); its queued pushes and any new ones end at once as
-//!   [`Attempt::Deferred`], so they hold no worker, no in-flight permit and no fan-out range
+//!   [`SendResult::Deferred`], so they hold no worker, no in-flight permit and no fan-out range
 //!   while it is down (the caller keeps them durably for later);
 //! - a 429 *pauses* an origin the same way for its `Retry-After`;
 //! - an origin matched by a wildcard (a name anyone can make up, e.g. `*.notify.windows.com`)
@@ -54,7 +54,7 @@ use http::HeaderValue;
 use tokio::sync::Notify;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 
-pub use answer::Attempt;
+pub use answer::SendResult;
 
 use super::{subscription::Allowlist, vapid::Vapid};
 use crate::telemetry::metrics;
@@ -115,7 +115,7 @@ pub trait Push: Send + 'static {
     /// The end of one try: `Some` with what the push service said (or why it could not be
     /// reached), `None` when it was not sent (see [`Push::headers`]). Runs on the worker's
     /// task: it must not block; a retry is a new [`Sender::submit`] after a delay.
-    fn finish(self: Box<Self>, attempt: Option<Attempt>);
+    fn finish(self: Box<Self>, attempt: Option<SendResult>);
 }
 
 pub struct Sender {
@@ -225,7 +225,7 @@ impl Sender {
                     // and every slot is busy: try later.
                     None => {
                         let error = "not sent: too many push services are busy".to_string();
-                        push.finish(Some(Attempt::Deferred { after: PROBE_DEFER, error }));
+                        push.finish(Some(SendResult::Deferred { after: PROBE_DEFER, error }));
                     }
                 },
             }
@@ -272,7 +272,7 @@ impl Sender {
             service,
             minted,
             place: connect::Place::parse(origin),
-            attempts: Attempt::LABELS.map(|result| metrics::push_attempts(service, result)),
+            attempts: SendResult::LABELS.map(|result| metrics::push_attempts(service, result)),
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             workers: AtomicUsize::new(0),
@@ -319,8 +319,8 @@ struct Origin {
     /// `None` for an origin that cannot be parsed (its pushes fail; validation keeps them out).
     place: Option<connect::Place>,
     /// `sondakika_push_attempts_total{push_host, result}`, registered once per origin (a
-    /// labelled lookup per push showed in the profile), indexed by [`Attempt::index`].
-    attempts: [::metrics::Counter; Attempt::LABELS.len()],
+    /// labelled lookup per push showed in the profile), indexed by [`SendResult::index`].
+    attempts: [::metrics::Counter; SendResult::LABELS.len()],
     queue: Mutex<VecDeque<Box<dyn Push>>>,
     notify: Notify,
     workers: AtomicUsize,
@@ -400,7 +400,7 @@ impl Origin {
     }
 
     /// Finishes a push of this origin, releasing its place in the counts.
-    fn finish(&self, shared: &Shared, push: Box<dyn Push>, attempt: Option<Attempt>) {
+    fn finish(&self, shared: &Shared, push: Box<dyn Push>, attempt: Option<SendResult>) {
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
         if self.probing.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
             shared.probing.fetch_sub(1, Ordering::AcqRel);
@@ -409,12 +409,12 @@ impl Origin {
     }
 
     /// Counts an attempt and applies what it means for the whole origin.
-    fn observe(&self, attempt: &Attempt) {
+    fn observe(&self, attempt: &SendResult) {
         self.attempts[attempt.index()].increment(1);
         match attempt {
             // No answer: the push service could not be reached, or did not answer in time.
-            Attempt::Retry { status: None, .. } => self.failed(),
-            Attempt::Deferred { .. } => {}
+            SendResult::Retry { status: None, .. } => self.failed(),
+            SendResult::Deferred { .. } => {}
             _ => {
                 let mut h = self.health.lock().expect("origin lock");
                 h.answered = true;
@@ -423,13 +423,13 @@ impl Origin {
             }
         }
         match attempt {
-            Attempt::Retry { status: Some(429), after, .. } => {
+            SendResult::Retry { status: Some(429), after, .. } => {
                 let wait = after.unwrap_or(Duration::from_secs(5));
                 *self.paused_until.lock().expect("origin lock") = Some(Instant::now() + wait);
                 metrics::push_throttled(self.service);
                 tracing::info!(push_host = %self.host, wait_secs = wait.as_secs(), "push service asked us to slow down");
             }
-            Attempt::VapidRejected { status, error } => {
+            SendResult::VapidRejected { status, error } => {
                 *self.blocked_until.lock().expect("origin lock") = Some(Instant::now() + VAPID_BLOCK);
                 metrics::vapid_rejected(self.service);
                 if !self.logged_block.swap(true, Ordering::Relaxed) {

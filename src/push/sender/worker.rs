@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{
-    Attempt, HTTP1, HTTP2, Headers, Origin, Push, Shared,
+    HTTP1, HTTP2, Headers, Origin, Push, SendResult, Shared,
     answer::{classify, parse_retry_after},
     connect::{Body, Conn, H2_DATA_FRAME, Place, SendRequest},
 };
@@ -37,7 +37,7 @@ const USER_AGENT: HeaderValue = HeaderValue::from_static(concat!("sondakika/", e
 /// A push at the end of one try.
 struct Done {
     push: Box<dyn Push>,
-    attempt: Option<Attempt>,
+    attempt: Option<SendResult>,
     /// The connection (by [`Conn::id`]) that must not carry another request: an HTTP/1.1
     /// exchange cut short, a broken connection. By id, so that a late answer from a connection
     /// already replaced does not close its successor.
@@ -146,8 +146,8 @@ fn sweep(shared: &Shared, origin: &Origin) {
     }
 }
 
-fn deferred(origin: &Origin, after: std::time::Duration) -> Attempt {
-    Attempt::Deferred { after, error: format!("{} is unreachable or asked us to wait", origin.host) }
+fn deferred(origin: &Origin, after: std::time::Duration) -> SendResult {
+    SendResult::Deferred { after, error: format!("{} is unreachable or asked us to wait", origin.host) }
 }
 
 fn room(shared: &Shared, conn: &Option<Conn>) -> usize {
@@ -217,7 +217,7 @@ fn prepare<'a>(
     shared: &Shared,
     origin: &'a Origin,
     push: &dyn Push,
-) -> Result<Outgoing<'a>, Option<Attempt>> {
+) -> Result<Outgoing<'a>, Option<SendResult>> {
     if origin.is_blocked() {
         let error =
             format!("not sent: {} rejected our VAPID credentials; fix the VAPID settings", origin.host);
@@ -251,7 +251,7 @@ async fn ready_connection<'c>(
     origin: &Origin,
     conn: &'c mut Option<Conn>,
     place: &Place,
-) -> Result<&'c mut Conn, Attempt> {
+) -> Result<&'c mut Conn, SendResult> {
     let mut second_try = false;
     loop {
         if conn.is_none() {
@@ -362,13 +362,13 @@ where
 }
 
 /// A try that may succeed later, the push service having given no status to go by.
-fn retry(error: String) -> Attempt {
-    Attempt::Retry { status: None, after: None, error }
+fn retry(error: String) -> SendResult {
+    SendResult::Retry { status: None, after: None, error }
 }
 
 /// A try that must not be repeated as it is.
-fn failed(error: String) -> Attempt {
-    Attempt::Failed { status: None, error }
+fn failed(error: String) -> SendResult {
+    SendResult::Failed { status: None, error }
 }
 
 /// Waits until the connection takes a request, driving it meanwhile (an HTTP/1.1 connection
