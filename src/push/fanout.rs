@@ -146,18 +146,13 @@ impl Fanout {
     }
 
     /// Runs the planner and `workers` batch workers until shutdown.
-    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, listen_db: PgPool, shutdown: CancellationToken) {
         let wake = Arc::new(tokio::sync::Notify::new());
         let mut tasks = JoinSet::new();
         // Wakes the workers on NOTIFY (new steps, planned ranges); they also look every 500 ms.
         let notify = wake.clone();
         let on_notify = move || notify.notify_waiters();
-        tasks.spawn(crate::db::listen::listen(
-            self.pool.clone(),
-            store::PUSH_CHANNEL,
-            on_notify,
-            shutdown.clone(),
-        ));
+        tasks.spawn(crate::db::listen::listen(listen_db, store::PUSH_CHANNEL, on_notify, shutdown.clone()));
         tasks.spawn(self.clone().watch_alerts(hub, shutdown.clone()));
         tasks.spawn(self.clone().retry_due(shutdown.clone()));
         tasks.spawn(forget_idle_origins(self.sender.clone(), shutdown.clone()));
@@ -990,7 +985,8 @@ impl Leases {
                 continue;
             }
             if own.is_none() {
-                match tokio::time::timeout(every_third, pool.connect_options().connect()).await {
+                let options = (*pool.connect_options()).clone().application_name(crate::db::app_name::LEASE);
+                match tokio::time::timeout(every_third, options.connect()).await {
                     Ok(Ok(c)) => own = Some(c),
                     Ok(Err(e)) => tracing::warn!(error = %e, "could not connect to renew push batch leases"),
                     Err(_) => tracing::warn!("connecting to renew push batch leases timed out"),

@@ -40,7 +40,7 @@ pub fn sample_article() -> (String, String) {
 }
 
 /// Admin URL of the PostgreSQL server all tests share.
-fn server_url() -> &'static str {
+pub fn server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
         if let Ok(url) = std::env::var("DATABASE_URL") {
