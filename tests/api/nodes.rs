@@ -20,7 +20,7 @@ use crate::{
     push_double::{Behaviour, PushDouble},
 };
 
-const SUBSCRIBERS: u64 = 3000;
+const SUBSCRIBERS: u64 = 2000;
 const BATCH: i64 = 100;
 const LEASE_SECS: u64 = 3;
 
@@ -132,10 +132,7 @@ async fn three_processes_share_the_work_and_finish_what_a_killed_one_held() {
     let double = PushDouble::start(SUBJECT).await;
     let origin = Origin::start().await;
     let env = node_env();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(ServerProcess::start(&db, &env).await);
-    }
+    let mut nodes = futures_util::future::join_all((0..3).map(|_| ServerProcess::start(&db, &env))).await;
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let pool = PgPool::connect(&db).await.unwrap();
     let (_, editor) = auth::create(&pool, "Editör", Role::Editor).await.unwrap();
@@ -283,7 +280,7 @@ async fn three_processes_share_the_work_and_finish_what_a_killed_one_held() {
     }
     for mut node in nodes {
         let status = node.terminate().await;
-        assert!(status.success(), "a survivor's exit after SIGTERM: {status}");
+        assert!(status.success(), "a survivor's exit after SIGTERM: {status}; its log:\n{}", node.log_tail());
     }
 }
 
@@ -369,5 +366,5 @@ async fn a_process_under_load_holds_no_more_connections_than_its_budget() {
     assert!((1..=POOL).contains(&of("sondakika")), "{most:?}");
     assert!(total <= POOL + 3 + 1, "{total} connections at once, over db_pool_size + 4: {most:?}");
     let status = node.terminate().await;
-    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(status.success(), "exit after SIGTERM: {status}; its log:\n{}", node.log_tail());
 }
