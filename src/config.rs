@@ -664,4 +664,24 @@ mod tests {
             assert!(check_vapid_subject(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn a_direct_url_is_a_postgresql_url_beside_database_url() {
+        let url = |s: &str| Some(Secret::new(s));
+        let with = |database_url, database_direct_url| Settings {
+            database_url,
+            database_direct_url,
+            ..Settings::default()
+        };
+        assert!(
+            with(url("postgres://a@pgbouncer:6432/db"), url("postgres://a@db:5432/db")).validate().is_ok()
+        );
+        for bad in [
+            with(url("postgres://a@pgbouncer:6432/db"), url("mysql://a@db/db")),
+            with(None, url("postgres://a@db:5432/db")),
+        ] {
+            let e = bad.validate().unwrap_err();
+            assert!(e.to_string().contains("database_direct_url"), "{e}");
+        }
+    }
 }
