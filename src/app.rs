@@ -40,6 +40,8 @@ use crate::{
 };
 
 /// How often the stream follower reads the log even without a NOTIFY.
+/// LISTEN channels of a process: the stream's, the drafts', and the fan-out's (with Web Push on).
+const LISTEN_CHANNELS: u32 = 3;
 const STREAM_POLL: Duration = Duration::from_secs(1);
 /// How often this process's ticker counts are written.
 const STATS_EVERY: Duration = Duration::from_secs(1);
@@ -51,6 +53,8 @@ const METRICS_MAX_CONNECTIONS: usize = 16;
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
+    /// The LISTEN connections, apart from `db` ([`db::listeners`]).
+    pub listen_db: PgPool,
     pub settings: Arc<Settings>,
     pub hub: Arc<Hub>,
     pub admission: Arc<Admission>,
@@ -122,8 +126,9 @@ impl Application {
         }
         let connection_limits = ConnectionLimits::new("main", max_tcp, settings.max_tcp_connections_per_ip);
         let database = Database::locate(&settings).await?;
+        db::migrate_directly(&database.direct).await?;
         let pool = db::connect(database.options.clone(), settings.db_pool_size).await?;
-        db::migrate(&pool).await?;
+        let listen_db = db::listeners(database.direct.clone(), LISTEN_CHANNELS);
 
         let listener = TcpListener::bind(settings.bind)
             .await
@@ -165,6 +170,7 @@ impl Application {
             push,
             public_limiter: Arc::new(server::rate_limits::PublicLimits::new(&settings)),
             db: pool,
+            listen_db,
             admission: Arc::new(Admission::new(settings.max_connections, settings.max_connections_per_ip)),
             origins: Arc::new(settings.origins()),
             settings: Arc::new(settings),
@@ -303,7 +309,13 @@ pub fn router(state: AppState) -> Router {
 /// Starts this process's background workers (listed in [`workers`]).
 fn spawn_workers(state: &AppState) {
     let t = &state.tracker;
-    t.spawn(stream::hub::follow(state.hub.clone(), state.db.clone(), STREAM_POLL, state.shutdown.clone()));
+    t.spawn(stream::hub::follow(
+        state.hub.clone(),
+        state.db.clone(),
+        state.listen_db.clone(),
+        STREAM_POLL,
+        state.shutdown.clone(),
+    ));
     t.spawn(workers::scheduler::run(state.db.clone(), state.shutdown.clone()));
     let keep = workers::housekeeping::Retention {
         delivery_retention_days: state.settings.delivery_retention_days,
@@ -324,9 +336,9 @@ fn spawn_workers(state: &AppState) {
         wake: state.feeds_wake.clone(),
     };
     t.spawn(feeds.run(state.shutdown.clone()));
-    t.spawn(state.drafts.clone().run(state.db.clone(), state.shutdown.clone()));
+    t.spawn(state.drafts.clone().run(state.db.clone(), state.listen_db.clone(), state.shutdown.clone()));
     if let Some(push) = &state.push {
-        t.spawn(push.fanout.clone().run(state.hub.clone(), state.shutdown.clone()));
+        t.spawn(push.fanout.clone().run(state.hub.clone(), state.listen_db.clone(), state.shutdown.clone()));
     }
     let s = state.clone();
     t.spawn(async move {

@@ -41,6 +41,10 @@ impl fmt::Debug for Secret {
 pub struct Settings {
     /// PostgreSQL connection URL (`DATABASE_URL`). Unset: a private PostgreSQL under `data_dir`.
     pub database_url: Option<Secret>,
+    /// PostgreSQL URL for the connections that need a session of their own: LISTEN and the
+    /// migrations' advisory lock. Set it when `database_url` leads to a pooler that hands out
+    /// transactions (PgBouncer's `pool_mode = transaction`). Unset: `database_url`.
+    pub database_direct_url: Option<Secret>,
     /// Where the private PostgreSQL keeps its files when `database_url` is unset.
     pub data_dir: PathBuf,
     /// Directory of the PostgreSQL server binaries (`initdb`, `postgres`). Unset: the newest
@@ -219,6 +223,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             database_url: None,
+            database_direct_url: None,
             data_dir: PathBuf::from("./data"),
             pg_bin_dir: None,
             db_pool_size: 16,
@@ -360,6 +365,17 @@ impl Settings {
             && !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://"))
         {
             return Err(invalid("database_url", "must start with postgres:// or postgresql://"));
+        }
+        if let Some(url) = &self.database_direct_url {
+            if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
+                return Err(invalid("database_direct_url", "must start with postgres:// or postgresql://"));
+            }
+            if self.database_url.is_none() {
+                return Err(invalid(
+                    "database_direct_url",
+                    "is a second way to the database of `database_url`, which is unset",
+                ));
+            }
         }
         if let Some(url) = &self.public_url
             && !matches!(url.scheme(), "http" | "https")
@@ -646,6 +662,26 @@ mod tests {
             "mailto:",
         ] {
             assert!(check_vapid_subject(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_direct_url_is_a_postgresql_url_beside_database_url() {
+        let url = |s: &str| Some(Secret::new(s));
+        let with = |database_url, database_direct_url| Settings {
+            database_url,
+            database_direct_url,
+            ..Settings::default()
+        };
+        assert!(
+            with(url("postgres://a@pgbouncer:6432/db"), url("postgres://a@db:5432/db")).validate().is_ok()
+        );
+        for bad in [
+            with(url("postgres://a@pgbouncer:6432/db"), url("mysql://a@db/db")),
+            with(None, url("postgres://a@db:5432/db")),
+        ] {
+            let e = bad.validate().unwrap_err();
+            assert!(e.to_string().contains("database_direct_url"), "{e}");
         }
     }
 }

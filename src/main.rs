@@ -70,9 +70,7 @@ async fn run(
             let settings = settings()?;
             telemetry::init_logs(&settings.log_level, settings.log_format);
             let database = Database::locate(&settings).await?;
-            let pool = db::connect(database.options.clone(), 2).await?;
-            db::migrate(&pool).await?;
-            pool.close().await;
+            db::migrate_directly(&database.direct).await?;
             database.shutdown().await;
             eprintln!("migrations applied");
             Ok(())
@@ -90,7 +88,7 @@ async fn run(
             telemetry::init_logs("warn", settings.log_format);
             let database = Database::locate(&settings).await?;
             let pool = db::connect(database.options.clone(), 2).await?;
-            db::migrate(&pool).await?;
+            db::migrate_directly(&database.direct).await?;
             let stored = push::vapid::stored_public_key(&pool).await?;
             let result = match (cmd, stored) {
                 (VapidCommand::Show, Some(public)) | (VapidCommand::Generate { .. }, Some(public)) => {
@@ -117,7 +115,7 @@ async fn run(
             telemetry::init_logs("warn", settings.log_format);
             let database = Database::locate(&settings).await?;
             let pool = db::connect(database.options.clone(), 2).await?;
-            db::migrate(&pool).await?;
+            db::migrate_directly(&database.direct).await?;
             let result = token(&pool, cmd).await;
             pool.close().await;
             database.shutdown().await;

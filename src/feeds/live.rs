@@ -64,11 +64,11 @@ impl LiveDrafts {
     }
 
     /// Keeps the list current until shutdown.
-    pub async fn run(self, pool: PgPool, shutdown: CancellationToken) {
+    pub async fn run(self, pool: PgPool, listen_db: PgPool, shutdown: CancellationToken) {
         let wake = Arc::new(Notify::new());
         let w = wake.clone();
         let listener =
-            tokio::spawn(listen::listen(pool.clone(), CHANNEL, move || w.notify_one(), shutdown.clone()));
+            tokio::spawn(listen::listen(listen_db, CHANNEL, move || w.notify_one(), shutdown.clone()));
         loop {
             let wait = match store::drafts(&pool, LIMIT).await {
                 Ok(items) => {

@@ -262,14 +262,19 @@ pub async fn load_window(hub: &Hub, pool: &PgPool) -> sqlx::Result<()> {
 /// Follows the event log until shutdown: LISTEN for wake-ups, then read everything after the
 /// hub's head. Reading by seq (not trusting NOTIFY payloads) means a lost notification or a lost
 /// connection costs latency, never an event; `poll` bounds that latency.
-pub async fn follow(hub: Arc<Hub>, pool: PgPool, poll: Duration, shutdown: CancellationToken) {
+pub async fn follow(
+    hub: Arc<Hub>,
+    pool: PgPool,
+    listen_db: PgPool,
+    poll: Duration,
+    shutdown: CancellationToken,
+) {
     let (wake_tx, mut wake_rx) = tokio::sync::mpsc::channel::<()>(1);
     // Coalesced: if a wake-up is already pending, one catch-up covers this one too.
     let wake = move || {
         let _ = wake_tx.try_send(());
     };
-    let listener =
-        tokio::spawn(crate::db::listen::listen(pool.clone(), STREAM_CHANNEL, wake, shutdown.clone()));
+    let listener = tokio::spawn(crate::db::listen::listen(listen_db, STREAM_CHANNEL, wake, shutdown.clone()));
     loop {
         if let Err(e) = catch_up(&hub, &pool).await {
             tracing::warn!(error = %e, "reading new stream events failed; retrying");

@@ -40,7 +40,7 @@ pub fn sample_article() -> (String, String) {
 }
 
 /// Admin URL of the PostgreSQL server all tests share.
-fn server_url() -> &'static str {
+pub fn server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
         if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -300,6 +300,8 @@ impl Ticker {
 pub struct ServerProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    /// Its last log lines, to show when it misbehaves.
+    log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl ServerProcess {
@@ -335,9 +337,25 @@ impl ServerProcess {
                 break v["addr"].as_str().unwrap().parse().unwrap();
             }
         };
-        // Keep draining the log so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, addr }
+        // Keep draining the log so the child never blocks on a full pipe; keep its tail.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let tail = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut tail = tail.lock().unwrap();
+                if tail.len() == 40 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+        Self { child, addr, log }
+    }
+
+    /// Its last 40 log lines.
+    #[allow(dead_code)] // the tests that assert how it ends use it
+    pub fn log_tail(&self) -> String {
+        self.log.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
     pub async fn terminate(&mut self) -> std::process::ExitStatus {

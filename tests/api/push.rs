@@ -56,8 +56,11 @@ pub(crate) async fn subscribe(app: &TestApp, subscription: Value, topics: &[&str
 }
 
 pub(crate) async fn stored_vapid_key(app: &TestApp) -> String {
-    let key: Vec<u8> =
-        sqlx::query_scalar("select public_key from vapid_keys").fetch_one(&app.pool).await.unwrap();
+    stored_vapid_key_in(&app.pool).await
+}
+
+pub(crate) async fn stored_vapid_key_in(pool: &sqlx::PgPool) -> String {
+    let key: Vec<u8> = sqlx::query_scalar("select public_key from vapid_keys").fetch_one(pool).await.unwrap();
     B64.encode(key)
 }
 
@@ -69,7 +72,18 @@ pub(crate) async fn bulk_subscribe(
     topics: &[&str],
     behaviour: Behaviour,
 ) {
-    let vapid = B64.decode(stored_vapid_key(app).await).unwrap();
+    bulk_subscribe_in(&app.pool, double, ids, topics, behaviour).await
+}
+
+/// [`bulk_subscribe`] into the database behind `pool`.
+pub(crate) async fn bulk_subscribe_in(
+    pool: &sqlx::PgPool,
+    double: &PushDouble,
+    ids: std::ops::Range<u64>,
+    topics: &[&str],
+    behaviour: Behaviour,
+) {
+    let vapid = B64.decode(stored_vapid_key_in(pool).await).unwrap();
     let origin = double.origin();
     let mut endpoints = Vec::new();
     let mut p256dh = Vec::new();
@@ -91,7 +105,7 @@ pub(crate) async fn bulk_subscribe(
     .bind(&origin)
     .bind(&topics)
     .bind(&vapid)
-    .execute(&app.pool)
+    .execute(pool)
     .await
     .unwrap();
 }
@@ -849,52 +863,6 @@ async fn a_killed_server_resumes_its_fan_out_without_skipping_or_repeating() {
         .unwrap();
     assert_eq!(logged, 1500, "exactly one log row per subscriber");
     drop(restarted);
-}
-
-#[tokio::test]
-async fn two_processes_share_one_fan_out_without_double_sends() {
-    let db = new_database().await;
-    let double = PushDouble::start(SUBJECT).await;
-    let env = [
-        PROCESS_PUSH_ENV,
-        &[("SONDAKIKA_PUSH_BATCH_SIZE", "50"), ("SONDAKIKA_PUSH_CONCURRENCY_PER_ORIGIN", "4")],
-    ]
-    .concat();
-    let mut a = ServerProcess::start(&db, &env).await;
-    let mut b = ServerProcess::start(&db, &env).await;
-    let app = TestApp::spawn_on(&db, |_| {}).await;
-    double.set_vapid_key(&stored_vapid_key(&app).await);
-    bulk_subscribe(&app, &double, 0..1000, &[], Behaviour::Slow(Duration::from_millis(5))).await;
-    let r = publish_on(&app, a.addr, "Ortak iş", "https://x.example/shared").await;
-    assert_eq!(r.status(), 201);
-    eventually(Duration::from_secs(60), "everyone got it", || async {
-        double.accepted_counts().len() == 1000
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(double.accepted_counts().values().all(|n| *n == 1), "no double sends");
-    let (_, admin) =
-        sondakika::auth::create(&app.pool, "Metrics", sondakika::auth::Role::Admin).await.unwrap();
-    for server in [a.addr, b.addr] {
-        let m = app
-            .http
-            .get(format!("http://{server}/metrics"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let sent: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("sondakika_push_attempts_total") && l.contains("result=\"sent\""))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum();
-        assert!(sent > 0.0, "process {server} took part");
-    }
-    a.terminate().await;
-    b.terminate().await;
 }
 
 /// The 50/95/100 % milestones follow the order in which flushes of outcomes reach the job, not

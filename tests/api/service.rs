@@ -7,9 +7,7 @@ use serde_json::{Value, json};
 use sondakika::{app::Application, db::local::LocalPostgres};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{
-    ServerProcess, TestApp, Ticker, eventually, free_port, new_database, test_client, test_settings,
-};
+use crate::helpers::{ServerProcess, TestApp, Ticker, free_port, new_database, test_settings};
 
 fn in_secs(s: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(s)).to_rfc3339()
@@ -61,50 +59,6 @@ async fn a_scheduled_alert_fires_after_a_restart() {
     assert_eq!(frame["id"], id);
     let status: String = sqlx::query_scalar("select status from alerts").fetch_one(&app.pool).await.unwrap();
     assert_eq!(status, "live");
-}
-
-#[tokio::test]
-async fn two_server_processes_sharing_one_database_behave_as_one_service() {
-    let db = new_database().await;
-    let mut a = ServerProcess::start(&db, &[]).await;
-    let mut b = ServerProcess::start(&db, &[]).await;
-    let pool = sqlx::PgPool::connect(&db).await.unwrap();
-    let (_, token) = sondakika::auth::create(&pool, "Editör", sondakika::auth::Role::Editor).await.unwrap();
-
-    let mut on_a = Ticker::connect(&format!("ws://{}/ws", a.addr)).await;
-    let mut on_b = Ticker::connect(&format!("ws://{}/ws", b.addr)).await;
-    on_a.expect("hello").await;
-    on_b.expect("hello").await;
-
-    let http = test_client();
-    let mut ids = Vec::new();
-    for (i, server) in [a.addr, b.addr, a.addr].iter().enumerate() {
-        let r = http
-            .post(format!("http://{server}/api/v1/alerts"))
-            .bearer_auth(&token)
-            .json(&json!({ "headline": format!("Ortak {i}"), "url": format!("https://x.example/{i}") }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        ids.push(r.json::<Value>().await.unwrap()["id"].clone());
-    }
-    // Every ticker gets every alert, in order, whichever process it was flagged on. (How fast is
-    // the flag-to-ticker benchmark's business: BENCHMARKS.md.)
-    for t in [&mut on_a, &mut on_b] {
-        for id in &ids {
-            assert_eq!(t.expect("alert").await["id"], *id);
-        }
-    }
-    // Both processes' ticker counts add up in the figures.
-    let path = format!("http://{}/api/v1/alerts/{}", b.addr, ids[0].as_str().unwrap());
-    eventually(Duration::from_secs(30), "both processes' counts are summed", || async {
-        let v: Value = http.get(&path).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-        v["delivery"]["tickers_reached"] == 2
-    })
-    .await;
-    assert!(a.terminate().await.success());
-    assert!(b.terminate().await.success());
 }
 
 #[tokio::test]

@@ -55,7 +55,8 @@ impl Leases {
                 continue;
             }
             if own.is_none() {
-                match tokio::time::timeout(every_third, pool.connect_options().connect()).await {
+                let options = (*pool.connect_options()).clone().application_name(crate::db::app_name::LEASE);
+                match tokio::time::timeout(every_third, options.connect()).await {
                     Ok(Ok(c)) => own = Some(c),
                     Ok(Err(e)) => tracing::warn!(error = %e, "could not connect to renew push batch leases"),
                     Err(_) => tracing::warn!("connecting to renew push batch leases timed out"),

@@ -150,18 +150,13 @@ impl Fanout {
     }
 
     /// Runs the planner and `workers` batch workers until shutdown.
-    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, listen_db: PgPool, shutdown: CancellationToken) {
         let wake = Arc::new(tokio::sync::Notify::new());
         let mut tasks = JoinSet::new();
         // Wakes the workers on NOTIFY (new steps, planned ranges); they also look every 500 ms.
         let notify = wake.clone();
         let on_notify = move || notify.notify_waiters();
-        tasks.spawn(crate::db::listen::listen(
-            self.pool.clone(),
-            store::PUSH_CHANNEL,
-            on_notify,
-            shutdown.clone(),
-        ));
+        tasks.spawn(crate::db::listen::listen(listen_db, store::PUSH_CHANNEL, on_notify, shutdown.clone()));
         tasks.spawn(self.clone().watch_alerts(hub, shutdown.clone()));
         tasks.spawn(self.clone().retry_due(shutdown.clone()));
         tasks.spawn(forget_idle_origins(self.sender.clone(), shutdown.clone()));
