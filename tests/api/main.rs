@@ -9,6 +9,7 @@ mod feeds;
 mod helpers;
 mod hostile_input;
 mod openapi;
+mod operations;
 mod origin;
 mod outbound;
 mod public_limits;
