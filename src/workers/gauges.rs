@@ -11,26 +11,30 @@ use tokio_util::sync::CancellationToken;
 use crate::{feeds, push, telemetry::metrics, webhooks};
 
 /// Fine enough for alert rules that wait minutes, coarse enough to cost nothing.
-pub const EVERY: Duration = Duration::from_secs(15);
+const EVERY: Duration = Duration::from_secs(15);
 
-pub async fn run(pool: PgPool, every: Duration, shutdown: CancellationToken) {
+/// `push`: whether this process sends Web Push. Without it alerts still queue their push steps,
+/// which nobody works, so a push-less installation must not report them as a stalled backlog.
+pub async fn run(pool: PgPool, push: bool, shutdown: CancellationToken) {
     loop {
-        if let Err(e) = once(&pool).await {
+        if let Err(e) = once(&pool, push).await {
             tracing::warn!(error = %e, "could not read the service gauges; will retry");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(EVERY) => {}
         }
     }
 }
 
-async fn once(pool: &PgPool) -> sqlx::Result<()> {
-    let b = push::store::backlog(pool).await?;
-    metrics::push_unfinished(b.unfinished, Duration::from_secs_f64(b.oldest_secs.max(0.0)));
-    for (label, took) in ["50", "95", "100"].into_iter().zip(b.last_milestones) {
-        if let Some(took) = took {
-            metrics::push_last_milestone(label, Duration::from_secs_f64(took.max(0.0)));
+async fn once(pool: &PgPool, push: bool) -> sqlx::Result<()> {
+    if push {
+        let b = push::store::backlog(pool).await?;
+        metrics::push_unfinished(b.unfinished, Duration::from_secs_f64(b.oldest_secs.max(0.0)));
+        for (label, took) in ["50", "95", "100"].into_iter().zip(b.last_milestones) {
+            if let Some(took) = took {
+                metrics::push_last_milestone(label, Duration::from_secs_f64(took.max(0.0)));
+            }
         }
     }
     let w = webhooks::store::endpoint_health(pool).await?;

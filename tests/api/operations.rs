@@ -292,3 +292,34 @@ async fn every_dashboard_panel_and_alert_rule_works_against_a_real_prometheus() 
     assert!(firing.is_empty(), "alerts firing after a healthy load: {firing:?}");
     drop(server);
 }
+
+/// Without Web Push, alerts still queue push steps that nobody works: the process must not
+/// report them as a stalled push backlog, or a push-less installation would page every 15
+/// minutes for each alert (SondakikaAlertNotDelivered).
+#[tokio::test]
+async fn a_process_without_web_push_reports_no_push_backlog() {
+    let db = new_database().await;
+    // An alert flagged before the process starts, so that the gauges' first reading sees it.
+    let helper = crate::helpers::TestApp::spawn_on(&db, |_| {}).await;
+    helper.flag("Burdur'da deprem", &[]).await;
+    helper.stop().await;
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let metrics_bind = metrics.to_string();
+    let server = ServerProcess::start(&db, &[("SONDAKIKA_METRICS_BIND", metrics_bind.as_str())]).await;
+    let http = test_client();
+    let deadline = Instant::now() + PATIENCE;
+    let page = loop {
+        let page = scrape(&http, metrics).await;
+        if page.contains("sondakika_feeds{state=\"healthy\"}") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "the service gauges were never read:\n{page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        !page.contains("sondakika_push_steps_unfinished")
+            && !page.contains("sondakika_push_oldest_unfinished"),
+        "a process without Web Push reports a push backlog:\n{page}"
+    );
+    drop(server);
+}
