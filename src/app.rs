@@ -322,6 +322,7 @@ fn spawn_workers(state: &AppState) {
         subscription_max_idle_days: state.settings.subscription_max_idle_days,
     };
     t.spawn(workers::housekeeping::run(state.db.clone(), keep, state.shutdown.clone()));
+    t.spawn(workers::gauges::run(state.db.clone(), state.push.is_some(), state.shutdown.clone()));
     let webhooks = crate::webhooks::worker::Worker::new(
         state.db.clone(),
         &state.settings,

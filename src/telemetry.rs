@@ -49,6 +49,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // figures go to theirs and /metrics shows an empty page rather than crashing.
         let _ = ::metrics::set_global_recorder(recorder);
         describe();
+        metrics::start_at_zero();
         handle
     })
 }
@@ -92,7 +93,33 @@ fn describe() {
         "sondakika_stream_listener_connected",
         "1 while the LISTEN connection is up, by channel (stream events, push work)"
     );
-    describe_gauge!("sondakika_db_pool_connections", "Database pool connections, by state");
+    describe_gauge!(
+        "sondakika_db_pool_connections",
+        "Database pool connections, by state (open, idle, max: db_pool_size)"
+    );
+    describe_gauge!(
+        "sondakika_push_steps_unfinished",
+        "Push steps (alerts, corrections, retractions) due and not yet answered for every target, service-wide"
+    );
+    describe_gauge!(
+        "sondakika_push_oldest_unfinished_step_seconds",
+        Unit::Seconds,
+        "Age of the oldest push step due and not finished, service-wide (0: none)"
+    );
+    describe_gauge!(
+        "sondakika_push_last_milestone_seconds",
+        Unit::Seconds,
+        "Time the newest push step to reach a milestone (50, 95, 100 % of its targets answered) took"
+    );
+    describe_gauge!(
+        "sondakika_webhook_endpoints",
+        "Webhook endpoints, by state (healthy, failing, disabled: after failing too long, disabled_by_admin)"
+    );
+    describe_gauge!(
+        "sondakika_feeds",
+        "Feeds, by state (healthy, failing: 3 or more polls in a row failed, disabled)"
+    );
+    describe_counter!("sondakika_webhook_attempts_total", "Webhook delivery attempts, by result");
     describe_counter!(
         "sondakika_push_attempts_total",
         "Push requests, by push service (fcm, mozilla, apple, wns, other) and result"
@@ -124,6 +151,43 @@ pub mod metrics {
     use std::time::Duration;
 
     use ::metrics::{counter, gauge, histogram};
+
+    /// Exports at 0 every series whose labels are known in advance. A counter that first
+    /// appears at 1 is invisible to `rate()` and `increase()`, which need a sample before the
+    /// event: an alert on the first slow-client disconnect or the one VAPID rejection that stops
+    /// an origin would never fire. Series labelled by push service start at 0 when the sender
+    /// first meets the service ([`push_service_seen`]).
+    pub(super) fn start_at_zero() {
+        for name in [
+            "sondakika_alerts_published_total",
+            "sondakika_stream_events_total",
+            "sondakika_frames_sent_total",
+            "sondakika_frames_dropped_total",
+            "sondakika_slow_client_disconnects_total",
+            "sondakika_dead_peer_disconnects_total",
+            "sondakika_push_encryption_cpu_microseconds_total",
+            "sondakika_push_deliveries_logged_total",
+            "sondakika_vapid_tokens_signed_total",
+        ] {
+            counter!(name).increment(0);
+        }
+        for reason in ["server_full", "per_ip", "origin"] {
+            counter!("sondakika_stream_connections_rejected_total", "reason" => reason).increment(0);
+        }
+        for transport in ["ws", "sse"] {
+            gauge!("sondakika_stream_connections", "transport" => transport).increment(0.0);
+        }
+        counter!("sondakika_http_connections_refused_total", "port" => "main", "reason" => "per_address")
+            .increment(0);
+        counter!("sondakika_http_accept_paused_total", "port" => "main").increment(0);
+    }
+
+    /// The per-push-service counters that count rare events, at 0 from the first push to it.
+    pub fn push_service_seen(service: &'static str) {
+        counter!("sondakika_push_vapid_rejected_total", "push_service" => service).increment(0);
+        counter!("sondakika_push_throttled_total", "push_service" => service).increment(0);
+        counter!("sondakika_push_service_down_total", "push_service" => service).increment(0);
+    }
 
     pub fn connection_opened(kind: &'static str) {
         gauge!("sondakika_stream_connections", "transport" => kind).increment(1.0);
@@ -212,8 +276,27 @@ pub mod metrics {
     pub fn deliveries_logged(n: u64) {
         counter!("sondakika_push_deliveries_logged_total").increment(n);
     }
-    pub fn db_pool(size: u32, idle: usize) {
+    /// The pool as the scrape finds it; `max` is its bound, so that saturation is
+    /// `(open - idle) / max` whatever `db_pool_size` a process was given.
+    pub fn db_pool(size: u32, idle: usize, max: u32) {
         gauge!("sondakika_db_pool_connections", "state" => "open").set(size as f64);
         gauge!("sondakika_db_pool_connections", "state" => "idle").set(idle as f64);
+        gauge!("sondakika_db_pool_connections", "state" => "max").set(max as f64);
+    }
+    // The gauges below describe the whole service as the database holds it, so every process
+    // reports the same figure: aggregate them with `max`, never `sum`.
+    pub fn push_unfinished(steps: i64, oldest: Duration) {
+        gauge!("sondakika_push_steps_unfinished").set(steps as f64);
+        gauge!("sondakika_push_oldest_unfinished_step_seconds").set(oldest.as_secs_f64());
+    }
+    /// `milestone` is `"50"`, `"95"` or `"100"` (per cent of the step's targets answered).
+    pub fn push_last_milestone(milestone: &'static str, took: Duration) {
+        gauge!("sondakika_push_last_milestone_seconds", "milestone" => milestone).set(took.as_secs_f64());
+    }
+    pub fn webhook_endpoints(state: &'static str, n: i64) {
+        gauge!("sondakika_webhook_endpoints", "state" => state).set(n as f64);
+    }
+    pub fn feeds(state: &'static str, n: i64) {
+        gauge!("sondakika_feeds", "state" => state).set(n as f64);
     }
 }

@@ -109,7 +109,11 @@ async fn metrics_on_main(state: State<AppState>, admin: Result<Admin, ApiError>)
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    telemetry::metrics::db_pool(state.db.size(), state.db.num_idle());
+    telemetry::metrics::db_pool(
+        state.db.size(),
+        state.db.num_idle(),
+        state.db.options().get_max_connections(),
+    );
     let body = telemetry::prometheus().render();
     let mut r = body.into_response();
     r.headers_mut()

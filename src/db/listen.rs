@@ -25,6 +25,9 @@ pub async fn listen(
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_FIRST;
+    // Down until the first LISTEN succeeds: a process that never reaches the database must show
+    // it, not show nothing.
+    metrics::listener_connected(channel, false);
     let mut listener = loop {
         match PgListener::connect_with(&pool).await {
             Ok(mut l) => match l.listen(channel).await {

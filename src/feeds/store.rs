@@ -431,3 +431,21 @@ pub async fn dismiss(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
             .fetch_one(pool)
             .await?)
 }
+
+/// Failed polls in a row from which a feed counts as failing on `/metrics`: one failure is
+/// often a publisher's hiccup, three (with the backoff between them) is not.
+pub const FAILING_AFTER: i32 = 3;
+
+/// Feeds by health, for the gauges on `/metrics`: `[healthy, failing, disabled]`.
+pub async fn health(pool: &PgPool) -> sqlx::Result<[i64; 3]> {
+    let r = sqlx::query!(
+        r#"select count(*) filter (where enabled and failures < $1) as "healthy!",
+                  count(*) filter (where enabled and failures >= $1) as "failing!",
+                  count(*) filter (where not enabled) as "disabled!"
+           from feeds"#,
+        FAILING_AFTER,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok([r.healthy, r.failing, r.disabled])
+}

@@ -412,3 +412,21 @@ pub async fn forget_finished(pool: &PgPool, days: u32) -> sqlx::Result<u64> {
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Endpoints by health, for the gauges on `/metrics`: `[healthy, failing, disabled (after
+/// failing too long), disabled by an admin]`.
+pub async fn endpoint_health(pool: &PgPool) -> sqlx::Result<[i64; 4]> {
+    // 'disabled by an admin' is the reason `update` writes when an admin disables one.
+    let r = sqlx::query!(
+        r#"select count(*) filter (where enabled and failing_since is null) as "healthy!",
+                  count(*) filter (where enabled and failing_since is not null) as "failing!",
+                  count(*) filter (where not enabled
+                                     and disabled_reason is distinct from 'disabled by an admin') as "disabled!",
+                  count(*) filter (where not enabled
+                                     and disabled_reason = 'disabled by an admin') as "by_admin!"
+           from webhook_endpoints"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok([r.healthy, r.failing, r.disabled, r.by_admin])
+}

@@ -8,12 +8,14 @@
 //! - the feed poller (`feeds::poller`): polls due feeds, one process per feed at a time;
 //! - the drafts follower (`feeds::live`): keeps the drafts list the consoles' streams share;
 //! - [`housekeeping`]: expires idempotency keys and old stream events;
+//! - [`gauges`]: the service-wide figures on `/metrics` (push backlog, webhook endpoints, feeds);
 //! - the limiter sweep: forgets rate-limit entries of idle clients every minute, so their
 //!   memory follows recent clients only.
 //!
 //! Each worker watches the shutdown token and finishes its current step before returning.
 //! [`crate::app`] starts them all.
 
+pub mod gauges;
 pub mod housekeeping;
 pub mod scheduler;
 

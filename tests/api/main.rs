@@ -10,6 +10,7 @@ mod helpers;
 mod hostile_input;
 mod nodes;
 mod openapi;
+mod operations;
 mod origin;
 mod outbound;
 mod pgbouncer;

@@ -266,6 +266,7 @@ impl Sender {
         }
         let minted = self.allow.matches(host).is_none_or(|m| m.minted);
         let service = super::subscription::service_label(host);
+        metrics::push_service_seen(service);
         let o = Arc::new(Origin {
             name: origin.to_string(),
             host: host.to_string(),

@@ -237,3 +237,43 @@ async fn announce_delivered(tx: &mut PgConnection, job: &JobKey) -> sqlx::Result
     let finished = view.push_steps.iter().find(|s| s.step == job.step).cloned();
     webhooks::enqueue_data(tx, EventType::Delivered, &Delivered { alert: view, step: finished }).await
 }
+
+/// The service-wide push backlog the gauges on `/metrics` show (`workers::gauges`).
+pub struct Backlog {
+    /// Steps due (a coalescing correction waiting for its `not_before` is not) and not done.
+    pub unfinished: i64,
+    /// Seconds since the oldest of them was due; 0 when there is none.
+    pub oldest_secs: f64,
+    /// Seconds the newest step to reach 50, 95 and 100 % of its targets answered took.
+    pub last_milestones: [Option<f64>; 3],
+}
+
+pub async fn backlog(pool: &PgPool) -> sqlx::Result<Backlog> {
+    let r = sqlx::query!(
+        r#"select count(*) as "unfinished!",
+                  coalesce(extract(epoch from now() - min(coalesce(not_before, requested_at))), 0)::float8
+                      as "oldest_secs!"
+           from push_jobs
+           where state in ('planning', 'running') and (not_before is null or not_before <= now())"#
+    )
+    .fetch_one(pool)
+    .await?;
+    // Three scans of a table with a row per alert step, a few every 15 s: small next to the
+    // fan-out's own writes, and no index to keep for it.
+    let m = sqlx::query!(
+        r#"select
+             (select extract(epoch from reached_50_at - requested_at)::float8 from push_jobs
+              where reached_50_at is not null order by reached_50_at desc limit 1) as s50,
+             (select extract(epoch from reached_95_at - requested_at)::float8 from push_jobs
+              where reached_95_at is not null order by reached_95_at desc limit 1) as s95,
+             (select extract(epoch from reached_100_at - requested_at)::float8 from push_jobs
+              where reached_100_at is not null order by reached_100_at desc limit 1) as s100"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Backlog {
+        unfinished: r.unfinished,
+        oldest_secs: r.oldest_secs,
+        last_milestones: [m.s50, m.s95, m.s100],
+    })
+}
