@@ -26,6 +26,7 @@ pub mod push;
 mod server;
 mod stream;
 pub mod telemetry;
+mod untrusted;
 mod web;
 mod webhooks;
 mod workers;
