@@ -335,6 +335,7 @@ fn spawn_workers(state: &AppState) {
         outbound: state.outbound.clone(),
         settings: state.settings.clone(),
         wake: state.feeds_wake.clone(),
+        parsing: crate::feeds::bounded::Threads::new(state.settings.feed_concurrency, "feed-parse"),
     };
     t.spawn(feeds.run(state.shutdown.clone()));
     t.spawn(state.drafts.clone().run(state.db.clone(), state.listen_db.clone(), state.shutdown.clone()));

@@ -26,6 +26,7 @@ pub mod push;
 mod server;
 mod stream;
 pub mod telemetry;
+mod untrusted;
 pub mod validation;
 mod web;
 mod webhooks;

@@ -102,7 +102,10 @@ async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<axum::J
     Ok(axum::Json(FeedList { items: store::list(&state.db).await? }))
 }
 
-/// Register a feed (admins only). It is polled at once; what it holds already never fires.
+/// Register a feed (admins only). It is polled at once. What it holds at its first successful
+/// poll is its baseline and never fires, whatever the items' dates (a CMS may date them hours
+/// ahead); after that, an item fires when its guid (or link) is new to the feed: an item whose
+/// date changes is the same item, and does not fire again.
 #[utoipa::path(
     post,
     path = "/feeds",
@@ -126,7 +129,7 @@ async fn create(
 ) -> ApiResult<Response> {
     let spec = req.parse_new(&rules(&state)).map_err(ApiError::Validation)?;
     let feed = store::create(&state.db, &spec, admin.id).await.map_err(write_error)?;
-    tracing::info!(feed_id = %feed.id, admin_id = admin.id, mode = %feed.mode, "feed registered");
+    tracing::info!(feed_id = %feed.id, admin_id = admin.id, mode = feed.mode.as_str(), "feed registered");
     state.feeds_wake.notify_one();
     let mut r = (StatusCode::CREATED, axum::Json(&feed)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/feeds/{}", feed.id)) {
@@ -170,14 +173,17 @@ fn spec_of(feed: &Feed) -> ApiResult<FeedSpec> {
         name: feed.name.clone(),
         label: crate::alerts::domain::Label::parse(&feed.label).map_err(|_| invalid("label"))?,
         topics: crate::alerts::domain::Topics::from_db(feed.topics.clone()),
-        mode: feed.mode(),
+        mode: feed.mode,
         filter: Filter { title_prefix: feed.title_prefix.clone(), category: feed.category.clone() },
         interval_secs: feed.interval_secs as u64,
         enabled: feed.enabled,
     })
 }
 
-/// Change a feed (admins only): any of the fields of a new feed; `null` clears a filter.
+/// Change a feed (admins only): any of the fields of a new feed; `null` clears a filter. A new
+/// `url`, or `enabled` set on a disabled feed, takes a new baseline: what the feed holds at its
+/// next successful poll (the new address's items, or what appeared while it was paused) never
+/// fires.
 #[utoipa::path(
     patch,
     path = "/feeds/{id}",

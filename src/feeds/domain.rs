@@ -19,9 +19,11 @@ pub const MAX_INTERVAL_SECS: u64 = 86_400;
 /// A new feed's interval when none is given (or the minimum, if that is larger).
 pub const DEFAULT_INTERVAL_SECS: u64 = 120;
 
-/// What happens to a feed's new items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// What happens to a feed's new items. Stored as its name; a stored value that is neither is
+/// an error when read, never taken for one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Mode {
     /// Items become drafts in the console; an editor sends one with a click.
     Suggest,

@@ -3,7 +3,9 @@
 //! click (`suggest`) or alerts at once (`auto`).
 //!
 //! - [`domain`]: a feed's settings, parsed at the edge; the filters;
-//! - [`parse`]: a fetched document → items fit for an alert, via [`text`];
+//! - [`parse`]: a fetched document → items fit for an alert, via [`text`]; every pass over the
+//!   document's text is linear in its length;
+//! - [`bounded`]: the threads parsing runs on, with a deadline that shutdown does not wait for;
 //! - [`store`]: the tables, the lease that gives each feed to one poller at a time, and the
 //!   unique item key that makes each item act once;
 //! - [`poller`]: the worker;
@@ -11,6 +13,7 @@
 //!
 //! Fetching goes through [`crate::net::Outbound`] only: the SSRF rules, bounded size and time.
 
+pub mod bounded;
 pub mod domain;
 pub mod live;
 pub mod parse;

@@ -19,6 +19,8 @@ use crate::{
 const MAX_DEPTH: usize = 64;
 /// Most items taken from one document (a feed lists its newest 10 to 50).
 pub const MAX_ITEMS: usize = 200;
+/// Why a parse past its deadline gave up.
+pub const TOO_SLOW: &str = "the feed is too slow to parse: it was given up after its deadline";
 
 /// One item, ready to be a draft or an alert.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +51,14 @@ pub struct Parsed {
 }
 
 /// Parses a document fetched from `base` (relative links resolve against it).
+#[cfg(test)]
 pub fn parse(body: &[u8], base: &Url) -> Result<Parsed, String> {
+    parse_until(body, base, None)
+}
+
+/// [`parse`], giving up between items once `deadline` has passed: whoever waited for the result
+/// has stopped waiting (see [`super::bounded`]), so the thread stops spending CPU on it.
+pub fn parse_until(body: &[u8], base: &Url, deadline: Option<std::time::Instant>) -> Result<Parsed, String> {
     if depth_exceeds(body, MAX_DEPTH) {
         return Err(format!("the document nests elements more than {MAX_DEPTH} deep; it is not a feed"));
     }
@@ -62,6 +71,9 @@ pub fn parse(body: &[u8], base: &Url) -> Result<Parsed, String> {
     let json_images = json_feed_images(body);
     let mut parsed = Parsed::default();
     for entry in feed.entries.into_iter().take(MAX_ITEMS) {
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return Err(TOO_SLOW.into());
+        }
         let json_image = json_images.get(entry.id.as_str()).cloned();
         match item(entry, base, json_image) {
             Ok(i) => parsed.items.push(i),

@@ -2,11 +2,18 @@
 //! `feed_concurrency` in flight per process), fetches each through the SSRF-safe client with
 //! its validators (`If-None-Match`, `If-Modified-Since`), parses it, and turns each new item
 //! into a draft or an alert, one transaction per item. Every poll ends in a recorded outcome;
-//! nothing a feed sends can make it panic or hang past `outbound_timeout_secs`.
+//! nothing a feed sends can make it panic, or hold a poll past `outbound_timeout_secs` for the
+//! fetch and [`PARSE_DEADLINE`] for the parse.
+//!
+//! What is new is decided by what the feed held before, never by the feed's clock: the items of
+//! a feed's first successful poll (after it is registered, re-enabled, or given a new URL) are
+//! its baseline and never fire, whatever their dates; after that, an item fires when its guid
+//! (or link) has not been seen in the feed before. An item's date only orders the new items and
+//! keeps those older than `feed_max_item_age_hours` from firing.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue, header};
 use sqlx::PgPool;
 use tokio::task::JoinSet;
@@ -14,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::{
+    bounded::{Threads, Unfinished},
     domain::Mode,
     parse::{self, Item},
     store::{self, Feed, ItemState, Outcome},
@@ -31,6 +39,13 @@ const TICK: Duration = Duration::from_millis(500);
 /// ...and at most how long it sleeps otherwise: bounds how late a feed registered through another
 /// process is first polled (this process's own API wakes it at once).
 const IDLE: Duration = Duration::from_secs(5);
+/// The longest a fetched document may take to parse. Well inside the lease's 30 s beyond the
+/// fetch deadline, so the poll records its outcome (and backs off) before another poller could
+/// take the feed; parsing a feed of a few megabytes takes milliseconds.
+pub const PARSE_DEADLINE: Duration = Duration::from_secs(10);
+/// Why an item of the baseline does not fire.
+const IN_BASELINE: &str = "it was in the feed at its first poll (after the feed was registered, \
+                           re-enabled or given a new URL), before anything could be new";
 const ACCEPT: &str = "application/rss+xml, application/atom+xml, application/feed+json, \
                       application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5";
 
@@ -40,6 +55,9 @@ pub struct Poller {
     pub outbound: Outbound,
     pub settings: Arc<Settings>,
     pub wake: Arc<tokio::sync::Notify>,
+    /// Where documents are parsed: `feed_concurrency` threads at most, abandoned at
+    /// [`PARSE_DEADLINE`].
+    pub parsing: Threads,
 }
 
 impl Poller {
@@ -95,6 +113,7 @@ impl Poller {
     pub async fn poll(&self, feed: Feed) {
         let outcome = self.fetch_and_process(&feed).await;
         if let Outcome::Failed { error, .. } = &outcome {
+            // `error` is SafeText: what the feed's server said cannot steer the log.
             tracing::info!(feed_id = %feed.id, failures = feed.failures + 1, %error, "feed poll failed");
         }
         if let Err(e) = store::finish_poll(&self.pool, &feed, outcome).await {
@@ -105,7 +124,7 @@ impl Poller {
     async fn fetch_and_process(&self, feed: &Feed) -> Outcome {
         let url = match Url::parse(&feed.url) {
             Ok(u) => u,
-            Err(e) => return Outcome::Failed { status: None, error: format!("the URL is not valid ({e})") },
+            Err(e) => return Outcome::failed(None, format!("the URL is not valid ({e})")),
         };
         let mut req = OutRequest::get(url)
             .max_bytes(self.settings.feed_max_bytes)
@@ -119,21 +138,21 @@ impl Poller {
         }
         let fetched = match self.outbound.fetch(req).await {
             Ok(f) => f,
-            Err(e) => return Outcome::Failed { status: None, error: e.to_string() },
+            Err(e) => return Outcome::failed(None, e.to_string()),
         };
         let status = fetched.status;
         if status == http::StatusCode::NOT_MODIFIED {
             return Outcome::NotModified;
         }
         if !status.is_success() {
-            return Outcome::Failed {
-                status: Some(status.as_u16()),
-                error: format!(
+            return Outcome::failed(
+                Some(status.as_u16()),
+                format!(
                     "the server answered {} {} instead of the feed",
                     status.as_u16(),
                     status.canonical_reason().unwrap_or("")
                 ),
-            };
+            );
         }
         let header_text = |name: HeaderName| {
             fetched
@@ -145,16 +164,21 @@ impl Poller {
         };
         let etag = header_text(header::ETAG);
         let last_modified = header_text(header::LAST_MODIFIED);
-        // Parsing a few megabytes takes milliseconds of CPU: off the async threads.
+        // Parsing a few megabytes takes milliseconds of CPU: off the async threads, and bounded
+        // in time so that a document that is slow to parse fails (and backs off) like any other.
         let (body, base) = (fetched.body, fetched.url);
-        let parsed = match tokio::task::spawn_blocking(move || parse::parse(&body, &base)).await {
+        let deadline = tokio::time::Instant::now() + PARSE_DEADLINE;
+        let until = deadline.into_std();
+        let parsed = self.parsing.run(deadline, move || parse::parse_until(&body, &base, Some(until))).await;
+        let parsed = match parsed {
             Ok(Ok(p)) => p,
-            Ok(Err(why)) => return Outcome::Failed { status: Some(status.as_u16()), error: why },
-            Err(_) => {
-                return Outcome::Failed {
-                    status: Some(status.as_u16()),
-                    error: "the feed could not be parsed (the parser failed)".into(),
-                };
+            Ok(Err(why)) => return Outcome::failed(Some(status.as_u16()), why),
+            Err(Unfinished::TooSlow) => return Outcome::failed(Some(status.as_u16()), parse::TOO_SLOW),
+            Err(Unfinished::Failed) => {
+                return Outcome::failed(
+                    Some(status.as_u16()),
+                    "the feed could not be parsed (the parser failed)",
+                );
             }
         };
         if !parsed.skipped.is_empty() {
@@ -164,10 +188,10 @@ impl Poller {
             Ok(new_items) => Outcome::Fetched { status: status.as_u16(), etag, last_modified, new_items },
             Err(e) => {
                 tracing::warn!(feed_id = %feed.id, error = %e, "could not store feed items");
-                Outcome::Failed {
-                    status: Some(status.as_u16()),
-                    error: "the items could not be stored (database error); retrying".into(),
-                }
+                Outcome::failed(
+                    Some(status.as_u16()),
+                    "the items could not be stored (database error); retrying",
+                )
             }
         }
     }
@@ -181,13 +205,16 @@ impl Poller {
         // Feeds list newest first; alerts go out in the order things happened.
         items.sort_by_key(|i| i.published_at);
         let now = Utc::now();
+        // No baseline yet: everything the feed holds now was there before anything could be new.
+        let baseline = feed.baseline_at.is_none();
         let mut acted = 0;
         let mut seen = HashSet::new();
         for item in items {
             if !seen.insert(item.article_id.as_str().to_string()) {
                 continue; // the same guid twice in one document
             }
-            let verdict = self.verdict(feed, &item, now);
+            let verdict =
+                if baseline { Err(IN_BASELINE.to_string()) } else { self.verdict(feed, &item, now) };
             let (state, note) = match &verdict {
                 Err(why) => (ItemState::Skipped, Some(why.as_str())),
                 Ok(()) => (ItemState::Draft, None),
@@ -196,7 +223,7 @@ impl Poller {
             let Some(item_id) = store::insert_item(&mut tx, feed.id, &item, state, note).await? else {
                 continue; // another process stored it first, and acted on it
             };
-            if verdict.is_ok() && feed.mode() == Mode::Auto {
+            if verdict.is_ok() && feed.mode == Mode::Auto {
                 let new = self.alert_of(feed, &item);
                 let alert = match publish::flag(&mut tx, &new, feed.created_by, now).await? {
                     Flagged::Created(a) => {
@@ -218,26 +245,20 @@ impl Poller {
         Ok(acted)
     }
 
-    /// Whether an item may fire: not older than the feed or `feed_max_item_age_hours`, and
-    /// through the feed's filter. On the first successful poll an undated item counts as old:
-    /// it was in the feed before the feed was registered.
+    /// Whether a new item (one not seen in the feed before, past its baseline) may fire: not
+    /// older than `feed_max_item_age_hours` by its date (a CMS that re-lists its archive under
+    /// new guids), and through the feed's filter. Its date is not compared with when the feed
+    /// was registered: a CMS that labels Turkish time as GMT dates its items three hours ahead
+    /// (or behind), and newness is decided by the baseline instead.
     fn verdict(&self, feed: &Feed, item: &Item, now: DateTime<Utc>) -> Result<(), String> {
         let max_age = chrono::Duration::hours(self.settings.feed_max_item_age_hours as i64);
-        match item.published_at {
-            None if feed.last_success_at.is_none() => {
-                return Err("it was in the feed when the feed was registered".into());
-            }
-            // Feed dates have whole seconds: an item of the registration's second is not older.
-            Some(at) if at < feed.created_at.trunc_subsecs(0) => {
-                return Err("it was published before the feed was registered".into());
-            }
-            Some(at) if at < now - max_age => {
-                return Err(format!(
-                    "it was published more than {} hours ago (`feed_max_item_age_hours`)",
-                    self.settings.feed_max_item_age_hours
-                ));
-            }
-            _ => {}
+        if let Some(at) = item.published_at
+            && at < now - max_age
+        {
+            return Err(format!(
+                "it was published more than {} hours ago (`feed_max_item_age_hours`)",
+                self.settings.feed_max_item_age_hours
+            ));
         }
         feed.filter().accepts(item)
     }

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::domain::{FeedSpec, Filter, Mode};
+use crate::untrusted::SafeText;
 
 /// A feed row, as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -21,8 +22,7 @@ pub struct Feed {
     pub name: String,
     pub label: String,
     pub topics: Vec<String>,
-    #[schema(value_type = Mode)]
-    pub mode: String,
+    pub mode: Mode,
     pub title_prefix: Option<String>,
     pub category: Option<String>,
     pub interval_secs: i32,
@@ -35,6 +35,10 @@ pub struct Feed {
     pub last_polled_at: Option<DateTime<Utc>>,
     /// The last poll that fetched and read the feed (a 304 counts).
     pub last_success_at: Option<DateTime<Utc>>,
+    /// When the feed's baseline was taken: the first successful poll after it was registered,
+    /// re-enabled or given a new URL. The items it held then never fire, whatever their dates;
+    /// absent until that poll.
+    pub baseline_at: Option<DateTime<Utc>>,
     /// Why the last poll failed, in words; absent once a poll succeeds.
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
@@ -53,9 +57,6 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub fn mode(&self) -> Mode {
-        if self.mode == "auto" { Mode::Auto } else { Mode::Suggest }
-    }
     pub fn filter(&self) -> Filter {
         Filter { title_prefix: self.title_prefix.clone(), category: self.category.clone() }
     }
@@ -74,10 +75,10 @@ macro_rules! query_feeds {
     (@ $($head:literal)+, $($tail:literal)* $(, $arg:expr)*) => {
         sqlx::query_as!(
             Feed,
-            $($head +)+ "id, url, name, label, topics, mode, title_prefix, category, interval_secs,
-                enabled, created_by, created_at, next_poll_at, last_polled_at, last_success_at,
-                last_error, last_error_at, failures, last_status, last_new_items, etag,
-                last_modified" $(+ $tail)*
+            $($head +)+ "id, url, name, label, topics, mode as \"mode: Mode\", title_prefix, category,
+                interval_secs, enabled, created_by, created_at, next_poll_at, last_polled_at,
+                last_success_at, baseline_at, last_error, last_error_at, failures, last_status,
+                last_new_items, etag, last_modified" $(+ $tail)*
             $(, $arg)*
         )
     };
@@ -134,12 +135,15 @@ pub async fn create(pool: &PgPool, spec: &FeedSpec, admin_id: i64) -> Result<Fee
     }
 }
 
-/// Writes every field of `spec`. A changed URL starts over: its validators and error go.
+/// Writes every field of `spec`. A changed URL starts over: its validators go, and so does the
+/// baseline, as when a paused feed is enabled again (what the feed holds at the next successful
+/// poll was not published while we were watching, and never fires).
 pub async fn update(pool: &PgPool, id: Uuid, spec: &FeedSpec) -> Result<Option<Feed>, WriteError> {
     let r = query_feeds!(
         "update feeds set
             etag = case when url = $2 then etag end,
             last_modified = case when url = $2 then last_modified end,
+            baseline_at = case when url = $2 and (enabled or not $10) then baseline_at end,
             url = $2, name = $3, label = $4, topics = $5, mode = $6, title_prefix = $7, category = $8,
             interval_secs = $9, enabled = $10,
             next_poll_at = least(next_poll_at, now() + make_interval(secs => $9::int4))
@@ -221,27 +225,45 @@ pub async fn next_due(pool: &PgPool) -> sqlx::Result<Option<DateTime<Utc>>> {
 
 /// A poll's outcome.
 pub enum Outcome {
-    Fetched { status: u16, etag: Option<String>, last_modified: Option<String>, new_items: i32 },
+    Fetched {
+        status: u16,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        new_items: i32,
+    },
     NotModified,
-    Failed { status: Option<u16>, error: String },
+    /// `error` may carry what the feed's server sent (a parser's message quotes the document).
+    Failed {
+        status: Option<u16>,
+        error: SafeText,
+    },
+}
+
+impl Outcome {
+    pub fn failed(status: Option<u16>, error: impl AsRef<str>) -> Self {
+        Self::Failed { status, error: SafeText::new(error) }
+    }
 }
 
 /// Records the outcome, releases the lease and schedules the next poll: after the interval,
 /// or after a backoff that doubles with each failure in a row, up to an hour (or the interval,
-/// if longer).
+/// if longer). A success takes the baseline if there is none, unless the URL changed while the
+/// poll ran (the items it read were the old URL's).
 pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: Outcome) -> sqlx::Result<()> {
     match outcome {
         Outcome::Fetched { status, etag, last_modified, new_items } => {
             sqlx::query!(
                 "update feeds set lease_until = null, last_polled_at = now(), last_success_at = now(),
                     last_error = null, failures = 0, last_status = $2, etag = $3, last_modified = $4,
-                    last_new_items = $5, next_poll_at = now() + make_interval(secs => interval_secs)
+                    last_new_items = $5, next_poll_at = now() + make_interval(secs => interval_secs),
+                    baseline_at = case when url = $6 then coalesce(baseline_at, now()) end
                  where id = $1",
                 feed.id,
                 status as i32,
                 etag,
                 last_modified,
                 new_items,
+                feed.url,
             )
             .execute(pool)
             .await?;
@@ -250,9 +272,11 @@ pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: Outcome) -> sqlx::
             sqlx::query!(
                 "update feeds set lease_until = null, last_polled_at = now(), last_success_at = now(),
                     last_error = null, failures = 0, last_status = 304, last_new_items = 0,
-                    next_poll_at = now() + make_interval(secs => interval_secs)
+                    next_poll_at = now() + make_interval(secs => interval_secs),
+                    baseline_at = case when url = $2 then coalesce(baseline_at, now()) end
                  where id = $1",
                 feed.id,
+                feed.url,
             )
             .execute(pool)
             .await?;
@@ -265,7 +289,7 @@ pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: Outcome) -> sqlx::
                     next_poll_at = now() + make_interval(secs => $4)
                  where id = $1",
                 feed.id,
-                error,
+                error.as_str(),
                 status.map(i32::from),
                 backoff as f64,
             )

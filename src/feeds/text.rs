@@ -36,9 +36,19 @@ const BLOCKS: &[&str] = &[
     "pre",
 ];
 
+/// How much of an item's HTML is read (the rest is never shown).
+const MAX_HTML_BYTES: usize = 256 * 1024;
+
 /// Plain text of an HTML fragment (or of plain text: it passes through, entities decoded).
 /// Block tags become word breaks; comments, CDATA markers and the content of [`HIDDEN`] elements go.
 pub fn html_to_text(html: &str) -> String {
+    // A title keeps 200 characters and a summary 500: reading more than the first
+    // MAX_HTML_BYTES of an item's HTML only costs time (a hostile item is megabytes).
+    let mut end = html.len().min(MAX_HTML_BYTES);
+    while !html.is_char_boundary(end) {
+        end -= 1;
+    }
+    let html = &html[..end];
     let mut out = String::with_capacity(html.len().min(4096));
     let mut rest = html;
     while let Some(lt) = rest.find('<') {
@@ -86,9 +96,19 @@ pub fn html_to_text(html: &str) -> String {
     clean(&out)
 }
 
+/// Where `needle` (ASCII, lowercase) first occurs in `hay`, ignoring ASCII case. It stops at the
+/// first match and copies nothing, so finding each hidden element's end costs the bytes up to
+/// it: lowercasing the whole rest for each (`<head></head>` repeated) was quadratic.
 fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    hay.to_ascii_lowercase().find(needle)
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    (0..=hay.len() - needle.len()).find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
 }
+
+/// The longest entity reference decoded, `&` and `;` excluded (`&#x1F600;` is 8).
+const MAX_ENTITY_BYTES: usize = 12;
 
 /// Decodes `&name;`, `&#123;` and `&#x1F;` references; an unknown or malformed one stays as
 /// written.
@@ -101,7 +121,9 @@ pub fn decode_entities(s: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let semi = rest[1..].find(';').map(|i| i + 1).filter(|&i| i <= 12);
+        // An entity's `;` comes within 12 bytes: looking further (to the end of the text, for
+        // each `&` of a text without `;`) made this quadratic.
+        let semi = rest.as_bytes()[1..].iter().take(MAX_ENTITY_BYTES).position(|&b| b == b';').map(|i| i + 1);
         let decoded = semi.and_then(|i| entity(&rest[1..i]).map(|c| (c, i)));
         match decoded {
             Some((c, i)) => {
@@ -230,6 +252,18 @@ mod tests {
         );
         assert_eq!(html_to_text("3 < 5 &unknown; & &#0; ok"), "3 < 5 &unknown; & &#0; ok");
         assert_eq!(html_to_text("<STYLE>p{}</STYLE>Metin<br/>ikinci"), "Metin ikinci");
+    }
+
+    #[test]
+    fn hostile_text_is_read_whole_where_it_is_shown() {
+        // Each `&` without `;` and each hidden element is looked at once (no pass to the end of
+        // the text for each), and only the first MAX_HTML_BYTES are read at all.
+        let amps = "&".repeat(2 << 20);
+        assert_eq!(html_to_text(&amps), "&".repeat(MAX_HTML_BYTES));
+        let heads = format!("{}Başlık", "<head></head>".repeat(1000));
+        assert_eq!(html_to_text(&heads), "Başlık");
+        let cut = format!("{}{}", "a".repeat(MAX_HTML_BYTES - 1), "ş");
+        assert_eq!(html_to_text(&cut), "a".repeat(MAX_HTML_BYTES - 1), "cut on a character boundary");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 
 use super::EventType;
+use crate::untrusted::SafeText;
 
 /// An endpoint as the API shows it: never its secret (that is answered once, on creation and on
 /// rotation).
@@ -291,8 +292,8 @@ pub async fn release(pool: &PgPool, id: i64) -> sqlx::Result<()> {
 pub struct Outcome {
     pub http_status: Option<u16>,
     pub latency_ms: u32,
-    /// `None`: delivered (a 2xx answer).
-    pub error: Option<String>,
+    /// `None`: delivered (a 2xx answer). Safe text: it quotes the receiver's answer.
+    pub error: Option<SafeText>,
 }
 
 /// What to do after a failed attempt.
@@ -318,7 +319,7 @@ pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx:
         c.id,
         o.http_status.map(|s| s as i16),
         o.latency_ms.min(i32::MAX as u32) as i32,
-        o.error.as_deref(),
+        o.error.as_ref().map(SafeText::as_str),
     )
     .execute(&mut *tx)
     .await?;
@@ -354,7 +355,7 @@ pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx:
                     next_attempt_at = now() + make_interval(secs => $3)
                  where id = $1 and state = 'pending'",
                 c.id,
-                error,
+                error.as_str(),
                 p.retry_in_secs,
                 p.retry_window_secs,
             )
@@ -380,7 +381,7 @@ pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx:
                  returning v.disable as "disable!""#,
                 c.endpoint_id,
                 p.disable_after_secs,
-                error,
+                error.as_str(),
             )
             .fetch_optional(&mut *tx)
             .await?

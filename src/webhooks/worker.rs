@@ -20,7 +20,10 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::net::{OutRequest, Outbound};
+use crate::{
+    net::{OutRequest, Outbound},
+    untrusted::SafeText,
+};
 
 use super::{
     signature,
@@ -190,7 +193,7 @@ impl Worker {
             return Outcome {
                 http_status: None,
                 latency_ms: 0,
-                error: Some("the stored URL does not parse".into()),
+                error: Some(SafeText::new("the stored URL does not parse")),
             };
         };
         let req = OutRequest::post(url, c.body.clone())
@@ -203,20 +206,19 @@ impl Worker {
         let (http_status, error) = match self.http.fetch(req).await {
             Ok(r) if r.status.is_success() => (Some(r.status.as_u16()), None),
             Ok(r) => {
-                // A little of the receiver's answer helps whoever runs it.
-                let text = String::from_utf8_lossy(&r.body);
-                let snippet: String = text.chars().take(MAX_ERROR_CHARS).collect();
-                let snippet = snippet.trim();
+                // A little of the receiver's answer helps whoever runs it; made safe, since a
+                // NUL in it would keep the attempt from being recorded at all.
+                let snippet = SafeText::from_bytes(&r.body, MAX_ERROR_CHARS);
                 let mut error = format!("answered HTTP {}", r.status.as_u16());
                 if r.status.is_redirection() {
                     error.push_str(" (a redirect, which is not followed: register the final URL)");
                 } else if !snippet.is_empty() {
                     error.push_str(": ");
-                    error.push_str(snippet);
+                    error.push_str(snippet.as_str());
                 }
-                (Some(r.status.as_u16()), Some(error))
+                (Some(r.status.as_u16()), Some(SafeText::bounded(&error, MAX_ERROR_CHARS + 100)))
             }
-            Err(e) => (None, Some(e.to_string())),
+            Err(e) => (None, Some(SafeText::new(e.to_string()))),
         };
         let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
         let result = if error.is_none() { "delivered" } else { "failed" };

@@ -13,10 +13,10 @@ use crate::{
     origin::{Origin, Route},
 };
 
-const RSS: &str = "application/rss+xml; charset=utf-8";
+pub(crate) const RSS: &str = "application/rss+xml; charset=utf-8";
 
 /// A server that may fetch from this machine (the tests' feed servers), polling fast.
-async fn app() -> (TestApp, String) {
+pub(crate) async fn app() -> (TestApp, String) {
     let app = TestApp::spawn_with(|s| {
         s.outbound_private_hosts = vec!["127.0.0.1".into(), "localhost".into()];
         s.feed_min_interval_secs = 1;
@@ -27,7 +27,7 @@ async fn app() -> (TestApp, String) {
     (app, admin)
 }
 
-async fn admin_call(
+pub(crate) async fn admin_call(
     app: &TestApp,
     admin: &str,
     method: Method,
@@ -42,13 +42,13 @@ async fn admin_call(
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-async fn register(app: &TestApp, admin: &str, body: Value) -> Value {
+pub(crate) async fn register(app: &TestApp, admin: &str, body: Value) -> Value {
     let (status, feed) = admin_call(app, admin, Method::POST, "/api/v1/feeds", Some(body)).await;
     assert_eq!(status, 201, "{feed}");
     feed
 }
 
-async fn feed(app: &TestApp, admin: &str, id: &str) -> Value {
+pub(crate) async fn feed(app: &TestApp, admin: &str, id: &str) -> Value {
     let (status, feed) = admin_call(app, admin, Method::GET, &format!("/api/v1/feeds/{id}"), None).await;
     assert_eq!(status, 200, "{feed}");
     feed
@@ -57,7 +57,7 @@ async fn feed(app: &TestApp, admin: &str, id: &str) -> Value {
 /// The feed once it has been polled at least once. (Not "once more": a feed that keeps failing
 /// is polled ever more rarely, 2, 4, 8, 16 s apart, so waiting for its next poll can outlast any
 /// deadline on a slow machine.)
-async fn first_poll(app: &TestApp, admin: &str, id: &str) -> Value {
+pub(crate) async fn first_poll(app: &TestApp, admin: &str, id: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let f = feed(app, admin, id).await;
@@ -74,7 +74,14 @@ async fn first_poll(app: &TestApp, admin: &str, id: &str) -> Value {
 /// old one, so it does not count: a poll counts from its request's arrival at the origin, and is
 /// recorded when the feed's `last_polled_at` passes that moment (one process polls a feed at a
 /// time, so the next recorded poll is that one).
-async fn fresh_polls(app: &TestApp, admin: &str, origin: &Origin, path: &str, id: &str, n: usize) -> Value {
+pub(crate) async fn fresh_polls(
+    app: &TestApp,
+    admin: &str,
+    origin: &Origin,
+    path: &str,
+    id: &str,
+    n: usize,
+) -> Value {
     let since = Utc::now();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -105,7 +112,7 @@ async fn drafts(app: &TestApp, n: usize) -> Value {
     }
 }
 
-fn rss(items: &str) -> String {
+pub(crate) fn rss(items: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/" xmlns:dc="http://purl.org/dc/elements/1.1/">
@@ -115,7 +122,12 @@ fn rss(items: &str) -> String {
     )
 }
 
-fn rss_item(guid: &str, title: &str, description: &str, published: chrono::DateTime<Utc>) -> String {
+pub(crate) fn rss_item(
+    guid: &str,
+    title: &str,
+    description: &str,
+    published: chrono::DateTime<Utc>,
+) -> String {
     format!(
         "<item><title>{title}</title><link>https://www.example.com.tr/haber/{}</link>\
          <guid isPermaLink=\"false\">{guid}</guid><description>{description}</description>\
@@ -125,7 +137,7 @@ fn rss_item(guid: &str, title: &str, description: &str, published: chrono::DateT
     )
 }
 
-async fn alerts_for(app: &TestApp, article_id: &str) -> i64 {
+pub(crate) async fn alerts_for(app: &TestApp, article_id: &str) -> i64 {
     sqlx::query_scalar("select count(*) from alerts where article_id = $1")
         .bind(article_id)
         .fetch_one(&app.pool)
@@ -182,9 +194,140 @@ async fn an_auto_feed_flags_new_rss_items_with_turkish_text_exact_and_only_once(
     let detail = feed(&app, &admin, id).await;
     let notes: Vec<&str> =
         detail["recent_items"].as_array().unwrap().iter().filter_map(|i| i["note"].as_str()).collect();
-    assert!(notes.iter().any(|n| n.contains("before the feed was registered")), "{notes:?}");
-    assert!(notes.iter().any(|n| n.contains("in the feed when the feed was registered")), "{notes:?}");
+    assert_eq!(notes.iter().filter(|n| n.contains("in the feed at its first poll")).count(), 2, "{notes:?}");
     assert!(detail["last_success_at"].is_string());
+}
+
+/// The feed once a poll of it has succeeded.
+async fn first_success(app: &TestApp, admin: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let f = feed(app, admin, id).await;
+        if f["last_success_at"].is_string() {
+            return f;
+        }
+        assert!(std::time::Instant::now() < deadline, "feed {id} was not read within 60 s: {f}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn note_of(app: &TestApp, article_id: &str) -> Option<String> {
+    sqlx::query_scalar("select note from feed_items where article_id = $1")
+        .bind(article_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// What is new is decided by what the feed held before, never by the feed's clock: a CMS that
+/// labels Turkish local time as GMT dates its items three hours ahead, and an item dated after
+/// the registration was still there before it.
+#[tokio::test]
+async fn what_a_feed_holds_at_its_first_successful_poll_never_fires_whatever_its_date() {
+    let (app, admin) = app().await;
+    let origin = Origin::start().await;
+    // The first tries fail: the baseline is the first poll that reads the feed.
+    origin.set("/rss", Route::Status(503));
+    let f =
+        register(&app, &admin, json!({"url": origin.url("/rss"), "mode": "auto", "interval_secs": 1})).await;
+    let id = f["id"].as_str().unwrap();
+    assert_eq!(f["baseline_at"], Value::Null);
+    let failed = first_poll(&app, &admin, id).await;
+    assert_eq!(failed["baseline_at"], Value::Null, "a failed poll takes no baseline: {failed}");
+    let ahead = Utc::now() + chrono::Duration::hours(3);
+    origin.set("/rss", Route::doc(RSS, rss(&rss_item("tr-1", "Saati ileri haber", "x", ahead))));
+    // Past the backoff of the failures.
+    admin_call(&app, &admin, Method::POST, &format!("/api/v1/feeds/{id}/poll"), None).await;
+    first_success(&app, &admin, id).await;
+
+    // The item is edited in the CMS (a later date, a new title) and a new item appears: only the
+    // new one fires. An item is its guid, not its date.
+    let moved = rss_item("tr-1", "Saati ileri haber (güncellendi)", "x", ahead + chrono::Duration::hours(1));
+    let fresh = rss_item("tr-2", "Yeni haber", "x", Utc::now() + chrono::Duration::hours(3));
+    origin.set("/rss", Route::doc(RSS, rss(&format!("{fresh}{moved}"))));
+    eventually(Duration::from_secs(30), "the new item alerted", || async {
+        alerts_for(&app, "tr-2").await == 1
+    })
+    .await;
+    let moved_again = rss_item("tr-2", "Yeni haber", "x", Utc::now() + chrono::Duration::hours(5));
+    origin.set("/rss", Route::doc(RSS, rss(&format!("{moved_again}{moved}"))));
+    fresh_polls(&app, &admin, &origin, "/rss", id, 2).await;
+    assert_eq!(alerts_for(&app, "tr-1").await, 0, "the baseline's item never fires, whatever its date");
+    assert_eq!(alerts_for(&app, "tr-2").await, 1, "a fired item whose date moves does not fire again");
+    assert!(note_of(&app, "tr-1").await.unwrap().contains("in the feed at its first poll"));
+    assert!(feed(&app, &admin, id).await["baseline_at"].is_string());
+}
+
+/// A feed given a new URL, or enabled again after a pause, starts from what it holds then: the
+/// new address's items, and what appeared while it was paused, never fire; what appears after
+/// does.
+#[tokio::test]
+async fn a_feed_re_enabled_or_given_a_new_url_takes_a_new_baseline() {
+    let (app, admin) = app().await;
+    let origin = Origin::start().await;
+    origin.set("/a", Route::doc(RSS, rss("")));
+    let f =
+        register(&app, &admin, json!({"url": origin.url("/a"), "mode": "auto", "interval_secs": 1})).await;
+    let id = f["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/feeds/{id}");
+    first_success(&app, &admin, &id).await;
+    let patch = |body: Value| admin_call(&app, &admin, Method::PATCH, &path, Some(body));
+
+    let (status, paused) = patch(json!({"enabled": false})).await;
+    assert_eq!(status, 200, "{paused}");
+    // No poll is left in flight that read the feed before the pause.
+    eventually(Duration::from_secs(30), "no poll in flight", || async {
+        sqlx::query_scalar::<_, bool>("select lease_until is null from feeds where id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    origin.set("/a", Route::doc(RSS, rss(&rss_item("pause-1", "Duraklatılmışken", "x", Utc::now()))));
+    let (_, resumed) = patch(json!({"enabled": true})).await;
+    assert_eq!(resumed["baseline_at"], Value::Null, "{resumed}");
+    fresh_polls(&app, &admin, &origin, "/a", &id, 1).await;
+    origin.set(
+        "/a",
+        Route::doc(
+            RSS,
+            rss(&format!(
+                "{}{}",
+                rss_item("after-1", "Açıldıktan sonra", "x", Utc::now()),
+                rss_item("pause-1", "Duraklatılmışken", "x", Utc::now())
+            )),
+        ),
+    );
+    eventually(Duration::from_secs(30), "the item after the pause alerted", || async {
+        alerts_for(&app, "after-1").await == 1
+    })
+    .await;
+    assert_eq!(alerts_for(&app, "pause-1").await, 0, "what appeared while it was paused never fires");
+
+    origin.set("/b", Route::doc(RSS, rss(&rss_item("b-1", "Yeni adreste eski", "x", Utc::now()))));
+    let (status, moved) = patch(json!({"url": origin.url("/b")})).await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["baseline_at"], Value::Null, "{moved}");
+    fresh_polls(&app, &admin, &origin, "/b", &id, 1).await;
+    origin.set(
+        "/b",
+        Route::doc(
+            RSS,
+            rss(&format!(
+                "{}{}",
+                rss_item("b-2", "Yeni adreste yeni", "x", Utc::now()),
+                rss_item("b-1", "Yeni adreste eski", "x", Utc::now())
+            )),
+        ),
+    );
+    eventually(Duration::from_secs(30), "the new address's new item alerted", || async {
+        alerts_for(&app, "b-2").await == 1
+    })
+    .await;
+    assert_eq!(alerts_for(&app, "b-1").await, 0, "what the new address held never fires");
+    assert_eq!(alerts_for(&app, "pause-1").await, 0);
+    assert!(feed(&app, &admin, &id).await["baseline_at"].is_string());
 }
 
 #[tokio::test]
@@ -260,7 +403,7 @@ fn atom(entries: &[(&str, &str, &str)]) -> String {
     )
 }
 
-fn json_feed(items: &[(&str, &str, &str)]) -> String {
+pub(crate) fn json_feed(items: &[(&str, &str, &str)]) -> String {
     let items: Vec<Value> = items
         .iter()
         .map(|(id, title, at)| {
@@ -560,6 +703,27 @@ async fn feeds_are_for_admins_and_bad_fields_are_named() {
     let (status, problem) = admin_call(&app, &admin, Method::GET, &format!("/api/v1/feeds/{id}"), None).await;
     assert_eq!(status, 404, "{problem}");
     assert_eq!(app.editor(Method::POST, "/api/v1/feeds/drafts/nope/send", None).await.status(), 404);
+}
+
+/// A feed's mode is read strictly: a stored value that is neither `suggest` nor `auto` (the
+/// table's check forbids it; a hand-edited row) is an error, never taken for `suggest`.
+#[tokio::test]
+async fn a_stored_mode_that_is_neither_is_an_error_never_taken_for_suggest() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = auth::create(&app.pool, "Yönetici", auth::Role::Admin).await.unwrap();
+    let f =
+        register(&app, &admin, json!({"url": "https://www.example.com.tr/feed/", "enabled": false})).await;
+    let id = f["id"].as_str().unwrap();
+    let (status, _) = admin_call(&app, &admin, Method::GET, &format!("/api/v1/feeds/{id}"), None).await;
+    assert_eq!(status, 200);
+    sqlx::query("alter table feeds drop constraint feeds_mode_check").execute(&app.pool).await.unwrap();
+    sqlx::query("update feeds set mode = 'often' where id = $1::uuid")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (status, problem) = admin_call(&app, &admin, Method::GET, &format!("/api/v1/feeds/{id}"), None).await;
+    assert_eq!(status, 500, "{problem}");
 }
 
 /// An editor's live drafts stream, read as Server-Sent Events.

@@ -21,4 +21,5 @@ mod push_isolation;
 mod roles;
 mod service;
 mod tickers;
+mod untrusted_text;
 mod webhooks;

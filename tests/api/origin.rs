@@ -38,6 +38,11 @@ pub enum Route {
     /// Headers at once, then the body never finishes.
     Slow,
     Status(u16),
+    /// This status with this body (a receiver's error answer).
+    Answer {
+        status: u16,
+        body: Bytes,
+    },
 }
 
 #[allow(dead_code)]
@@ -134,6 +139,7 @@ async fn answer(shared: Shared, req: Request) -> Response {
     match route {
         None => StatusCode::NOT_FOUND.into_response(),
         Some(Route::Status(s)) => StatusCode::from_u16(s).unwrap().into_response(),
+        Some(Route::Answer { status, body }) => (StatusCode::from_u16(status).unwrap(), body).into_response(),
         Some(Route::Redirect(to)) => {
             (StatusCode::FOUND, [(header::LOCATION, HeaderValue::from_str(&to).unwrap())]).into_response()
         }

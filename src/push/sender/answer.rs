@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::untrusted::SafeText;
+
 /// The longest Retry-After we honour as given.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
@@ -59,10 +61,8 @@ impl SendResult {
 /// Sorts a push service's answer into what to do next.
 pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str) -> SendResult {
     let code = status.as_u16();
-    let error = || {
-        let b: String = body.chars().take(300).collect();
-        format!("HTTP {code}: {}", b.trim())
-    };
+    // The push service's words are stored with the delivery and logged: made safe first.
+    let error = || format!("HTTP {code}: {}", SafeText::new(body));
     match code {
         200..=299 => SendResult::Sent(code),
         404 | 410 => SendResult::Gone(code),
@@ -122,6 +122,15 @@ mod tests {
         assert_eq!(label(classify(s(429), None, "")), "throttled");
         assert_eq!(label(classify(s(503), None, "")), "retry");
         assert_eq!(label(classify(s(401), None, "vapid")), "vapid_rejected");
+    }
+
+    #[test]
+    fn a_push_services_words_are_made_safe() {
+        let s = |c| StatusCode::from_u16(c).unwrap();
+        let SendResult::Retry { error, .. } = classify(s(502), None, "bad\0gate\u{1b}[2Jway\u{202e}") else {
+            panic!("a 502 is retried")
+        };
+        assert_eq!(error, "HTTP 502: badgateway");
     }
 
     #[test]
