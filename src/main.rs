@@ -141,7 +141,7 @@ async fn token(pool: &sqlx::PgPool, cmd: TokenCommand) -> anyhow::Result<()> {
                 println!(
                     "{:>4}  {:<7}  {:<12}  {:<20}  {:<20}  {}",
                     t.id,
-                    t.role,
+                    t.role.as_str(),
                     t.hint,
                     t.created_at.format("%Y-%m-%d %H:%M"),
                     t.revoked_at
