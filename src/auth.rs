@@ -28,8 +28,10 @@ use crate::{
 
 const PREFIX: &str = "sdk_";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// A token's role (`editor_tokens.role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Role {
     Editor,
     Admin,
@@ -43,11 +45,12 @@ impl Role {
         }
     }
 
-    pub fn parse(value: &str) -> Option<Self> {
+    /// Parses a role given in a request as `field`.
+    pub fn parse(field: &str, value: &str) -> Result<Self, FieldError> {
         match value {
-            "editor" => Some(Self::Editor),
-            "admin" => Some(Self::Admin),
-            _ => None,
+            "editor" => Ok(Self::Editor),
+            "admin" => Ok(Self::Admin),
+            other => Err(FieldError::new(field, format!("`{other}` is not a role; known: editor, admin"))),
         }
     }
 }
@@ -86,8 +89,7 @@ pub fn parse_name(name: &str) -> Result<String, FieldError> {
 pub struct TokenInfo {
     pub id: i64,
     pub name: String,
-    #[schema(value_type = Role)]
-    pub role: String,
+    pub role: Role,
     /// The token's first characters, to tell tokens apart.
     pub hint: String,
     pub created_at: DateTime<Utc>,
@@ -109,7 +111,7 @@ pub async fn create(pool: &PgPool, name: &str, role: Role) -> anyhow::Result<(i6
     let id = sqlx::query_scalar!(
         "insert into editor_tokens (name, role, token_hash, hint) values ($1, $2, $3, $4) returning id",
         name,
-        role.as_str(),
+        role as _,
         &hash(&token),
         hint,
     )
@@ -121,8 +123,8 @@ pub async fn create(pool: &PgPool, name: &str, role: Role) -> anyhow::Result<(i6
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<TokenInfo>> {
     sqlx::query_as!(
         TokenInfo,
-        "select id, name, role, hint, created_at, last_used_at, revoked_at
-         from editor_tokens order by id",
+        r#"select id, name, role as "role: Role", hint, created_at, last_used_at, revoked_at
+         from editor_tokens order by id"#,
     )
     .fetch_all(pool)
     .await
@@ -144,8 +146,9 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Editor>, 
     if !token.starts_with(PREFIX) || token.len() > 100 {
         return Ok(None);
     }
-    let row = sqlx::query!(
-        "with hit as (
+    sqlx::query_as!(
+        Editor,
+        r#"with hit as (
             select id, name, role, last_used_at from editor_tokens
             where token_hash = $1 and revoked_at is null
          ), touch as (
@@ -153,13 +156,11 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Editor>, 
             where id = (select id from hit)
               and (last_used_at is null or last_used_at < now() - interval '1 minute')
          )
-         select id, name, role from hit",
+         select id as "id!", name as "name!", role as "role!: Role" from hit"#,
         &hash(token),
     )
     .fetch_optional(pool)
-    .await?;
-    // The column's check constraint allows only these two; anything else is no role at all.
-    Ok(row.and_then(|r| Some(Editor { id: r.id, name: r.name, role: Role::parse(&r.role)? })))
+    .await
 }
 
 /// The bearer token the request carries, if any (a long-lived stream checks it again later).

@@ -191,9 +191,12 @@ pub struct Settings {
     /// Time limit for one webhook request, connecting included (1–60 s). Beyond, the attempt
     /// counts as failed and is retried.
     pub webhook_timeout_secs: u64,
-    /// Webhook requests one process has in flight at once (1–1000); at most 4 of them to one
-    /// endpoint.
+    /// Webhook requests one process has in flight at once (1–1000); at most
+    /// `webhook_per_endpoint` of them to one endpoint.
     pub webhook_max_in_flight: usize,
+    /// Webhook requests one process has in flight to one endpoint (1–1000): a slow endpoint holds
+    /// at most this many of the places, and a receiver is not flooded after an outage.
+    pub webhook_per_endpoint: usize,
     /// Wait before the first retry of a failed webhook delivery (1–3600 s); it doubles with each
     /// further try, to at most an hour between tries.
     pub webhook_retry_first_secs: u64,
@@ -286,6 +289,7 @@ impl Default for Settings {
             feed_concurrency: 4,
             webhook_timeout_secs: 10,
             webhook_max_in_flight: 64,
+            webhook_per_endpoint: 4,
             webhook_retry_first_secs: 5,
             // A day of tries: a receiver down overnight still gets the night's events.
             webhook_retry_window_secs: 24 * 3600,
@@ -544,6 +548,7 @@ impl Settings {
         let webhook_bounds = [
             ("webhook_timeout_secs", self.webhook_timeout_secs, 1, 60),
             ("webhook_max_in_flight", self.webhook_max_in_flight as u64, 1, 1000),
+            ("webhook_per_endpoint", self.webhook_per_endpoint as u64, 1, 1000),
             ("webhook_retry_first_secs", self.webhook_retry_first_secs, 1, 3600),
             ("webhook_retry_window_secs", self.webhook_retry_window_secs, 10, 30 * DAY),
             ("webhook_disable_after_secs", self.webhook_disable_after_secs, 1, 30 * DAY),

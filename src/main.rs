@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clap::Parser;
 use sondakika::{
@@ -127,7 +126,7 @@ async fn run(
 async fn token(pool: &sqlx::PgPool, cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create { name, role } => {
-            let role = auth::Role::parse(&role).with_context(|| format!("unknown role `{role}`"))?;
+            let role = auth::Role::parse("--role", &role).map_err(|e| anyhow::anyhow!("{e}"))?;
             let (id, token) = auth::create(pool, &name, role).await?;
             eprintln!("created token {id} for {name} ({}); it is shown only this once:", role.as_str());
             println!("{token}");
@@ -141,7 +140,7 @@ async fn token(pool: &sqlx::PgPool, cmd: TokenCommand) -> anyhow::Result<()> {
                 println!(
                     "{:>4}  {:<7}  {:<12}  {:<20}  {:<20}  {}",
                     t.id,
-                    t.role,
+                    t.role.as_str(),
                     t.hint,
                     t.created_at.format("%Y-%m-%d %H:%M"),
                     t.revoked_at

@@ -87,7 +87,7 @@ pub struct WebhookArgs {
     json: bool,
 }
 
-fn api(
+pub(crate) fn api(
     client: &reqwest::Client,
     method: reqwest::Method,
     server: &str,
@@ -99,11 +99,11 @@ fn api(
 
 /// The `id` of a created resource as it goes in a path (a feed's is a UUID string, an endpoint's a
 /// number).
-fn id_of(created: &Value) -> String {
+pub(crate) fn id_of(created: &Value) -> String {
     created["id"].as_str().map_or_else(|| created["id"].to_string(), str::to_string)
 }
 
-async fn created(resp: reqwest::Response, what: &str) -> anyhow::Result<Value> {
+pub(crate) async fn created(resp: reqwest::Response, what: &str) -> anyhow::Result<Value> {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     if !status.is_success() {
@@ -113,7 +113,7 @@ async fn created(resp: reqwest::Response, what: &str) -> anyhow::Result<Value> {
 }
 
 /// Serves `router` on a fresh loopback port until `stop`; returns the address.
-async fn serve(router: Router, stop: CancellationToken) -> anyhow::Result<std::net::SocketAddr> {
+pub(crate) async fn serve(router: Router, stop: CancellationToken) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -122,12 +122,12 @@ async fn serve(router: Router, stop: CancellationToken) -> anyhow::Result<std::n
     Ok(addr)
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     round2(d.as_secs_f64() * 1000.0)
 }
 
 /// Nearest-rank p50, p99 and max of `values` (milliseconds); null when empty.
-fn spread(mut values: Vec<f64>) -> Value {
+pub(crate) fn spread(mut values: Vec<f64>) -> Value {
     if values.is_empty() {
         return Value::Null;
     }
@@ -136,7 +136,7 @@ fn spread(mut values: Vec<f64>) -> Value {
     json!({ "n": values.len(), "min": values[0], "p50": at(0.5), "p99": at(0.99), "max": at(1.0) })
 }
 
-fn emit(report: &Value, as_json: bool) {
+pub(crate) fn emit(report: &Value, as_json: bool) {
     let text = serde_json::to_string_pretty(report).expect("a JSON value serialises");
     if as_json {
         println!("{}", serde_json::to_string(report).expect("a JSON value serialises"));

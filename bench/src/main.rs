@@ -1,12 +1,13 @@
 //! `sondakika-bench`: the load generators behind BENCHMARKS.md, kept out of the `sondakika`
 //! binary a newsroom deploys. `scripts/bench-tickers`, `scripts/bench-push` and
-//! `scripts/bench-integrations` build and run it.
+//! `scripts/bench-integrations` (and `scripts/bench-webhook-fanout`) build and run it.
 //!
 //! It talks to the server under test as any client does (HTTP, WebSocket), and uses the
 //! `sondakika` library only for what must be measured in process (the push payload, our
 //! encryption, our VAPID signing) and for the settings that locate the server's database (the
 //! seeding of subscriptions).
 
+mod fanout;
 mod integrations;
 mod proc;
 mod push;
@@ -36,6 +37,8 @@ enum Command {
     Feed(integrations::FeedArgs),
     /// Webhook endpoints served here: deliveries per second until each has every event.
     Webhooks(integrations::WebhookArgs),
+    /// Many webhook endpoints: the idle CPU they cost, and an alert's POST with all of them.
+    WebhookFanout(fanout::FanoutArgs),
 }
 
 #[tokio::main]
@@ -45,6 +48,7 @@ async fn main() -> ExitCode {
         Command::Push(cmd) => push::run(cmd).await,
         Command::Feed(args) => integrations::feed(args).await,
         Command::Webhooks(args) => integrations::webhooks(args).await,
+        Command::WebhookFanout(args) => fanout::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -231,14 +231,14 @@ pub struct NewAlertRequest {
              example = "Burdur'da 4,2 büyüklüğünde deprem")]
     pub headline: Option<String>,
     /// The article: an http or https URL as browsers read it (WHATWG), stored serialised.
-    #[schema(required = true, value_type = String, pattern = "^[Hh][Tt][Tt][Pp][Ss]?:", max_length = 2048,
+    #[schema(required = true, value_type = String, format = Uri, pattern = "^[Hh][Tt][Tt][Pp][Ss]?:", max_length = 2048,
              example = "https://www.example.com.tr/haber/burdur-deprem")]
     pub url: Option<String>,
     /// Newlines allowed.
     #[schema(min_length = 1, max_length = 500)]
     pub summary: Option<String>,
     /// A picture for the notification: an https URL (WHATWG), stored serialised.
-    #[schema(pattern = "^[Hh][Tt][Tt][Pp][Ss]:", max_length = 2048)]
+    #[schema(format = Uri, pattern = "^[Hh][Tt][Tt][Pp][Ss]:", max_length = 2048)]
     pub image: Option<String>,
     /// The CMS's id of the article: a second alert for it while one is live returns that one.
     #[schema(min_length = 1, max_length = 200)]
@@ -258,6 +258,7 @@ pub struct NewAlertRequest {
     pub urgency: Option<String>,
     /// An RFC 3339 time (`2026-11-27T18:30:00+03:00`); a future time (at most 30 days ahead)
     /// schedules the alert.
+    #[schema(format = DateTime)]
     pub send_at: Option<String>,
 }
 
@@ -339,11 +340,11 @@ pub struct CorrectionRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 500)]
     pub summary: Option<Option<String>>,
-    #[schema(pattern = "^[Hh][Tt][Tt][Pp][Ss]?:", max_length = 2048)]
+    #[schema(format = Uri, pattern = "^[Hh][Tt][Tt][Pp][Ss]?:", max_length = 2048)]
     pub url: Option<String>,
     /// `null` removes it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, pattern = "^[Hh][Tt][Tt][Pp][Ss]:", max_length = 2048)]
+    #[schema(value_type = Option<String>, format = Uri, pattern = "^[Hh][Tt][Tt][Pp][Ss]:", max_length = 2048)]
     pub image: Option<Option<String>>,
     /// What readers' devices that were sent the alert get (default `quiet`).
     pub push: Option<DevicePush>,
@@ -382,12 +383,16 @@ pub struct Correction {
     pub push: DevicePush,
 }
 
+/// The fields of a correction of which at least one must be given (the OpenAPI document says so
+/// as an `anyOf` of their `required`).
+pub const CORRECTED_FIELDS: [&str; 4] = ["headline", "summary", "url", "image"];
+
 impl CorrectionRequest {
     pub fn parse(self) -> Result<Correction, Vec<FieldError>> {
         if self.headline.is_none() && self.summary.is_none() && self.url.is_none() && self.image.is_none() {
             return Err(vec![FieldError::new(
                 "body",
-                "give at least one of headline, summary, url, image to correct",
+                format!("give at least one of {} to correct", CORRECTED_FIELDS.join(", ")),
             )]);
         }
         let mut p = Problems::default();

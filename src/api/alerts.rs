@@ -10,6 +10,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::openapi::UniqueSchemas;
 use uuid::Uuid;
 
 use crate::{
@@ -34,11 +36,11 @@ use crate::{
 /// The editor endpoints, each routed from its documentation (`#[utoipa::path]`).
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create, list))
-        .routes(routes!(show, correct))
-        .routes(routes!(retract))
-        .routes(routes!(deliveries))
-        .routes(routes!(me))
+        .routes_unique(routes!(create, list))
+        .routes_unique(routes!(show, correct))
+        .routes_unique(routes!(retract))
+        .routes_unique(routes!(deliveries))
+        .routes_unique(routes!(me))
 }
 
 /// A JSON body together with its canonical bytes (for the Idempotency-Key fingerprint).

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::openapi::UniqueSchemas;
 use uuid::Uuid;
 
 use crate::{
@@ -41,13 +43,13 @@ use crate::{
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(show, update, remove))
-        .routes(routes!(poll_now))
-        .routes(routes!(drafts))
-        .routes(routes!(stream_drafts))
-        .routes(routes!(send_draft))
-        .routes(routes!(dismiss_draft))
+        .routes_unique(routes!(list, create))
+        .routes_unique(routes!(show, update, remove))
+        .routes_unique(routes!(poll_now))
+        .routes_unique(routes!(drafts))
+        .routes_unique(routes!(stream_drafts))
+        .routes_unique(routes!(send_draft))
+        .routes_unique(routes!(dismiss_draft))
 }
 
 fn rules(state: &AppState) -> Rules<'_> {

@@ -15,6 +15,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::openapi::UniqueSchemas;
+
 use crate::{
     app::AppState,
     auth::Admin,
@@ -26,8 +28,8 @@ use crate::{
 /// Health checks (documented) and metrics (Prometheus text, not part of the JSON API).
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
+        .routes_unique(routes!(healthz))
+        .routes_unique(routes!(readyz))
         .route("/metrics", get(metrics_on_main))
 }
 

@@ -21,6 +21,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
+use openapi::UniqueSchemas;
 
 /// An answer that holds a secret (a new token, a webhook's signing secret), shown this once: no
 /// cache anywhere may keep it. `location`: the new resource's address, for a 201.
@@ -38,15 +39,18 @@ fn with_secret(status: StatusCode, body: impl Serialize, location: Option<String
 /// document itself), and the health checks; with the OpenAPI document that describes exactly
 /// what they route.
 pub fn routes(state: AppState) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    // Through `UniqueSchemas`: two types with one schema name stop the build of the router.
     let v1 = alerts::router()
-        .merge(tokens::router())
-        .merge(webhooks::router())
-        .merge(feeds::router())
-        .merge(push::router(state))
-        .routes(utoipa_axum::routes!(openapi::document));
+        .merge_unique(tokens::router())
+        .merge_unique(webhooks::router())
+        .merge_unique(feeds::router())
+        .merge_unique(push::router(state))
+        .routes_unique(utoipa_axum::routes!(openapi::document));
     let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .nest("/api/v1", v1)
-        .merge(health::router())
+        .nest_unique("/api/v1", v1)
+        .merge_unique(health::router())
+        .route("/problems", axum::routing::get(openapi::problem_types))
+        .route("/problems/{name}", axum::routing::get(openapi::problem_types))
         .split_for_parts();
     openapi::finish(&mut doc);
     (router, doc)

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::openapi::UniqueSchemas;
+
 use crate::{
     alerts::{
         domain::{Topic, Topics},
@@ -41,10 +43,10 @@ use crate::{
 /// The public endpoints, each routed from its documentation (`#[utoipa::path]`).
 pub fn router(state: AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(public_key))
-        .routes(routes!(subscribe, unsubscribe))
-        .routes(routes!(receipt))
-        .routes(routes!(live))
+        .routes_unique(routes!(public_key))
+        .routes_unique(routes!(subscribe, unsubscribe))
+        .routes_unique(routes!(receipt))
+        .routes_unique(routes!(live))
         .layer(middleware::from_fn_with_state(state, rate_limit))
 }
 
@@ -136,7 +138,7 @@ struct SubscribeRequest {
     #[schema(value_type = Option<Locale>)]
     locale: Option<String>,
     /// The endpoint this subscription replaces (from `pushsubscriptionchange`).
-    #[schema(max_length = 1000)]
+    #[schema(format = Uri, max_length = 1000)]
     replaces: Option<String>,
 }
 

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::openapi::UniqueSchemas;
+
 use crate::{
     app::AppState,
     auth::{self, Admin, Role, TokenInfo},
@@ -14,12 +16,12 @@ use crate::{
         error::{ApiError, ApiResult, Problem},
         extract::{Json, Path},
     },
-    validation::{FieldError, Problems},
+    validation::Problems,
 };
 
 /// The token endpoints, each routed from its documentation (`#[utoipa::path]`).
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(revoke))
+    OpenApiRouter::new().routes_unique(routes!(list, create)).routes_unique(routes!(revoke))
 }
 
 /// Every token, revoked ones too.
@@ -47,7 +49,7 @@ async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<axum::J
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRequest {
+struct NewTokenRequest {
     /// Who the token is for.
     #[schema(required = true, value_type = String, min_length = 1, max_length = 100, example = "Ayşe Yılmaz")]
     name: Option<String>,
@@ -73,7 +75,7 @@ struct CreatedToken {
     tag = "admin",
     operation_id = "create_token",
     security(("editorToken" = [])),
-    request_body = CreateRequest,
+    request_body = NewTokenRequest,
     responses(
         (status = 201, description = "Created; the answer is not cacheable (`Cache-Control: no-store`).",
          body = CreatedToken, headers(("Location" = String, description = "The token's address.")),
@@ -85,13 +87,13 @@ struct CreatedToken {
 async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Json(req): Json<CreateRequest>,
+    Json(req): Json<NewTokenRequest>,
 ) -> ApiResult<Response> {
     let mut p = Problems::default();
     let name = p.required("name", "who the token is for", req.name.as_deref(), auth::parse_name);
     let role = p.take(match req.role.as_deref() {
         None => Ok(Role::Editor),
-        Some(r) => Role::parse(r).ok_or_else(|| FieldError::new("role", "must be `editor` or `admin`")),
+        Some(r) => Role::parse("role", r),
     });
     let (Some(name), Some(role)) = (name, role) else { return Err(ApiError::Validation(p.into_errors())) };
     let (id, token) = auth::create(&state.db, &name, role).await?;

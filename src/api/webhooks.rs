@@ -5,15 +5,17 @@
 use axum::{extract::State, http::StatusCode, response::Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::openapi::UniqueSchemas;
 
 use crate::{
     app::AppState,
     auth::Admin,
     server::{
         error::{ApiError, ApiResult, Problem},
-        extract::{Json, Path},
+        extract::{Json, Path, Query},
     },
     validation::{FieldError, Lines, Problems, check_text},
     webhooks::{
@@ -28,14 +30,36 @@ pub const MAX_DESCRIPTION_CHARS: usize = 200;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(show, change, remove))
-        .routes(routes!(rotate_secret))
+        .routes_unique(routes!(list, create))
+        .routes_unique(routes!(show, change, remove))
+        .routes_unique(routes!(rotate_secret))
 }
 
+/// Endpoints per page, by default and at most. A page is cheap whatever the number of endpoints
+/// (each row counts its own pending deliveries by index).
+const PAGE: i64 = 100;
+const MAX_PAGE: i64 = 500;
+
+/// Query parameters are taken as text and parsed by the handler, so that a bad one gets a 422
+/// naming it; their documented types are what the handler accepts.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Endpoints per page (default 100).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    limit: Option<String>,
+    /// Only endpoints registered after this one, by id (from `next`).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    after: Option<String>,
+}
+
+/// A page of endpoints, oldest first.
 #[derive(Serialize, ToSchema)]
 struct EndpointList {
     items: Vec<Endpoint>,
+    /// The next page, `null` on the last page.
+    next: Option<String>,
 }
 
 /// An endpoint with its latest attempts.
@@ -59,9 +83,9 @@ struct EndpointWithSecret {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRequest {
+struct NewWebhookRequest {
     /// Where events are POSTed (http or https).
-    #[schema(required = true, value_type = String, max_length = 2048, example = "https://hooks.example.com.tr/sondakika")]
+    #[schema(required = true, value_type = String, format = Uri, max_length = 2048, example = "https://hooks.example.com.tr/sondakika")]
     url: Option<String>,
     /// The event types to send (at least one).
     #[schema(required = true, value_type = Vec<EventType>, min_items = 1)]
@@ -73,8 +97,8 @@ struct CreateRequest {
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
-struct ChangeRequest {
-    #[schema(max_length = 2048)]
+struct WebhookChangeRequest {
+    #[schema(format = Uri, max_length = 2048)]
     url: Option<String>,
     #[schema(value_type = Option<Vec<EventType>>, min_items = 1)]
     event_types: Option<Vec<String>>,
@@ -152,13 +176,35 @@ fn with_secret(status: StatusCode, body: EndpointWithSecret) -> Response {
     tag = "admin",
     operation_id = "list_webhooks",
     security(("editorToken" = [])),
+    params(ListQuery),
     responses(
-        (status = 200, description = "The endpoints, oldest first.", body = EndpointList),
+        (status = 200, description = "A page of endpoints, oldest first.", body = EndpointList),
         (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid query parameter.", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<axum::Json<EndpointList>> {
-    Ok(axum::Json(EndpointList { items: store::list(&state.db).await? }))
+async fn list(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<EndpointList>> {
+    let limit = crate::server::extract::limit(q.limit.as_deref(), PAGE, MAX_PAGE)?;
+    let after = q
+        .after
+        .as_deref()
+        .map(|s| {
+            s.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::field("after", "must be a webhook endpoint id"))
+        })
+        .transpose()?;
+    let items = store::list(&state.db, after.unwrap_or(0), limit).await?;
+    let next = (items.len() as i64 == limit).then(|| {
+        let last = items.last().expect("non-empty page").id;
+        format!("/api/v1/webhooks?limit={limit}&after={last}")
+    });
+    Ok(axum::Json(EndpointList { items, next }))
 }
 
 /// Register a webhook endpoint (admins only). Its secret is in this answer, once.
@@ -168,7 +214,7 @@ async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<axum::J
     tag = "admin",
     operation_id = "create_webhook",
     security(("editorToken" = [])),
-    request_body = CreateRequest,
+    request_body = NewWebhookRequest,
     responses(
         (status = 201, description = "Registered; the answer is not cacheable (`Cache-Control: no-store`).",
          body = EndpointWithSecret, headers(("Location" = String, description = "The endpoint's address.")),
@@ -180,7 +226,7 @@ async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<axum::J
 async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Json(req): Json<CreateRequest>,
+    Json(req): Json<NewWebhookRequest>,
 ) -> ApiResult<Response> {
     let mut p = Problems::default();
     let url = p.required("url", "where events are sent", req.url.as_deref(), |u| parse_url(&state, u));
@@ -233,7 +279,7 @@ async fn show(
     operation_id = "update_webhook",
     security(("editorToken" = [])),
     params(("id" = i64, Path, description = "The endpoint's id.")),
-    request_body = ChangeRequest,
+    request_body = WebhookChangeRequest,
     responses(
         (status = 200, description = "The endpoint as changed.", body = Endpoint),
         (status = 403, description = "The token is not an admin's.", body = Problem, content_type = "application/problem+json"),
@@ -245,7 +291,7 @@ async fn change(
     State(state): State<AppState>,
     Admin(admin): Admin,
     Path(id): Path<String>,
-    Json(req): Json<ChangeRequest>,
+    Json(req): Json<WebhookChangeRequest>,
 ) -> ApiResult<axum::Json<Endpoint>> {
     let id = endpoint_id(&id)?;
     let mut errors = Vec::new();

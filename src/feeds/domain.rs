@@ -107,7 +107,7 @@ pub struct FeedSpec {
 pub struct FeedRequest {
     /// The feed's address: RSS, Atom or JSON Feed over http or https, e.g. a WordPress category
     /// feed `https://www.example.com.tr/category/son-dakika/feed/`.
-    #[schema(value_type = String, max_length = 2048, example = "https://www.example.com.tr/category/son-dakika/feed/")]
+    #[schema(value_type = String, format = Uri, max_length = 2048, example = "https://www.example.com.tr/category/son-dakika/feed/")]
     pub url: Option<String>,
     /// What editors see it as. Default: the feed's host.
     #[schema(min_length = 1, max_length = 100, example = "Son dakika kategorisi")]

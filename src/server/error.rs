@@ -8,6 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
+use std::panic::Location;
 
 use crate::validation::FieldError;
 
@@ -35,10 +36,27 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64, detail: String },
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A database error, with where the handler met it (the `?` that turned it into this), so
+    /// that the log line of a 500 names the operation that failed.
+    #[error("database error at {at}: {source}")]
+    Database { source: sqlx::Error, at: &'static Location<'static> },
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    #[track_caller]
+    fn from(source: sqlx::Error) -> Self {
+        Self::Database { source, at: Location::caller() }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    /// Adds where the handler met the error to its chain, as for [`ApiError::Database`].
+    #[track_caller]
+    fn from(e: anyhow::Error) -> Self {
+        Self::Internal(e.context(format!("at {}", Location::caller())))
+    }
 }
 
 /// An error, as every API answer that is one reads (`application/problem+json`, RFC 9457).
@@ -81,8 +99,8 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database { source, .. } if is_unavailable(source) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -132,8 +150,8 @@ impl ApiError {
             Self::Conflict(_) => ("/problems/conflict", "Conflict"),
             Self::TooManyRequests { .. } => ("/problems/too-many-requests", "Too many requests"),
             Self::Unavailable(_) => UNAVAILABLE,
-            Self::Database(e) if is_unavailable(e) => UNAVAILABLE,
-            Self::Database(_) | Self::Internal(_) => ("/problems/internal", "Internal error"),
+            Self::Database { source, .. } if is_unavailable(source) => UNAVAILABLE,
+            Self::Database { .. } | Self::Internal(_) => ("/problems/internal", "Internal error"),
         }
     }
 
@@ -155,12 +173,12 @@ impl ApiError {
             | Self::Conflict(why)
             | Self::TooManyRequests { detail: why, .. }
             | Self::Unavailable(why) => why.clone(),
-            Self::Database(e) if is_unavailable(e) => {
-                tracing::warn!(error = %e, "database unavailable");
+            Self::Database { source, at } if is_unavailable(source) => {
+                tracing::warn!(error = %source, %at, "database unavailable");
                 "the database cannot be reached right now; try again in a few seconds".into()
             }
-            Self::Database(e) => {
-                tracing::error!(error = ?e, "database error");
+            Self::Database { source, at } => {
+                tracing::error!(error = ?source, %at, "database error");
                 INTERNAL_DETAIL.into()
             }
             Self::Internal(e) => {
@@ -182,7 +200,7 @@ impl ApiError {
             Self::TooManyRequests { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            Self::Unavailable(_) | Self::Database(_) if status == StatusCode::SERVICE_UNAVAILABLE => {
+            Self::Unavailable(_) | Self::Database { .. } if status == StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
@@ -220,4 +238,114 @@ pub fn problem_response(status: StatusCode, detail: impl Into<String>) -> Respon
     let mut response = (status, problem_for_status(status, detail)).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeSet, path::Path};
+
+    use super::*;
+
+    const CATALOGUE: &str = include_str!("../../docs/errors.md");
+
+    /// One error of every variant. The match makes a new variant fail to compile here until it
+    /// is listed, and so until its problem type is checked against the catalogue.
+    fn every_variant() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::Validation(vec![FieldError::new("f", "m")]),
+            ApiError::MalformedJson("m".into()),
+            ApiError::UnsupportedMediaType,
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::Unauthorized("m"),
+            ApiError::Forbidden("m".into()),
+            ApiError::NotFound("m".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::Conflict("m".into()),
+            ApiError::TooManyRequests { retry_after_secs: 1, detail: "m".into() },
+            ApiError::Unavailable("m".into()),
+            ApiError::from(sqlx::Error::PoolTimedOut),
+            ApiError::from(sqlx::Error::RowNotFound),
+            ApiError::from(anyhow::anyhow!("m")),
+        ];
+        for e in &all {
+            match e {
+                ApiError::Validation(_)
+                | ApiError::MalformedJson(_)
+                | ApiError::UnsupportedMediaType
+                | ApiError::PayloadTooLarge { .. }
+                | ApiError::Unauthorized(_)
+                | ApiError::Forbidden(_)
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed
+                | ApiError::Conflict(_)
+                | ApiError::TooManyRequests { .. }
+                | ApiError::Unavailable(_)
+                | ApiError::Database { .. }
+                | ApiError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    /// Every `/problems/…` written anywhere in `src/`.
+    fn types_in_source(dir: &Path, found: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                types_in_source(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (i, _) in text.match_indices("/problems/") {
+                    let rest = &text[i + "/problems/".len()..];
+                    let name: String =
+                        rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '-').collect();
+                    // The prefix alone (in prose, like this comment's) names no type.
+                    if !name.is_empty() && !name.ends_with('-') {
+                        found.insert(format!("/problems/{name}"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_problem_type_the_service_answers_is_in_the_catalogue() {
+        let documented: BTreeSet<&str> =
+            CATALOGUE.lines().filter_map(|l| l.strip_prefix("## `")?.strip_suffix('`')).collect();
+        let mut answered: BTreeSet<String> = every_variant().iter().map(|e| e.kind().0.to_string()).collect();
+        for status in 400..=599 {
+            let status = StatusCode::from_u16(status).unwrap();
+            let problem: serde_json::Value =
+                serde_json::from_slice(&problem_for_status(status, "d")).unwrap();
+            answered.insert(problem["type"].as_str().unwrap().to_string());
+        }
+        types_in_source(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut answered);
+        assert!(answered.len() >= 16, "the types were found: {answered:?}");
+        let missing: Vec<&String> = answered.iter().filter(|t| !documented.contains(t.as_str())).collect();
+        assert!(missing.is_empty(), "docs/errors.md lacks {missing:?} (it has {documented:?})");
+        let stale: Vec<&&str> = documented.iter().filter(|t| !answered.contains(**t)).collect();
+        assert!(stale.is_empty(), "docs/errors.md lists types the service never answers: {stale:?}");
+    }
+
+    #[test]
+    fn a_500_is_logged_with_the_place_that_met_the_error() {
+        fn store_call() -> Result<(), sqlx::Error> {
+            Err(sqlx::Error::RowNotFound)
+        }
+        fn handler() -> ApiResult<()> {
+            store_call()?;
+            Ok(())
+        }
+        let line = line!() - 3;
+        let ApiError::Database { at, .. } = handler().unwrap_err() else { panic!("a database error") };
+        assert_eq!((at.file(), at.line()), (file!(), line), "the `?` in the handler");
+
+        let fn_line = line!() + 2;
+        fn internal() -> ApiResult<()> {
+            Err(anyhow::anyhow!("broken"))?
+        }
+        let ApiError::Internal(e) = internal().unwrap_err() else { panic!("an internal error") };
+        let chain = format!("{e:#}");
+        assert!(chain.contains(&format!("{}:{fn_line}", file!())), "{chain}");
+    }
 }

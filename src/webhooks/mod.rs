@@ -3,8 +3,10 @@
 //!
 //! - **Durable, in the event's own transaction.** Flagging, correcting and retracting an alert,
 //!   and a fan-out finishing, call [`enqueue`] inside the transaction that makes the change: one
-//!   `webhook_deliveries` row per subscribed endpoint, with the body as it will be sent. Committed
-//!   means queued, also if the process dies right after.
+//!   `webhook_events` row with the body as it will be sent, whatever the number of endpoints.
+//!   Committed means queued, also if the process dies right after. A worker then expands the
+//!   event into one `webhook_deliveries` row per enabled endpoint subscribed to it (at that
+//!   moment), off the alert's path.
 //! - **Off the alert's path.** Nothing is sent in that transaction. Every process runs a
 //!   [`worker`] that claims due deliveries with a lease (`for update skip locked`), sends them
 //!   with bounded concurrency and its own time limit, and records each attempt. A slow or dead
@@ -76,8 +78,7 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 }
 
 /// Queues `event` about `alert` for every endpoint subscribed to it, inside the caller's
-/// transaction; `data` is the alert as the API shows it. Costs one insert when no endpoint
-/// wants it.
+/// transaction; `data` is the alert as the API shows it. Costs one insert.
 pub async fn enqueue(tx: &mut PgConnection, event: EventType, alert: &Alert) -> sqlx::Result<()> {
     enqueue_data(tx, event, &AlertView::from(alert.clone())).await
 }

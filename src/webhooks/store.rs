@@ -80,8 +80,9 @@ pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Endpoint>> {
     query_endpoints!("where e.id = $1", id).fetch_optional(pool).await
 }
 
-pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Endpoint>> {
-    query_endpoints!("order by e.id").fetch_all(pool).await
+/// Up to `limit` endpoints registered after the one with id `after` (0: from the first).
+pub async fn list(pool: &PgPool, after: i64, limit: i64) -> sqlx::Result<Vec<Endpoint>> {
+    query_endpoints!("where e.id > $1 order by e.id limit $2", after, limit).fetch_all(pool).await
 }
 
 /// A change an admin asks for; `None` leaves a field as it is.
@@ -149,6 +150,19 @@ pub async fn rotate(pool: &PgPool, id: i64, secret: &str, grace_secs: u64) -> sq
     get(pool, id).await
 }
 
+/// Where a delivery is (`webhook_deliveries.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// To be tried, or retried.
+    Pending,
+    /// A receiver accepted it (a 2xx answer).
+    Delivered,
+    /// Given up: its retry window passed, or its endpoint was disabled.
+    Failed,
+}
+
 /// One try of one delivery.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Attempt {
@@ -165,8 +179,8 @@ pub struct Attempt {
     pub latency_ms: i32,
     /// What went wrong, in words (absent on success).
     pub error: Option<String>,
-    /// Where the event is now: `pending` (to be retried), `delivered` or `failed` (gave up).
-    pub delivery_state: String,
+    /// Where the event is now.
+    pub delivery_state: DeliveryState,
 }
 
 /// The endpoint's latest attempts, newest first.
@@ -176,7 +190,8 @@ pub async fn recent_attempts(pool: &PgPool, endpoint_id: i64, limit: i64) -> sql
         r#"select a.attempted_at, d.message_id, d.event_type,
                 (select count(*) from webhook_attempts p
                   where p.delivery_id = a.delivery_id and p.id <= a.id)::int as "attempt!",
-                a.http_status, a.latency_ms, a.error, d.state as delivery_state
+                a.http_status, a.latency_ms, a.error,
+                d.state as "delivery_state: DeliveryState"
          from webhook_attempts a join webhook_deliveries d on d.id = a.delivery_id
          where a.endpoint_id = $1
          order by a.id desc limit $2"#,
@@ -197,24 +212,49 @@ pub async fn wanted(tx: &mut PgConnection, event: EventType) -> sqlx::Result<boo
     .await
 }
 
-/// Queues `body` for every enabled endpoint subscribed to `event`, in the caller's transaction.
-/// Returns how many endpoints it was queued for.
+/// Queues `body` as an event for the endpoints subscribed to `event`, in the caller's
+/// transaction: one row, whatever the number of endpoints ([`expand`] makes their deliveries).
+/// Nothing is written when no enabled endpoint subscribes to it. Returns whether it was queued.
 pub async fn queue(
     tx: &mut PgConnection,
     event: EventType,
     message_id: &str,
     body: &str,
-) -> sqlx::Result<u64> {
+) -> sqlx::Result<bool> {
     let done = sqlx::query!(
-        "insert into webhook_deliveries (endpoint_id, message_id, event_type, body)
-         select id, $1, $2, $3 from webhook_endpoints where enabled and $2 = any(event_types)",
+        "insert into webhook_events (message_id, event_type, body)
+         select $1, $2, $3
+         where exists (select 1 from webhook_endpoints where enabled and $2 = any(event_types))",
         message_id,
         event.as_str(),
         body,
     )
     .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected())
+    Ok(done.rows_affected() > 0)
+}
+
+/// Expands up to `limit` queued events, oldest first, into one delivery per enabled endpoint
+/// subscribed to each, and forgets the events: one statement, so each event is expanded once
+/// whichever process takes it (others skip the events it holds). The deliveries keep the event's
+/// time, from which their retry window counts. Returns how many events it took.
+pub async fn expand(pool: &PgPool, limit: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"with taken as (
+             delete from webhook_events
+             where id in (select id from webhook_events order by id limit $1 for update skip locked)
+             returning message_id, event_type, body, created_at
+         ), made as (
+             insert into webhook_deliveries (endpoint_id, message_id, event_type, body, created_at)
+             select e.id, t.message_id, t.event_type, t.body, t.created_at
+             from taken t join webhook_endpoints e on e.enabled and t.event_type = any(e.event_types)
+             on conflict (message_id, endpoint_id) do nothing
+         )
+         select count(*) as "taken!" from taken"#,
+        limit,
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// A delivery claimed for one attempt.
@@ -233,8 +273,13 @@ pub struct Claimed {
 
 /// Claims due deliveries for one attempt each, at most `limit` in all and, for each endpoint,
 /// at most `per_endpoint` less what this process already has in flight to it (`in_flight`:
-/// endpoint ids and counts), so that one slow endpoint cannot take every place. Claiming moves `next_attempt_at` to the end of the lease: until then no other
-/// process takes them, and if this one dies they are due again then.
+/// endpoint ids and counts), so that one slow endpoint cannot take every place. Claiming moves
+/// `next_attempt_at` to the end of the lease: until then no other process takes them, and if
+/// this one dies they are due again then.
+///
+/// It starts from the endpoints that have a due delivery (the `webhook_deliveries_next` index),
+/// not from every enabled endpoint: with nothing due, a look costs one index probe, however many
+/// endpoints are registered.
 pub async fn claim(
     pool: &PgPool,
     limit: i64,
@@ -247,7 +292,9 @@ pub async fn claim(
         Claimed,
         "with due as (
              select d.id
-             from webhook_endpoints e
+             from (select distinct endpoint_id from webhook_deliveries
+                   where state = 'pending' and next_attempt_at <= now()) due_endpoint
+             join webhook_endpoints e on e.id = due_endpoint.endpoint_id
              left join unnest($3::bigint[], $5::bigint[]) f (endpoint_id, n) on f.endpoint_id = e.id
              cross join lateral (
                  select d.id from webhook_deliveries d
@@ -310,8 +357,18 @@ pub struct Policy {
 /// Records an attempt: the delivery is done, retried later, or given up; the endpoint's failure
 /// streak starts or ends, and an endpoint failing for too long is disabled (its pending events
 /// are given up with it). Returns whether this disabled the endpoint.
+///
+/// Lock order: the endpoint row first, then the delivery. The attempt's insert takes a key-share
+/// lock on the endpoint (its foreign key); had two attempts to one endpoint each taken that and
+/// then asked for the row to update it, each would wait for the other. The first statement
+/// therefore locks the endpoint (`for no key update`: it does not block alerts queueing
+/// deliveries for it, whose inserts take key-share locks), so recordings for one endpoint take
+/// turns and never deadlock.
 pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
+    sqlx::query!("select id from webhook_endpoints where id = $1 for no key update", c.endpoint_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     sqlx::query!(
         "insert into webhook_attempts (endpoint_id, delivery_id, http_status, latency_ms, error)
          values ($1, $2, $3, $4, $5)",
@@ -366,7 +423,7 @@ pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx:
                      select id, coalesce(failing_since, now()) as since,
                             enabled and coalesce(failing_since, now())
                                         <= now() - make_interval(secs => $2) as disable
-                     from webhook_endpoints where id = $1 for update
+                     from webhook_endpoints where id = $1
                  )
                  update webhook_endpoints w set
                     failing_since = v.since,

@@ -34,9 +34,8 @@ use crate::config::Settings;
 /// How often the worker looks for due deliveries: bounds how long after its commit an event
 /// waits before its first try.
 const POLL: Duration = Duration::from_millis(200);
-/// Attempts in flight to one endpoint, per process: a slow endpoint holds at most this many of
-/// the worker's places, and a receiver is not flooded after an outage.
-pub const PER_ENDPOINT: usize = 4;
+/// Events expanded into deliveries per statement: each makes one row per subscribed endpoint.
+const EXPAND_BATCH: i64 = 16;
 /// The longest wait between two tries of one delivery.
 const MAX_BACKOFF_SECS: f64 = 3600.0;
 /// How much of a receiver's error answer is kept with the attempt.
@@ -50,6 +49,8 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub struct Limits {
     pub timeout: Duration,
     pub max_in_flight: usize,
+    /// Attempts in flight to one endpoint, per process.
+    pub per_endpoint: usize,
     pub retry_first_secs: f64,
     pub retry_window_secs: f64,
     pub disable_after_secs: f64,
@@ -60,6 +61,7 @@ impl Limits {
         Self {
             timeout: Duration::from_secs(s.webhook_timeout_secs),
             max_in_flight: s.webhook_max_in_flight,
+            per_endpoint: s.webhook_per_endpoint,
             retry_first_secs: s.webhook_retry_first_secs as f64,
             retry_window_secs: s.webhook_retry_window_secs as f64,
             disable_after_secs: s.webhook_disable_after_secs as f64,
@@ -91,7 +93,7 @@ pub struct Worker {
     in_flight: Arc<Mutex<HashMap<i64, usize>>>,
     places: Arc<Semaphore>,
     /// Rung when an attempt ends: its endpoint may take another delivery now. (Waiting for the
-    /// next look instead held every endpoint to `PER_ENDPOINT` deliveries per `POLL`: 20 a
+    /// next look instead held every endpoint to `webhook_per_endpoint` deliveries per `POLL`: 20 a
     /// second each, 193 a second to ten fast receivers.)
     freed: Notify,
 }
@@ -114,6 +116,17 @@ impl Worker {
         let this = Arc::new(self);
         let shutdown = &shutdown;
         loop {
+            // Events first: their deliveries are due at once.
+            loop {
+                match store::expand(&this.pool, EXPAND_BATCH).await {
+                    Ok(n) if n == EXPAND_BATCH => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook worker could not expand events; retrying");
+                        break;
+                    }
+                }
+            }
             let free = this.places.available_permits();
             let mut more = false;
             if free > 0 {
@@ -124,7 +137,7 @@ impl Worker {
                 match store::claim(
                     &this.pool,
                     free as i64,
-                    PER_ENDPOINT as i64,
+                    this.limits.per_endpoint as i64,
                     &in_flight,
                     this.limits.lease_secs(),
                 )
@@ -258,6 +271,7 @@ mod tests {
         let l = Limits {
             timeout: Duration::from_secs(10),
             max_in_flight: 1,
+            per_endpoint: 1,
             retry_first_secs: 5.0,
             retry_window_secs: 86400.0,
             disable_after_secs: 1.0,

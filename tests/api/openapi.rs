@@ -2,13 +2,21 @@
 //! serves, with the problem+json error shape and the bearer scheme. (scripts/fuzz-api then holds
 //! the server to it with schemathesis.)
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
 
-use serde_json::Value;
-use sondakika::{alerts::domain, validation};
+use serde_json::{Value, json};
+use sondakika::{
+    alerts::domain,
+    auth::{self, Role},
+    validation,
+};
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::{
+    helpers::TestApp,
+    push::{push_app, receipts_of, subscribe, wait_done},
+    push_double::Behaviour,
+};
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
@@ -218,6 +226,294 @@ async fn an_unknown_field_without_a_name_is_blamed_on_the_body_or_the_query() {
         assert_eq!(r.status(), 422);
         let problem: Value = r.json().await.unwrap();
         assert_eq!(problem["field"], "query", "{query}: {problem}");
+    }
+    app.stop().await;
+}
+
+/// A value that the schema describes, built from the schema alone: every property when `all`,
+/// else only the required ones. Strings follow the schema's `example`, else its `format`, else
+/// its `pattern`, within its length bounds; numbers are within their bounds.
+fn example(doc: &Value, schema: &Value, all: bool) -> Value {
+    let schema = resolve(doc, schema);
+    // A fresh URL or id each time (two alerts with one URL are one alert), else the example.
+    if schema.get("format").is_some_and(|f| f == "uri" || f == "uuid") {
+        return Value::String(example_string(schema));
+    }
+    if let Some(example) = schema.get("example").or_else(|| schema.get("examples").and_then(|e| e.get(0))) {
+        return example.clone();
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values.iter().find(|v| !v.is_null()).expect("an enum with a value").clone();
+    }
+    for combinator in ["oneOf", "anyOf"] {
+        // `anyOf` beside `properties`: alternatives of what is required, the first one taken.
+        if schema.get("properties").is_some() {
+            continue;
+        }
+        if let Some(variants) = schema.get(combinator).and_then(Value::as_array) {
+            let variant =
+                variants.iter().find(|v| resolve(doc, v)["type"] != "null").expect("a non-null variant");
+            return example(doc, variant, all);
+        }
+    }
+    if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
+        let mut merged = serde_json::Map::new();
+        for part in parts {
+            if let Value::Object(o) = example(doc, part, all) {
+                merged.extend(o);
+            }
+        }
+        return Value::Object(merged);
+    }
+    let kind = match &schema["type"] {
+        Value::String(t) => t.as_str(),
+        Value::Array(types) => types.iter().filter_map(Value::as_str).find(|t| *t != "null").expect("a type"),
+        _ if schema.get("properties").is_some() => "object",
+        // No type: any value is valid.
+        _ => return Value::Null,
+    };
+    match kind {
+        "object" => {
+            let required: BTreeSet<&str> = [&schema["required"], &schema["anyOf"][0]["required"]]
+                .into_iter()
+                .filter_map(Value::as_array)
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut object = serde_json::Map::new();
+            for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+                if all || required.contains(name.as_str()) {
+                    object.insert(name.clone(), example(doc, property, all));
+                }
+            }
+            Value::Object(object)
+        }
+        "array" => {
+            let n = schema["minItems"].as_u64().unwrap_or(0).max(1);
+            Value::Array((0..n).map(|_| example(doc, &schema["items"], all)).collect())
+        }
+        "integer" | "number" => {
+            // Inside the bounds rather than on one: a bound the server narrows by configuration
+            // (a feed's poll interval) is documented as its widest.
+            let min = schema["minimum"].as_i64().unwrap_or(1);
+            let max = schema["maximum"].as_i64().unwrap_or(min.max(1) * 1000);
+            json!(min + (max - min) / 2)
+        }
+        "boolean" => json!(true),
+        "string" => Value::String(example_string(schema)),
+        other => panic!("a schema type the example builder does not know: {other} in {schema}"),
+    }
+}
+
+fn example_string(schema: &Value) -> String {
+    let text = match schema["format"].as_str() {
+        Some("uuid") => Uuid::new_v4().to_string(),
+        Some("date-time") => (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+        Some("uri") => format!("https://www.example.com.tr/haber/{}", Uuid::new_v4().simple()),
+        Some(other) => panic!("a string format the example builder does not know: {other}"),
+        None => match schema["pattern"].as_str() {
+            Some(pattern) => from_pattern(pattern),
+            None => "Örnek".to_string(),
+        },
+    };
+    let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
+    let max = schema["maxLength"].as_u64().map_or(usize::MAX, |m| m as usize);
+    let mut text = text;
+    while text.chars().count() < min {
+        text.push('ş');
+    }
+    text.chars().take(max).collect()
+}
+
+/// The shortest string a simple regular expression matches: anchors, literal characters and
+/// escapes, character classes, groups, and the quantifiers `?`, `*`, `+`, `{n}`, `{n,m}`.
+fn from_pattern(pattern: &str) -> String {
+    fn quantifier(chars: &[char], i: &mut usize) -> usize {
+        match chars.get(*i) {
+            Some('?') | Some('*') => {
+                *i += 1;
+                0
+            }
+            Some('+') => {
+                *i += 1;
+                1
+            }
+            Some('{') => {
+                let end = chars[*i..].iter().position(|c| *c == '}').expect("a closed quantifier") + *i;
+                let inner: String = chars[*i + 1..end].iter().collect();
+                *i = end + 1;
+                inner.split(',').next().unwrap().parse().expect("a repetition count")
+            }
+            _ => 1,
+        }
+    }
+    fn sequence(chars: &[char], i: &mut usize) -> String {
+        let mut out = String::new();
+        while *i < chars.len() && chars[*i] != ')' && chars[*i] != '|' {
+            let atom = match chars[*i] {
+                '^' | '$' => {
+                    *i += 1;
+                    continue;
+                }
+                '\\' => {
+                    *i += 2;
+                    match chars[*i - 1] {
+                        'd' => "0".to_string(),
+                        'w' => "a".to_string(),
+                        c => c.to_string(),
+                    }
+                }
+                '[' => {
+                    let first = chars[*i + 1];
+                    assert_ne!(first, '^', "a negated class in {chars:?}");
+                    *i += chars[*i..].iter().position(|c| *c == ']').expect("a closed class") + 1;
+                    first.to_string()
+                }
+                '(' => {
+                    *i += 1;
+                    let inner = sequence(chars, i);
+                    while chars.get(*i) == Some(&'|') {
+                        *i += 1;
+                        sequence(chars, i);
+                    }
+                    assert_eq!(chars.get(*i), Some(&')'), "a closed group in {chars:?}");
+                    *i += 1;
+                    inner
+                }
+                '.' => {
+                    *i += 1;
+                    "a".to_string()
+                }
+                c => {
+                    *i += 1;
+                    c.to_string()
+                }
+            };
+            out.push_str(&atom.repeat(quantifier(chars, i)));
+        }
+        out
+    }
+    let chars: Vec<char> = pattern.chars().collect();
+    sequence(&chars, &mut 0)
+}
+
+#[test]
+fn the_example_builder_meets_the_patterns_it_is_given() {
+    assert_eq!(from_pattern("^[a-z0-9][a-z0-9-]{0,39}$"), "a");
+    assert_eq!(from_pattern("^[0-9]{1,19}\\.[A-Za-z0-9_-]{22}$"), format!("0.{}", "A".repeat(22)));
+    assert_eq!(from_pattern("^[0-9]+(\\.[0-9]+)?$"), "0");
+    assert_eq!(from_pattern("^[Hh][Tt][Tt][Pp][Ss]?:"), "HTTP:");
+}
+
+/// Sets `value` at `pointer` (`/a/b`) in `body`, creating the last step.
+fn set(body: &mut Value, pointer: &str, value: Value) {
+    let (parent, name) = pointer.rsplit_once('/').unwrap();
+    body.pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .expect("the parent exists")
+        .insert(name.into(), value);
+}
+
+/// The document and the handlers cannot drift: for every operation with a body, a body built from
+/// its documented schema alone (once with only the required fields, once with every field) is
+/// accepted. Only values no schema can express come from elsewhere: a browser's push
+/// subscription (its keys must be a real P-256 key and secret) and a push's receipt (a token
+/// this server signed).
+#[tokio::test]
+async fn every_operation_with_a_body_accepts_a_body_built_from_its_documented_schema() {
+    let (app, double) = push_app(|s| {
+        s.public_rate_per_minute = 10_000;
+        s.public_receipt_rate_per_minute = 10_000;
+        s.public_subscribe_rate_per_minute = 10_000;
+    })
+    .await;
+    let admin = auth::create(&app.pool, "Yönetici", Role::Admin).await.unwrap().1;
+    let doc = document(&app).await;
+
+    // One subscriber per pass, each sent one push, for the receipt.
+    let subscribers = [double.subscriber(1, Behaviour::Accept), double.subscriber(2, Behaviour::Accept)];
+    for s in &subscribers {
+        assert!(subscribe(&app, s.clone(), &[]).await.status().is_success());
+    }
+    let alert = app.flag("Belgeden örnek", &[]).await;
+    let alert_id = alert["id"].as_str().unwrap().to_string();
+    wait_done(&app, &alert_id, Duration::from_secs(30)).await;
+    let receipts = receipts_of(&double, &alert_id);
+
+    // Every operation with a body, deletions last (a subscription is refreshed and sent a receipt
+    // before it is removed).
+    let mut operations: Vec<(String, String, Value)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(body) = op.get("requestBody") {
+                let schema = resolve(&doc, body)["content"]["application/json"]["schema"].clone();
+                assert!(schema.is_object(), "{method} {path}: a JSON body");
+                operations.push((method.clone(), path.clone(), schema));
+            }
+        }
+    }
+    operations.sort_by_key(|(method, path, _)| (method == "delete", path.clone()));
+    assert!(operations.len() >= 11, "{} operations with a body", operations.len());
+
+    for (pass, all) in [false, true].into_iter().enumerate() {
+        let subscriber = &subscribers[pass];
+        for (method, path, schema) in &operations {
+            let mut body = example(&doc, schema, all);
+            match path.as_str() {
+                "/api/v1/push/subscriptions" if method == "post" => {
+                    set(&mut body, "/subscription", subscriber.clone());
+                }
+                "/api/v1/push/subscriptions" => set(&mut body, "/endpoint", subscriber["endpoint"].clone()),
+                "/api/v1/push/receipts" => {
+                    set(&mut body, "/alert_id", json!(alert_id));
+                    set(&mut body, "/receipt", json!(receipts[&(pass as u64 + 1)]));
+                }
+                _ => {}
+            }
+            // A path with an id: a fresh resource, created from its collection's documented body.
+            let concrete = match path.split_once("/{id}") {
+                None => path.clone(),
+                Some((collection, rest)) => {
+                    let create = &doc["paths"][collection]["post"]["requestBody"];
+                    let schema = &resolve(&doc, create)["content"]["application/json"]["schema"];
+                    let r = app
+                        .http
+                        .post(app.url(collection))
+                        .bearer_auth(&admin)
+                        .json(&example(&doc, schema, false))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status();
+                    let created: Value = r.json().await.unwrap();
+                    assert!(
+                        status.is_success(),
+                        "POST {collection} (for {method} {path}): {status} {created}"
+                    );
+                    let id = created["id"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| created["id"].to_string());
+                    format!("{collection}/{id}{rest}")
+                }
+            };
+            let r = app
+                .http
+                .request(method.to_uppercase().parse().unwrap(), app.url(&concrete))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let answer = r.text().await.unwrap();
+            assert!(
+                status.is_success(),
+                "{} {path} with {} fields of its documented schema: {body}\nanswered {status}: {answer}",
+                method.to_uppercase(),
+                if all { "all the" } else { "the required" },
+            );
+        }
     }
     app.stop().await;
 }

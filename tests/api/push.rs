@@ -144,7 +144,7 @@ pub(crate) async fn wait_done(app: &TestApp, id: &str, limit: Duration) -> Value
 }
 
 /// The receipt each subscriber's push of an alert carried, as the double decrypted it.
-fn receipts_of(double: &PushDouble, alert_id: &str) -> HashMap<u64, String> {
+pub(crate) fn receipts_of(double: &PushDouble, alert_id: &str) -> HashMap<u64, String> {
     double
         .received()
         .iter()

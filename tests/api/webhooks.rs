@@ -393,6 +393,61 @@ async fn an_endpoint_that_keeps_failing_is_disabled_until_an_admin_enables_it_ag
     app.stop().await;
 }
 
+/// PostgreSQL's own count of deadlocks in the test's database.
+async fn deadlocks(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("select deadlocks from pg_stat_database where datname = current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn many_failing_attempts_to_one_endpoint_at_once_are_all_recorded_without_a_deadlock() {
+    const ALERTS: usize = 50;
+    // Every delivery tried at once, and no retry within the test: each is called once, so each
+    // call must leave one attempt row.
+    let app = spawn(|s| {
+        s.webhook_per_endpoint = ALERTS;
+        s.webhook_retry_first_secs = 3600;
+    })
+    .await;
+    let admin = admin_token(&app.pool).await;
+    let rx = Receiver::start().await;
+    let (id, secret) = register(&app, &admin, &rx.url("/hook"), &["alert.flagged"]).await;
+    // Answers held a little, so that the failures come back together.
+    rx.control(json!({ "secrets": [secret], "answers": vec![500; ALERTS * 4], "hold_secs": 0.5 })).await;
+    let before = deadlocks(&app.pool).await;
+    let flags = (0..ALERTS).map(|i| {
+        let app = &app;
+        async move { app.flag(&format!("Eşzamanlı hata {i}"), &[]).await }
+    });
+    futures_util::future::join_all(flags).await;
+
+    let attempts = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from webhook_attempts where endpoint_id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap() as usize
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (calls, rows) = (rx.log().await.len(), attempts().await);
+        if calls >= ALERTS && calls == rows {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the receiver saw {calls} calls, {rows} attempts are recorded (a lost one is tried \
+             again when its lease runs out)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rx.log().await.len(), ALERTS, "each delivery was tried once, and only once");
+    assert_eq!(deadlocks(&app.pool).await, before, "PostgreSQL counted deadlocks");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_receiver_that_hangs_never_slows_the_alert_itself() {
     let app = spawn(|s| s.webhook_timeout_secs = 30).await;
