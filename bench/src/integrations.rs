@@ -1,4 +1,4 @@
-//! Issue 13's figures for BENCHMARKS.md (`sondakika-bench feed`, `sondakika-bench webhooks`),
+//! The feed and webhook figures of BENCHMARKS.md (`sondakika-bench feed`, `sondakika-bench webhooks`),
 //! against a running server, with the newsroom's side served here:
 //!
 //! - `feed`: an RSS 2.0 feed registered as an `auto` feed, and tickers on `/ws`. Items appear in

@@ -1,6 +1,6 @@
 //! A TLS listener for `axum::serve`, offering HTTP/2 and HTTP/1.1 by ALPN as the real push
 //! services do. Two push-service doubles use it: the benchmark's sink (`sondakika-bench push
-//! sink`) and the integration tests' strict double (tests/api/push_double.rs, which compiles
+//! sink`) and the integration tests' strict double (tests/api/support/push_double.rs, which compiles
 //! this file into the tests with `#[path]`: the service does not depend on bench code, and the
 //! tests need no bench crate). Only what both have (tokio, tokio-rustls, axum, anyhow) is used.
 

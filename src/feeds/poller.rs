@@ -24,7 +24,7 @@ use super::{
     bounded::{Threads, Unfinished},
     domain::Mode,
     parse::{self, Item},
-    store::{self, Feed, ItemState, Outcome},
+    store::{self, Feed, ItemState, PollOutcome},
 };
 use crate::{
     alerts::domain::{AlertStatus, Label, NewAlert, Topics, Urgency},
@@ -112,7 +112,7 @@ impl Poller {
     /// Polls one leased feed and records the outcome (which releases the lease).
     pub async fn poll(&self, feed: Feed) {
         let outcome = self.fetch_and_process(&feed).await;
-        if let Outcome::Failed { error, .. } = &outcome {
+        if let PollOutcome::Failed { error, .. } = &outcome {
             // `error` is SafeText: what the feed's server said cannot steer the log.
             tracing::info!(feed_id = %feed.id, failures = feed.failures + 1, %error, "feed poll failed");
         }
@@ -121,10 +121,10 @@ impl Poller {
         }
     }
 
-    async fn fetch_and_process(&self, feed: &Feed) -> Outcome {
+    async fn fetch_and_process(&self, feed: &Feed) -> PollOutcome {
         let url = match Url::parse(&feed.url) {
             Ok(u) => u,
-            Err(e) => return Outcome::failed(None, format!("the URL is not valid ({e})")),
+            Err(e) => return PollOutcome::failed(None, format!("the URL is not valid ({e})")),
         };
         let mut req = OutRequest::get(url)
             .max_bytes(self.settings.feed_max_bytes)
@@ -138,14 +138,14 @@ impl Poller {
         }
         let fetched = match self.outbound.fetch(req).await {
             Ok(f) => f,
-            Err(e) => return Outcome::failed(None, e.to_string()),
+            Err(e) => return PollOutcome::failed(None, e.to_string()),
         };
         let status = fetched.status;
         if status == http::StatusCode::NOT_MODIFIED {
-            return Outcome::NotModified;
+            return PollOutcome::NotModified;
         }
         if !status.is_success() {
-            return Outcome::failed(
+            return PollOutcome::failed(
                 Some(status.as_u16()),
                 format!(
                     "the server answered {} {} instead of the feed",
@@ -172,10 +172,10 @@ impl Poller {
         let parsed = self.parsing.run(deadline, move || parse::parse_until(&body, &base, Some(until))).await;
         let parsed = match parsed {
             Ok(Ok(p)) => p,
-            Ok(Err(why)) => return Outcome::failed(Some(status.as_u16()), why),
-            Err(Unfinished::TooSlow) => return Outcome::failed(Some(status.as_u16()), parse::TOO_SLOW),
+            Ok(Err(why)) => return PollOutcome::failed(Some(status.as_u16()), why),
+            Err(Unfinished::TooSlow) => return PollOutcome::failed(Some(status.as_u16()), parse::TOO_SLOW),
             Err(Unfinished::Failed) => {
-                return Outcome::failed(
+                return PollOutcome::failed(
                     Some(status.as_u16()),
                     "the feed could not be parsed (the parser failed)",
                 );
@@ -185,10 +185,10 @@ impl Poller {
             tracing::debug!(feed_id = %feed.id, skipped = parsed.skipped.len(), "feed items without what an alert needs");
         }
         match self.process(feed, parsed.items).await {
-            Ok(new_items) => Outcome::Fetched { status: status.as_u16(), etag, last_modified, new_items },
+            Ok(new_items) => PollOutcome::Fetched { status: status.as_u16(), etag, last_modified, new_items },
             Err(e) => {
                 tracing::warn!(feed_id = %feed.id, error = %e, "could not store feed items");
-                Outcome::failed(
+                PollOutcome::failed(
                     Some(status.as_u16()),
                     "the items could not be stored (database error); retrying",
                 )

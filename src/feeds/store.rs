@@ -224,7 +224,7 @@ pub async fn next_due(pool: &PgPool) -> sqlx::Result<Option<DateTime<Utc>>> {
 }
 
 /// A poll's outcome.
-pub enum Outcome {
+pub enum PollOutcome {
     Fetched {
         status: u16,
         etag: Option<String>,
@@ -239,7 +239,7 @@ pub enum Outcome {
     },
 }
 
-impl Outcome {
+impl PollOutcome {
     pub fn failed(status: Option<u16>, error: impl AsRef<str>) -> Self {
         Self::Failed { status, error: SafeText::new(error) }
     }
@@ -249,9 +249,9 @@ impl Outcome {
 /// or after a backoff that doubles with each failure in a row, up to an hour (or the interval,
 /// if longer). A success takes the baseline if there is none, unless the URL changed while the
 /// poll ran (the items it read were the old URL's).
-pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: Outcome) -> sqlx::Result<()> {
+pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: PollOutcome) -> sqlx::Result<()> {
     match outcome {
-        Outcome::Fetched { status, etag, last_modified, new_items } => {
+        PollOutcome::Fetched { status, etag, last_modified, new_items } => {
             sqlx::query!(
                 "update feeds set lease_until = null, last_polled_at = now(), last_success_at = now(),
                     last_error = null, failures = 0, last_status = $2, etag = $3, last_modified = $4,
@@ -268,7 +268,7 @@ pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: Outcome) -> sqlx::
             .execute(pool)
             .await?;
         }
-        Outcome::NotModified => {
+        PollOutcome::NotModified => {
             sqlx::query!(
                 "update feeds set lease_until = null, last_polled_at = now(), last_success_at = now(),
                     last_error = null, failures = 0, last_status = 304, last_new_items = 0,
@@ -281,7 +281,7 @@ pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: Outcome) -> sqlx::
             .execute(pool)
             .await?;
         }
-        Outcome::Failed { status, error } => {
+        PollOutcome::Failed { status, error } => {
             let backoff = backoff_secs(feed.interval_secs as u64, feed.failures as u32 + 1);
             sqlx::query!(
                 "update feeds set lease_until = null, last_polled_at = now(), last_error = $2,

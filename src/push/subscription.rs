@@ -305,7 +305,8 @@ mod tests {
             ("https://10.0.0.8/x", "not a known push service"),
             ("https://evilfcm.googleapis.com.attacker.net/x", "not a known push service"),
             ("https://notfcm.googleapis.com.evil/x", "not a known push service"),
-            // Names a stranger makes up under a real service's domain (finding 1 of issue 10).
+            // Names a stranger makes up under a real service's domain: each would cost a DNS lookup
+            // and a connection of its own.
             ("https://x7f3.fcm.googleapis.com/fcm/send/x", "not a known push service"),
             ("https://a.updates.push.services.mozilla.com/wpush/v2/x", "not a known push service"),
             ("https://push.services.mozilla.com/wpush/v2/x", "not a known push service"),

@@ -336,7 +336,7 @@ pub async fn release(pool: &PgPool, id: i64) -> sqlx::Result<()> {
 
 /// What one attempt came to.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct AttemptOutcome {
     pub http_status: Option<u16>,
     pub latency_ms: u32,
     /// `None`: delivered (a 2xx answer). Safe text: it quotes the receiver's answer.
@@ -364,7 +364,7 @@ pub struct Policy {
 /// therefore locks the endpoint (`for no key update`: it does not block alerts queueing
 /// deliveries for it, whose inserts take key-share locks), so recordings for one endpoint take
 /// turns and never deadlock.
-pub async fn record(pool: &PgPool, c: &Claimed, o: &Outcome, p: Policy) -> sqlx::Result<bool> {
+pub async fn record(pool: &PgPool, c: &Claimed, o: &AttemptOutcome, p: Policy) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
     sqlx::query!("select id from webhook_endpoints where id = $1 for no key update", c.endpoint_id)
         .fetch_optional(&mut *tx)

@@ -27,7 +27,7 @@ use crate::{
 
 use super::{
     signature,
-    store::{self, Claimed, Outcome, Policy},
+    store::{self, AttemptOutcome, Claimed, Policy},
 };
 use crate::config::Settings;
 
@@ -195,7 +195,7 @@ impl Worker {
     }
 
     /// One signed POST.
-    async fn attempt(&self, c: &Claimed) -> Outcome {
+    async fn attempt(&self, c: &Claimed) -> AttemptOutcome {
         let timestamp = Utc::now().timestamp();
         let mut secrets = vec![c.secret.as_str()];
         secrets.extend(c.previous_secret.as_deref());
@@ -203,7 +203,7 @@ impl Worker {
         let header = |v: &str| HeaderValue::from_str(v).expect("ASCII we made");
         let started = Instant::now();
         let Ok(url) = url::Url::parse(&c.url) else {
-            return Outcome {
+            return AttemptOutcome {
                 http_status: None,
                 latency_ms: 0,
                 error: Some(SafeText::new("the stored URL does not parse")),
@@ -236,10 +236,10 @@ impl Worker {
         let latency_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
         let result = if error.is_none() { "delivered" } else { "failed" };
         ::metrics::counter!("sondakika_webhook_attempts_total", "result" => result).increment(1);
-        Outcome { http_status, latency_ms, error }
+        AttemptOutcome { http_status, latency_ms, error }
     }
 
-    async fn finish(&self, c: &Claimed, o: &Outcome) {
+    async fn finish(&self, c: &Claimed, o: &AttemptOutcome) {
         let policy = Policy {
             retry_in_secs: self.limits.backoff_secs(c.attempts),
             retry_window_secs: self.limits.retry_window_secs,

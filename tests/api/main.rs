@@ -6,20 +6,21 @@ mod corrections;
 mod edge;
 mod editor_api;
 mod feeds;
-mod helpers;
 mod hostile_input;
 mod nodes;
 mod openapi;
 mod operations;
-mod origin;
 mod outbound;
 mod pgbouncer;
 mod public_limits;
 mod push;
-mod push_double;
 mod push_isolation;
 mod roles;
 mod service;
+mod support;
 mod tickers;
 mod untrusted_text;
 mod webhooks;
+
+// The suite's set-up and doubles, by their short names (`crate::helpers`, `crate::push_double`).
+use support::{helpers, origin, push_double};

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 
 /// The benchmark sink's TLS listener, compiled in here: the service does not carry bench code,
 /// and the tests do not depend on the bench package.
-#[path = "../../bench/src/tls.rs"]
+#[path = "../../../bench/src/tls.rs"]
 mod tls;
 use tls::TlsListener;
 
