@@ -1,7 +1,7 @@
 -- An event for webhooks waits here, written in the event's own transaction, until a webhook worker
 -- expands it into one `webhook_deliveries` row per enabled endpoint subscribed to it. The event's
--- transaction then writes one row whatever the number of endpoints (10,000 delivery rows made an
--- alert's POST take 150–320 ms), and stays durable: committed means queued. Expanding deletes the
+-- transaction then writes one row whatever the number of endpoints (a row per endpoint made an
+-- alert's POST as slow as its endpoints were many), and stays durable: committed means queued. Expanding deletes the
 -- event and inserts its deliveries in one statement, so an event is expanded exactly once.
 create table webhook_events (
     id          bigint generated always as identity primary key,

@@ -27,8 +27,9 @@ impl SafeText {
         Self::bounded(text.as_ref(), MAX_CHARS)
     }
 
-    /// `text` made safe, at most `max_chars` characters (at least 1). One pass over at most
-    /// `4 × max_chars` non-dropped characters: the cost is bounded by the bound, not the input.
+    /// `text` made safe, at most `max_chars` characters (at least 1). One linear pass that stops
+    /// once `max_chars` are kept; dropped characters (controls, escape sequences, invisible ones)
+    /// are still read, so text of unbounded length costs time in proportion to it.
     pub fn bounded(text: &str, max_chars: usize) -> Self {
         let max_chars = max_chars.max(1);
         let mut out = String::with_capacity(text.len().min(max_chars * 4));

@@ -2,7 +2,7 @@
 //! own.
 //!
 //! Not tokio's `spawn_blocking`: its tasks cannot be cancelled, and the runtime waits for them
-//! when it shuts down, so one slow parse held a stopping process for minutes. Here each piece of
+//! when it shuts down, so one slow parse would hold a stopping process as long as it runs. Here each piece of
 //! work runs on a thread of its own, and whoever waits for it gives up at the deadline; the
 //! thread is then abandoned (it ends when its work does, or with the process) and nothing waits
 //! for it, neither the poll nor the shutdown.

@@ -247,8 +247,10 @@ impl PollOutcome {
 
 /// Records the outcome, releases the lease and schedules the next poll: after the interval,
 /// or after a backoff that doubles with each failure in a row, up to an hour (or the interval,
-/// if longer). A success takes the baseline if there is none, unless the URL changed while the
-/// poll ran (the items it read were the old URL's).
+/// if longer). A success takes the baseline if there is none, and only if the feed had none when
+/// the poll was claimed and its URL is the one polled: a feed re-enabled or given a new URL while
+/// the poll ran had its baseline dropped, and the document this poll read may be older than the
+/// pause, so the next poll takes the baseline.
 pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: PollOutcome) -> sqlx::Result<()> {
     match outcome {
         PollOutcome::Fetched { status, etag, last_modified, new_items } => {
@@ -256,7 +258,7 @@ pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: PollOutcome) -> sq
                 "update feeds set lease_until = null, last_polled_at = now(), last_success_at = now(),
                     last_error = null, failures = 0, last_status = $2, etag = $3, last_modified = $4,
                     last_new_items = $5, next_poll_at = now() + make_interval(secs => interval_secs),
-                    baseline_at = case when url = $6 then coalesce(baseline_at, now()) end
+                    baseline_at = case when url = $6 then coalesce(baseline_at, case when $7::timestamptz is null then now() end) end
                  where id = $1",
                 feed.id,
                 status as i32,
@@ -264,6 +266,7 @@ pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: PollOutcome) -> sq
                 last_modified,
                 new_items,
                 feed.url,
+                feed.baseline_at,
             )
             .execute(pool)
             .await?;
@@ -273,10 +276,11 @@ pub async fn finish_poll(pool: &PgPool, feed: &Feed, outcome: PollOutcome) -> sq
                 "update feeds set lease_until = null, last_polled_at = now(), last_success_at = now(),
                     last_error = null, failures = 0, last_status = 304, last_new_items = 0,
                     next_poll_at = now() + make_interval(secs => interval_secs),
-                    baseline_at = case when url = $2 then coalesce(baseline_at, now()) end
+                    baseline_at = case when url = $2 then coalesce(baseline_at, case when $3::timestamptz is null then now() end) end
                  where id = $1",
                 feed.id,
                 feed.url,
+                feed.baseline_at,
             )
             .execute(pool)
             .await?;

@@ -248,6 +248,9 @@ pub async fn expand(pool: &PgPool, limit: i64) -> sqlx::Result<i64> {
              insert into webhook_deliveries (endpoint_id, message_id, event_type, body, created_at)
              select e.id, t.message_id, t.event_type, t.body, t.created_at
              from taken t join webhook_endpoints e on e.enabled and t.event_type = any(e.event_types)
+             -- Shared, so that an endpoint being disabled (which takes its row first) is waited
+             -- for and then read again: no pending delivery is left on a disabled endpoint.
+             for share of e
              on conflict (message_id, endpoint_id) do nothing
          )
          select count(*) as "taken!" from taken"#,

@@ -36,6 +36,8 @@ use crate::config::Settings;
 const POLL: Duration = Duration::from_millis(200);
 /// Events expanded into deliveries per statement: each makes one row per subscribed endpoint.
 const EXPAND_BATCH: i64 = 16;
+/// Statements of [`EXPAND_BATCH`] events per look; the rest wait for the next look.
+const EXPAND_ROUNDS: usize = 8;
 /// The longest wait between two tries of one delivery.
 const MAX_BACKOFF_SECS: f64 = 3600.0;
 /// How much of a receiver's error answer is kept with the attempt.
@@ -92,9 +94,8 @@ pub struct Worker {
     /// Attempts in flight per endpoint in this process.
     in_flight: Arc<Mutex<HashMap<i64, usize>>>,
     places: Arc<Semaphore>,
-    /// Rung when an attempt ends: its endpoint may take another delivery now. (Waiting for the
-    /// next look instead held every endpoint to `webhook_per_endpoint` deliveries per `POLL`: 20 a
-    /// second each, 193 a second to ten fast receivers.)
+    /// Rung when an attempt ends: its endpoint may take another delivery now, not at the next
+    /// look (which would hold every endpoint to `webhook_per_endpoint` deliveries per `POLL`).
     freed: Notify,
 }
 
@@ -116,8 +117,12 @@ impl Worker {
         let this = Arc::new(self);
         let shutdown = &shutdown;
         loop {
-            // Events first: their deliveries are due at once.
-            loop {
+            // Events first: their deliveries are due at once. Bounded per look, so that a stream
+            // of events never keeps the worker from its deliveries or from noticing shutdown.
+            for _ in 0..EXPAND_ROUNDS {
+                if shutdown.is_cancelled() {
+                    break;
+                }
                 match store::expand(&this.pool, EXPAND_BATCH).await {
                     Ok(n) if n == EXPAND_BATCH => continue,
                     Ok(_) => break,

@@ -331,6 +331,65 @@ async fn a_feed_re_enabled_or_given_a_new_url_takes_a_new_baseline() {
 }
 
 #[tokio::test]
+async fn a_poll_in_flight_across_a_pause_never_takes_the_new_baseline() {
+    let (app, admin) = app().await;
+    let origin = Origin::start().await;
+    origin.set("/a", Route::doc(RSS, rss("")));
+    let f =
+        register(&app, &admin, json!({"url": origin.url("/a"), "mode": "auto", "interval_secs": 1})).await;
+    let id = f["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/feeds/{id}");
+    first_success(&app, &admin, &id).await;
+    // The next poll reads a document as it was before the pause, and answers only after the feed
+    // was paused and re-enabled.
+    let asked = Utc::now();
+    origin.set(
+        "/a",
+        Route::Late {
+            after: Duration::from_secs(4),
+            content_type: RSS,
+            body: rss(&rss_item("before-1", "Duraklatmadan önce", "x", Utc::now())).into(),
+        },
+    );
+    eventually(Duration::from_secs(30), "a poll in flight", || async {
+        !origin.hit_times("/a", asked).is_empty()
+    })
+    .await;
+    let patch = |body: Value| admin_call(&app, &admin, Method::PATCH, &path, Some(body));
+    let (status, _) = patch(json!({"enabled": false})).await;
+    assert_eq!(status, 200);
+    // Re-enabled with a long interval: no other poll comes before the one in flight has finished
+    // and been looked at.
+    let (_, resumed) = patch(json!({"enabled": true, "interval_secs": 600})).await;
+    assert_eq!(resumed["baseline_at"], Value::Null, "{resumed}");
+    origin.set("/a", Route::doc(RSS, rss("")));
+    eventually(Duration::from_secs(30), "the poll in flight finished", || async {
+        sqlx::query_scalar::<_, bool>(
+            "select lease_until is null and coalesce(last_polled_at > $2, false) from feeds where id = $1::uuid",
+        )
+        .bind(&id)
+        .bind(asked)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_eq!(origin.hit_times("/a", asked).len(), 1, "only the poll in flight");
+    // What it read may be older than the pause: the baseline waits for the next poll.
+    assert_eq!(
+        feed(&app, &admin, &id).await["baseline_at"],
+        Value::Null,
+        "the poll that read the document before the pause took the new baseline"
+    );
+    let (status, _) = patch(json!({"interval_secs": 1})).await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(30), "the next poll took the baseline", || async {
+        feed(&app, &admin, &id).await["baseline_at"].is_string()
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn atom_with_relative_links_and_json_feed_items_become_drafts_sent_with_one_request() {
     let (app, admin) = app().await;
     let origin = Origin::start().await;

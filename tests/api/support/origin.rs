@@ -43,6 +43,12 @@ pub enum Route {
         status: u16,
         body: Bytes,
     },
+    /// A document answered only after `after`: a poll held in flight for that long.
+    Late {
+        after: Duration,
+        content_type: &'static str,
+        body: Bytes,
+    },
 }
 
 #[allow(dead_code)]
@@ -174,6 +180,10 @@ async fn answer(shared: Shared, req: Request) -> Response {
                 r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n * 64 * 1024));
             }
             r
+        }
+        Some(Route::Late { after, content_type, body }) => {
+            tokio::time::sleep(after).await;
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
         }
         Some(Route::Slow) => {
             let stream = futures_util::stream::unfold(0u32, |i| async move {
